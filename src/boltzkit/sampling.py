@@ -1,0 +1,213 @@
+"""Samplers: where the negative (model) particles of a gradient step come from.
+
+A sampler's ``negative(rbm, v_data, field_data, generator)`` returns visible
+states that stand for the model distribution.  ``field_data`` is the hidden
+field of the data batch, already computed by the trainer, so CD does not pay
+for it twice.  Samplers that keep chains expose them through
+``state_dict``/``load_state_dict`` so checkpoints resume exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+from .rbm import RBM
+
+
+class Sampler:
+    """Base class for negative-phase samplers."""
+
+    name = "sampler"
+
+    def negative(self, rbm: RBM, v_data: Tensor, field_data: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        return None
+
+    def stats(self) -> dict[str, float]:
+        """Per-epoch diagnostics (e.g. swap rates); reset after reading."""
+        return {}
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"the number of Gibbs steps k must be an integer >= 1, got {k!r}")
+    return k
+
+
+class ContrastiveDivergence(Sampler):
+    """CD-k: k Gibbs sweeps started at the data batch (Hinton 2002)."""
+
+    name = "cd"
+
+    def __init__(self, k: int = 1) -> None:
+        self.k = _check_k(k)
+
+    def negative(self, rbm, v_data, field_data, generator=None):
+        h = rbm.hidden.sample(field_data, generator=generator)
+        v = rbm.sample_visible(h, generator=generator)
+        return rbm.gibbs(v, self.k - 1, generator=generator) if self.k > 1 else v
+
+
+class PersistentCD(Sampler):
+    """PCD-k (Tieleman 2008): ``n_chains`` persistent chains, k sweeps per update.
+
+    The number of chains is independent of the batch size; chains start from
+    random states of the visible layer (``init="random"``) or from data
+    (``init="data"``, the first batch's rows, repeated as needed).
+    """
+
+    name = "pcd"
+
+    def __init__(self, k: int = 1, n_chains: int | None = None, init: str = "random") -> None:
+        self.k = _check_k(k)
+        if n_chains is not None and (not isinstance(n_chains, int) or n_chains < 1):
+            raise ConfigError(f"n_chains must be a positive integer, got {n_chains!r}")
+        if init not in ("random", "data"):
+            raise ConfigError(f"unknown chain init {init!r}: use 'random' or 'data'")
+        self.n_chains = n_chains
+        self.init = init
+        self.chains: Tensor | None = None
+
+    def _start(self, rbm: RBM, v_data: Tensor, generator) -> Tensor:
+        n = self.n_chains or v_data.shape[0]
+        if self.init == "data":
+            reps = math.ceil(n / v_data.shape[0])
+            return v_data.repeat(reps, 1)[:n].clone()
+        return rbm.visible.init_state(n, generator)
+
+    def negative(self, rbm, v_data, field_data, generator=None):
+        if self.chains is None:
+            self.chains = self._start(rbm, v_data, generator)
+        self.chains = rbm.gibbs(self.chains, self.k, generator=generator)
+        return self.chains
+
+    def state_dict(self):
+        return {} if self.chains is None else {"chains": self.chains}
+
+    def load_state_dict(self, state):
+        if "chains" in state:
+            self.chains = state["chains"].clone()
+
+
+def geometric_betas(n_temperatures: int, beta_min: float = 0.1) -> Tensor:
+    """A ladder of inverse temperatures from 1 down to ``beta_min``, geometric spacing."""
+    if n_temperatures < 2:
+        raise ConfigError("parallel tempering needs at least 2 temperatures")
+    if not 0 < beta_min < 1:
+        raise ConfigError(f"beta_min must be in (0, 1), got {beta_min}")
+    return torch.logspace(0.0, math.log10(beta_min), n_temperatures)
+
+
+class ParallelTempering(Sampler):
+    """Parallel tempering (Desjardins et al. 2010): replicas at several betas, swapped.
+
+    Each update runs ``k`` Gibbs sweeps on every replica at its own beta (one
+    batched pass), then proposes swaps between neighbouring temperatures
+    (alternating even and odd pairs), accepted with the Metropolis rule on
+    the free energies.  The beta = 1 replicas are the negative particles.
+    ``stats()`` reports the swap acceptance rate of each neighbouring pair.
+    """
+
+    name = "pt"
+
+    def __init__(self, k: int = 1, betas: Tensor | list[float] | None = None,
+                 n_temperatures: int = 10, beta_min: float = 0.1,
+                 n_chains: int | None = None) -> None:
+        self.k = _check_k(k)
+        b = geometric_betas(n_temperatures, beta_min) if betas is None else torch.as_tensor(
+            betas, dtype=torch.float32)
+        b = b.flatten()
+        if b.numel() < 2 or float(b[0]) != 1.0 or bool((b[1:] >= b[:-1]).any()) or float(
+                b[-1]) < 0:
+            raise ConfigError("betas must start at 1.0 and decrease strictly, staying >= 0, "
+                              f"got {b.tolist()}")
+        self.betas = b
+        self.n_chains = n_chains
+        self.chains: Tensor | None = None  # (T, C, n_visible)
+        self._parity = 0
+        self._accepted = torch.zeros(b.numel() - 1)
+        self._attempted = torch.zeros(b.numel() - 1)
+
+    def negative(self, rbm, v_data, field_data, generator=None):
+        T = self.betas.numel()
+        if self.chains is None:
+            c = self.n_chains or v_data.shape[0]
+            self.chains = rbm.visible.init_state(T * c, generator).reshape(T, c, -1)
+        T, C, n = self.chains.shape
+        betas = self.betas.to(device=rbm.device, dtype=rbm.dtype)
+        beta_col = betas.repeat_interleave(C).unsqueeze(1)
+        flat = rbm.gibbs(self.chains.reshape(T * C, n), self.k, beta=beta_col,
+                         generator=generator)
+        self.chains = self._swap(rbm, flat.reshape(T, C, n), betas, generator)
+        return self.chains[0]
+
+    def _swap(self, rbm: RBM, x: Tensor, betas: Tensor, generator) -> Tensor:
+        T, C, n = x.shape
+        lo = torch.arange(self._parity, T - 1, 2, device=x.device)
+        self._parity ^= 1
+        if lo.numel() == 0:
+            return x
+        hi = lo + 1
+        a, b = x[lo], x[hi]  # (P, C, n)
+        ba = betas[lo].repeat_interleave(C).unsqueeze(1)
+        bb = betas[hi].repeat_interleave(C).unsqueeze(1)
+        P = lo.numel()
+        fa = rbm.free_energy
+        own = fa(a.reshape(-1, n), ba) + fa(b.reshape(-1, n), bb)
+        swapped = fa(b.reshape(-1, n), ba) + fa(a.reshape(-1, n), bb)
+        log_alpha = (own - swapped).reshape(P, C)
+        u = torch.rand(P, C, generator=generator, device=x.device, dtype=x.dtype)
+        accept = torch.log(u) < log_alpha
+        acc = accept.unsqueeze(-1)
+        x = x.clone()
+        x[lo] = torch.where(acc, b, a)
+        x[hi] = torch.where(acc, a, b)
+        self._accepted[lo.cpu()] += accept.sum(1).float().cpu()
+        self._attempted[lo.cpu()] += C
+        return x
+
+    def swap_rates(self) -> list[float]:
+        return (self._accepted / self._attempted.clamp_min(1)).tolist()
+
+    def stats(self):
+        rates = self.swap_rates()
+        self._accepted.zero_()
+        self._attempted.zero_()
+        return {"swap_rate_min": min(rates), "swap_rate_mean": sum(rates) / len(rates)}
+
+    def state_dict(self):
+        if self.chains is None:
+            return {}
+        return {"chains": self.chains, "parity": torch.tensor(self._parity)}
+
+    def load_state_dict(self, state):
+        if "chains" in state:
+            self.chains = state["chains"].clone()
+            self._parity = int(state.get("parity", torch.tensor(0)))
+
+
+SAMPLERS = ("cd", "pcd", "pt")
+
+
+def make_sampler(method: str, k: int = 1, chains: int | None = None,
+                 n_temperatures: int = 10, beta_min: float = 0.1,
+                 betas: list[float] | None = None, chain_init: str = "random") -> Sampler:
+    """Build a sampler by name: "cd", "pcd" or "pt"."""
+    if method == "cd":
+        return ContrastiveDivergence(k)
+    if method == "pcd":
+        return PersistentCD(k, chains, init=chain_init)
+    if method == "pt":
+        return ParallelTempering(k, betas=betas, n_temperatures=n_temperatures,
+                                 beta_min=beta_min, n_chains=chains)
+    raise ConfigError(f"unknown training method {method!r}: choose one of {list(SAMPLERS)}")

@@ -1,0 +1,456 @@
+"""Unit types: what a layer of a Boltzmann machine is made of.
+
+Every units object owns its parameters and defines one exponential-family layer::
+
+    E_units(x; beta) = E0(x) - beta * bias . c(x)
+
+where ``E0`` is a parameter-free (or variance-only) base term, ``c(x)`` is the
+*coupling statistic* that the connection multiplies (``x`` for most units,
+``x / sigma^2`` for Gaussian units), and ``beta`` is the inverse temperature.
+A field ``f`` from the other layer adds ``beta * f . c(x)``, so the conditional
+of a layer given its field is::
+
+    p(x | f) ∝ exp(-E0(x) + beta * (bias + f) . c(x))
+
+Temperature scales the linear terms (biases and couplings) but not ``E0``.  For
+Bernoulli and softmax units (E0 = 0) that is ordinary tempering; for Gaussian
+units it keeps the ``beta = 0`` end a proper distribution (independent units
+with their own variance), which is what annealed importance sampling and
+parallel tempering need.  ``beta`` is a float or a tensor broadcastable to
+``(batch, 1)`` (one temperature per chain).
+
+Each units type implements four things: ``energy``, ``mean`` (E[x | f]),
+``sample`` and ``log_partition`` (log of the integral/sum of the layer's
+unnormalised conditional, which is what marginalising it contributes to a
+free energy).  Discrete types can also enumerate their states (exact log Z).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, DataError
+
+Beta = float | Tensor
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _per_sample(beta: Beta, values: Tensor) -> Tensor:
+    """Multiply per-sample values (batch,) by beta given as float or (batch, 1)."""
+    if isinstance(beta, Tensor):
+        return values * beta.reshape(-1)
+    return values if beta == 1.0 else values * beta
+
+
+def _uniform(shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None):
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+class Units(nn.Module):
+    """Base class: a layer of ``n`` units with a bias parameter."""
+
+    kind: str = "units"
+    discrete: bool = False
+    #: True when the only parameter is the bias, so the likelihood gradient is
+    #: the difference of the coupling statistics (the fast path applies).
+    bias_only: bool = True
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        if not isinstance(n, int) or n <= 0:
+            raise ConfigError(f"number of units must be a positive integer, got {n!r}")
+        self.n = n
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    # --- description -----------------------------------------------------
+    def config(self) -> dict:
+        """JSON-serialisable description used to rebuild the units."""
+        return {"kind": self.kind, "n": self.n}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "kind")
+
+    # --- the four things every unit type knows ----------------------------
+    def coupling(self, x: Tensor) -> Tensor:
+        """The statistic c(x) that the connection couples to the other layer."""
+        return x
+
+    def base_energy(self, x: Tensor) -> Tensor:
+        """E0(x) summed over units, shape (batch,)."""
+        return x.new_zeros(x.shape[0])
+
+    def energy(self, x: Tensor, beta: Beta = 1.0) -> Tensor:
+        """The layer's own energy term E0(x) - beta * bias . c(x), shape (batch,)."""
+        return self.base_energy(x) - _per_sample(beta, self.coupling(x) @ self.bias)
+
+    def activation(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        """Natural parameter beta * (bias + field) of each unit's conditional."""
+        a = field + self.bias
+        return a if (not isinstance(beta, Tensor) and beta == 1.0) else a * beta
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        """E[x | field] at inverse temperature beta."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        field: Tensor,
+        beta: Beta = 1.0,
+        generator: torch.Generator | None = None,
+        mean: Tensor | None = None,
+    ) -> Tensor:
+        """Draw x ~ p(x | field); ``mean`` may pass an already computed E[x | field]."""
+        raise NotImplementedError
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        """log of sum/integral over x of exp(-E0(x) + beta (bias + field) . c(x)), (batch,)."""
+        raise NotImplementedError
+
+    # --- data ------------------------------------------------------------
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        """Raise DataError if ``x`` is not a valid state of this layer."""
+        if x.ndim != 2 or x.shape[1] != self.n:
+            raise DataError(
+                f"{name} has shape {tuple(x.shape)} but this {self.kind} layer has {self.n} "
+                f"units: pass a 2-D array with {self.n} columns"
+            )
+        if x.shape[0] == 0:
+            raise DataError(f"{name} is empty: pass at least one sample")
+        bad = ~torch.isfinite(x)
+        if bool(bad.any()):
+            rows = bad.any(dim=1).nonzero().flatten()
+            raise DataError(
+                f"{name} contains {int(bad.sum())} NaN/inf values (first in row "
+                f"{int(rows[0])}): clean or impute the data before training"
+            )
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        """A bias that makes the independent layer match the data's marginals."""
+        return torch.zeros_like(self.bias)
+
+    def init_state(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Random states for ``n`` chains: a draw from the layer at beta = 0."""
+        ref = self.bias.detach()
+        field = ref.new_zeros(n, self.n)
+        return self.sample(field, beta=0.0, generator=generator)
+
+    # --- enumeration (exact log Z) -----------------------------------------
+    @property
+    def n_states(self) -> int | None:
+        """Number of joint states of the layer, or None for continuous units."""
+        return None
+
+    def enumerate_states(self, chunk: int = 65536) -> Iterator[Tensor]:
+        """Yield all joint states in chunks (discrete units only)."""
+        raise ConfigError(f"{self.kind} units are continuous: their states cannot be enumerated")
+
+
+class BernoulliUnits(Units):
+    """Binary {0, 1} units: p(x = 1 | f) = sigmoid(beta (b + f))."""
+
+    kind = "bernoulli"
+    discrete = True
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return torch.sigmoid(self.activation(field, beta))
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        p = self.mean(field, beta) if mean is None else mean
+        # A uniform draw and a compare is cheaper than torch.bernoulli and never
+        # crashes on a NaN probability (the compare is simply False).
+        u = _uniform(p.shape, p, generator)
+        return torch.lt(u, p, out=u.new_empty(p.shape, dtype=torch.bool)).to(p.dtype)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return nn.functional.softplus(self.activation(field, beta)).sum(-1)
+
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        super().validate(x, name)
+        nonbinary = (x != 0) & (x != 1)
+        if bool(nonbinary.any()):
+            example = float(x[nonbinary][0])
+            raise DataError(
+                f"{name} must be binary (0/1) for Bernoulli units, found {example!r}: "
+                "binarize it (--binarize threshold or stochastic) or use other visible units "
+                "(gaussian, sigmoid)"
+            )
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        p = x.float().mean(0).clamp(1e-3, 1 - 1e-3)
+        return torch.log(p) - torch.log1p(-p)
+
+    @property
+    def n_states(self) -> int:
+        return 2**self.n
+
+    def enumerate_states(self, chunk: int = 65536) -> Iterator[Tensor]:
+        if self.n > 30:
+            raise ConfigError(f"cannot enumerate 2^{self.n} states: use AIS instead")
+        dev = self.bias.device
+        bits = torch.arange(self.n, device=dev)
+        total = 2**self.n
+        for start in range(0, total, chunk):
+            idx = torch.arange(start, min(start + chunk, total), device=dev)
+            yield ((idx[:, None] >> bits) & 1).to(self.bias.dtype)
+
+
+class GaussianUnits(Units):
+    """Real-valued units, N(beta (b + f), sigma^2), in Cho et al.'s (2011) form.
+
+    E0(x) = x^2 / (2 sigma^2) and c(x) = x / sigma^2, so the full energy is the
+    familiar sum (x - b)^2 / (2 sigma^2) - x W h / sigma^2 up to a constant.
+    ``learn_variance=True`` makes log sigma^2 a parameter (``log_var``);
+    otherwise it is a fixed buffer (sigma = ``std``, 1 by default: standardise
+    the data, see ``boltzkit.data.Standardizer``).
+    """
+
+    kind = "gaussian"
+
+    def __init__(self, n: int, std: float = 1.0, learn_variance: bool = False) -> None:
+        super().__init__(n)
+        if not (std > 0 and math.isfinite(std)):
+            raise ConfigError(f"Gaussian units need std > 0, got {std!r}")
+        log_var = torch.full((n,), 2.0 * math.log(std))
+        self.learn_variance = bool(learn_variance)
+        self.std = float(std)
+        if self.learn_variance:
+            self.log_var = nn.Parameter(log_var)
+        else:
+            self.register_buffer("log_var", log_var)
+        self.bias_only = not self.learn_variance
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "std": self.std,
+                "learn_variance": self.learn_variance}
+
+    def variance(self) -> Tensor:
+        return torch.exp(self.log_var)
+
+    def coupling(self, x: Tensor) -> Tensor:
+        return x * torch.exp(-self.log_var)
+
+    def base_energy(self, x: Tensor) -> Tensor:
+        return 0.5 * (x * x) @ torch.exp(-self.log_var)
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return self.activation(field, beta)
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        m = self.mean(field, beta) if mean is None else mean
+        noise = torch.randn(m.shape, generator=generator, dtype=m.dtype, device=m.device)
+        return m + noise * torch.exp(0.5 * self.log_var)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        m = self.activation(field, beta)
+        inv_var = torch.exp(-self.log_var)
+        return 0.5 * (m * m) @ inv_var + 0.5 * (self.log_var + _LOG_2PI).sum()
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        return x.float().mean(0)
+
+
+class ReLUUnits(Units):
+    """Noisy rectified linear units as an exact energy model (unit variance).
+
+    E0(x) = x^2 / 2 on x >= 0: the conditional is a normal N(beta (b + f), 1)
+    truncated to x >= 0, whose mean rises like a rectifier (softly below zero,
+    linearly above).  Unlike Nair & Hinton's max(0, x + noise) approximation it
+    has a closed-form free energy, so exact and AIS log-likelihoods apply.
+    """
+
+    kind = "relu"
+
+    def base_energy(self, x: Tensor) -> Tensor:
+        return 0.5 * (x * x).sum(-1)
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        m = self.activation(field, beta)
+        # E[x] = m + phi(m) / Phi(m), computed in the log domain.
+        log_ratio = -0.5 * m * m - 0.5 * _LOG_2PI - torch.special.log_ndtr(m)
+        return m + torch.exp(log_ratio)
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        m = self.activation(field, beta).double()
+        # x = m - Y with Y ~ N(0,1) conditioned on Y <= m: inverse CDF in float64.
+        u = torch.rand(m.shape, generator=generator, dtype=torch.float64, device=m.device)
+        log_p = torch.log(u.clamp_min(1e-300)) + torch.special.log_ndtr(m)
+        y = torch.special.ndtri(torch.exp(log_p).clamp_min(1e-300))
+        return (m - y).clamp_min(0.0).to(field.dtype)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        m = self.activation(field, beta)
+        return (0.5 * m * m + 0.5 * _LOG_2PI + torch.special.log_ndtr(m)).sum(-1)
+
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        super().validate(x, name)
+        if bool((x < 0).any()):
+            raise DataError(f"{name} has negative values but ReLU units are >= 0: "
+                            "shift the data or use gaussian units")
+
+
+class SigmoidUnits(Units):
+    """Continuous units on [0, 1] with p(x | f) ∝ exp(beta (b + f) x).
+
+    The conditional is a truncated exponential whose mean is a sigmoid-shaped
+    function of the field; it suits grey-level pixels.  ``mean_field=True``
+    makes ``sample`` return the conditional mean (deterministic mean-field
+    updates, as popular Sigmoid-RBM implementations do); energies and
+    likelihoods are the exact continuous ones either way.
+    """
+
+    kind = "sigmoid"
+
+    def __init__(self, n: int, mean_field: bool = False) -> None:
+        super().__init__(n)
+        self.mean_field = bool(mean_field)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "mean_field": self.mean_field}
+
+    @staticmethod
+    def _small(a: Tensor) -> Tensor:
+        return a.abs() < 1e-3
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        a = self.activation(field, beta)
+        small = self._small(a)
+        safe = torch.where(small, torch.ones_like(a), a)
+        # 1 / (1 - exp(-a)) - 1 / a, stable for both signs.
+        m = -1.0 / torch.expm1(-safe) - 1.0 / safe
+        return torch.where(small, 0.5 + a / 12.0, m)
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        if self.mean_field:
+            return self.mean(field, beta) if mean is None else mean
+        a = self.activation(field, beta)
+        u = _uniform(a.shape, a, generator)
+        small = self._small(a)
+        safe = torch.where(small, torch.ones_like(a), a)
+        pos = 1.0 + torch.log(u + (1.0 - u) * torch.exp(-safe.clamp_min(0))) / safe
+        neg = torch.log1p(u * torch.expm1(safe.clamp_max(0))) / safe
+        x = torch.where(safe > 0, pos, neg)
+        return torch.where(small, u, x).clamp(0.0, 1.0)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        a = self.activation(field, beta)
+        small = self._small(a)
+        safe = torch.where(small, torch.ones_like(a), a)
+        # log((e^a - 1) / a) = relu(a) + log|1 - e^{-|a|}| - log|a|
+        val = torch.relu(safe) + torch.log(-torch.expm1(-safe.abs())) - torch.log(safe.abs())
+        return torch.where(small, a / 2.0 + a * a / 24.0, val).sum(-1)
+
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        super().validate(x, name)
+        if bool(((x < 0) | (x > 1)).any()):
+            raise DataError(f"{name} must lie in [0, 1] for sigmoid units: rescale it "
+                            "(e.g. pixel / 255)")
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        # Invert the mean function near 1/2 (mean ~ 1/2 + a/12), clipped.
+        return (12.0 * (x.float().mean(0) - 0.5)).clamp(-20.0, 20.0)
+
+
+class SoftmaxUnits(Units):
+    """Groups of K mutually exclusive binary units (one-hot per group).
+
+    ``n = groups * K``; columns are laid out group by group.  Use for
+    categorical data such as the five rating levels of a movie.  A group of
+    all zeros in the data means "missing" to models that mask it.
+    """
+
+    kind = "softmax"
+    discrete = True
+
+    def __init__(self, n: int, group_size: int) -> None:
+        if not isinstance(group_size, int) or group_size < 2:
+            raise ConfigError(f"softmax group_size must be an integer >= 2, got {group_size!r}")
+        if n % group_size:
+            raise ConfigError(f"softmax layer of {n} units is not a whole number of groups of "
+                              f"{group_size}: use n = groups * group_size")
+        super().__init__(n)
+        self.group_size = group_size
+        self.groups = n // group_size
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "group_size": self.group_size}
+
+    def _grouped(self, t: Tensor) -> Tensor:
+        return t.reshape(*t.shape[:-1], self.groups, self.group_size)
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        a = self._grouped(self.activation(field, beta))
+        return torch.softmax(a, dim=-1).reshape(field.shape)
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        p = self._grouped(self.mean(field, beta) if mean is None else mean)
+        u = _uniform(p.shape[:-1] + (1,), p, generator)
+        idx = (p.cumsum(-1) < u).sum(-1, keepdim=True).clamp_max(self.group_size - 1)
+        out = torch.zeros_like(p).scatter_(-1, idx, 1.0)
+        return out.reshape(field.shape)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        a = self._grouped(self.activation(field, beta))
+        return torch.logsumexp(a, dim=-1).sum(-1)
+
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        super().validate(x, name)
+        g = self._grouped(x)
+        ok = ((g == 0) | (g == 1)).all(-1) & (g.sum(-1) <= 1)
+        if not bool(ok.all()):
+            row = int((~ok).any(-1).nonzero()[0])
+            raise DataError(f"{name} row {row} is not one-hot in groups of {self.group_size} "
+                            "(each group: a single 1, or all zeros for missing)")
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        counts = self._grouped(x.float()).sum(0) + 1.0
+        return torch.log(counts / counts.sum(-1, keepdim=True)).reshape(-1)
+
+    @property
+    def n_states(self) -> int:
+        return self.group_size**self.groups
+
+    def enumerate_states(self, chunk: int = 65536) -> Iterator[Tensor]:
+        if self.n_states > 2**30:
+            raise ConfigError(f"cannot enumerate {self.n_states} softmax states: use AIS")
+        eye = torch.eye(self.group_size, device=self.bias.device, dtype=self.bias.dtype)
+        combos = itertools.product(range(self.group_size), repeat=self.groups)
+        while True:
+            block = list(itertools.islice(combos, chunk))
+            if not block:
+                return
+            idx = torch.tensor(block, device=self.bias.device)
+            yield eye[idx].reshape(len(block), self.n)
+
+
+UNIT_TYPES: dict[str, type[Units]] = {
+    cls.kind: cls
+    for cls in (BernoulliUnits, GaussianUnits, ReLUUnits, SigmoidUnits, SoftmaxUnits)
+}
+
+
+def make_units(kind: str, n: int, **options) -> Units:
+    """Build units by name ("bernoulli", "gaussian", "relu", "sigmoid", "softmax")."""
+    aliases = {"binary": "bernoulli", "nrelu": "relu", "categorical": "softmax"}
+    key = aliases.get(kind, kind)
+    if key not in UNIT_TYPES:
+        raise ConfigError(f"unknown unit type {kind!r}: choose one of {sorted(UNIT_TYPES)}")
+    try:
+        return UNIT_TYPES[key](n, **options)
+    except TypeError as exc:
+        raise ConfigError(f"bad options for {key} units: {exc}") from None
+
+
+def units_from_config(cfg: dict) -> Units:
+    """Rebuild units from ``Units.config()``."""
+    cfg = dict(cfg)
+    kind = cfg.pop("kind", None)
+    n = cfg.pop("n", None)
+    if kind is None or n is None:
+        raise ConfigError(f"units config needs 'kind' and 'n', got {cfg!r}")
+    return make_units(kind, int(n), **cfg)
