@@ -1,0 +1,130 @@
+"""One entry point, :func:`load_dataset`, for built-in data sets and user files.
+
+The CLI and examples name data by a short name ("mnist", "digits", "mog-ring8", ...) or by
+a file path; this module turns either into a float32 (samples, features) tensor plus labels
+where the data set has them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from boltzkit.data.arrays import (
+    ARRAY_SUFFIXES,
+    binarize_array,
+    check_binarize,
+    check_seed,
+    validate_data,
+)
+from boltzkit.data.arrays import load_array as _load_array
+from boltzkit.data.mixtures import MIXTURES, make_mixture
+from boltzkit.data.mnist import SPLITS, load_digits, load_mnist
+from boltzkit.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: Names accepted by :func:`load_dataset` (besides file paths).
+DATASETS: tuple[str, ...] = ("mnist", "digits", *MIXTURES)
+
+#: Sizes of the synthetic mixtures' splits.
+MIXTURE_SIZES: dict[str, int] = {"train": 10000, "test": 2000}
+
+
+def mixture_split_seed(seed: int, split: str) -> int:
+    """Seed of a mixture split: ``seed`` itself for train, a distinct derived seed for test."""
+    if split == "train":
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        os.sep in name
+        or "/" in name
+        or Path(name).suffix.lower() in ARRAY_SUFFIXES
+        or Path(name).expanduser().exists()
+    )
+
+
+def _apply_limit(
+    x: torch.Tensor, y: torch.Tensor | None, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if limit is None:
+        return x, y
+    if isinstance(limit, bool) or int(limit) < 1:
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+    return x[: int(limit)], None if y is None else y[: int(limit)]
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike[str],
+    split: str = "train",
+    data_dir: str | os.PathLike[str] | None = None,
+    binarize: str = "threshold",
+    seed: int = 0,
+    limit: int | None = None,
+    test_path: str | os.PathLike[str] | None = None,
+    key: str | None = None,
+    mmap: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Load a data set split as (data float32 (N, d), labels int64 (N,) or None).
+
+    * ``"mnist"``: :func:`~boltzkit.data.mnist.load_mnist` from ``data_dir`` /
+      ``$BOLTZKIT_DATA``.
+    * ``"digits"``: scikit-learn's 8x8 digits, fixed 80/20 split.
+    * ``"mog-1d"``, ``"mog-ring8"``, ``"mog-grid25"``: 10000 train / 2000 test samples,
+      train drawn with ``seed``, test with a seed derived from it (never the same draw).
+      These are real-valued; ``binarize`` does not apply to them and is ignored.
+      Labels are the mixture components.
+    * a ``.npy``/``.npz``/``.csv`` path: split "train" is the file itself, split "test"
+      is the file ``test_path`` (required). ``binarize="threshold"`` maps values > 0.5 to
+      1, ``"stochastic"`` draws Bernoulli(value) (values must lie in [0, 1]) and ``"none"``
+      keeps the values. ``key`` picks an array of an .npz file; ``mmap`` memory-maps .npy
+      files (useful only with ``binarize="none"``, which does not copy). No labels.
+
+    ``limit`` keeps the first ``limit`` samples.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use 'train' or 'test'")
+    check_binarize(binarize)
+    check_seed(seed)
+    name = os.fspath(name_or_path)
+    lowered = name.lower() if isinstance(name_or_path, str) else None
+
+    if lowered == "mnist":
+        return load_mnist(data_dir, split=split, binarize=binarize, seed=seed, limit=limit)
+    if lowered == "digits":
+        x, y = load_digits(split=split, binarize=binarize, seed=seed)
+        return _apply_limit(x, y, limit)
+    if lowered in MIXTURES:
+        if binarize == "stochastic":
+            logger.info("binarize=%r ignored for real-valued mixture %s", binarize, lowered)
+        x, y = make_mixture(lowered, MIXTURE_SIZES[split], seed=mixture_split_seed(seed, split))
+        return _apply_limit(x, y, limit)
+
+    if lowered is not None and not _looks_like_path(name):
+        raise ConfigError(
+            f"unknown data set {name!r}; use one of {', '.join(DATASETS)}, or the path of a "
+            f"{'/'.join(ARRAY_SUFFIXES)} file"
+        )
+    path = Path(name)
+    if split == "test":
+        if test_path is None:
+            raise DataError(
+                f"no test data for {path}: a data file is used as the training split only; "
+                "pass a test file with test_path=... (--test-data FILE)"
+            )
+        path = Path(test_path)
+    x, _ = _apply_limit(_load_array(path, key=key, mmap=mmap), None, limit)
+    if binarize != "none":
+        if binarize == "stochastic":
+            validate_data(x, name=str(path), kind="unit_interval")
+        x = torch.from_numpy(
+            binarize_array(x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)])
+        )
+    return x, None
