@@ -128,6 +128,10 @@ def model_from_config(cfg: dict) -> torch.nn.Module:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Load a model saved by :func:`save_model` (no pickle, no code execution)."""
     tensors, header = read_tensors(path)
+    if header.get("checkpoint"):
+        raise ModelFileError(f"{path} is a training checkpoint, not a model: continue the run "
+                             "with train --resume --checkpoint-dir DIR, or load the model file "
+                             "written by --out")
     if "config" not in header:
         raise ModelFileError(f"{path} has no model config in its header: it is a checkpoint "
                              "or a foreign file; load checkpoints with --resume")

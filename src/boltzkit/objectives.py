@@ -84,14 +84,19 @@ class LikelihoodGradient:
 
     # -- the estimator -------------------------------------------------------
     def compute(self, rbm: RBM, v_data: Tensor, v_model: Tensor,
-                field_data: Tensor | None = None) -> dict[str, Tensor]:
-        """Set ``p.grad`` for every parameter of ``rbm``; returns batch diagnostics."""
+                field_data: Tensor | None = None,
+                field_model: Tensor | None = None) -> dict[str, Tensor]:
+        """Set ``p.grad`` for every parameter of ``rbm``; returns batch diagnostics.
+
+        ``field_data``/``field_model`` are the hidden fields of the two batches
+        under the current parameters, when the caller already has them.
+        """
         if self.fast_path(rbm):
-            return self._fast(rbm, v_data, v_model, field_data)
+            return self._fast(rbm, v_data, v_model, field_data, field_model)
         return self._autograd(rbm, v_data, v_model)
 
     @torch.no_grad()
-    def _fast(self, rbm, v_data, v_model, field_data):
+    def _fast(self, rbm, v_data, v_model, field_data, field_model):
         vis, hid, W = rbm.visible, rbm.hidden, rbm.connection.weights
         B, M = v_data.shape[0], v_model.shape[0]
         if field_data is None:
@@ -99,7 +104,9 @@ class LikelihoodGradient:
         cv_d, cv_m = vis.coupling(v_data), vis.coupling(v_model)
         mu_d = hid.mean(field_data)
         mh_d = hid.coupling(mu_d)
-        mh_m = hid.coupling(hid.mean(rbm.hidden_field(v_model)))
+        if field_model is None:
+            field_model = rbm.hidden_field(v_model)
+        mh_m = hid.coupling(hid.mean(field_model))
         if self.centering:
             mu_v, lam = self.visible_offset, self.hidden_offset
             lam.mul_(1 - self.centering_decay).add_(mh_d.mean(0), alpha=self.centering_decay)

@@ -107,6 +107,7 @@ class RBM(nn.Module):
         return self.hidden.energy(h, beta) - self.visible.log_partition(self.visible_field(h), beta)
 
     # --- sampling ----------------------------------------------------------
+    @torch.no_grad()
     def gibbs(self, v: Tensor, steps: int = 1, beta: Beta = 1.0,
               generator: torch.Generator | None = None,
               clamp_mask: Tensor | None = None, clamp_values: Tensor | None = None) -> Tensor:

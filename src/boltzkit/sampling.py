@@ -1,10 +1,12 @@
 """Samplers: where the negative (model) particles of a gradient step come from.
 
 A sampler's ``negative(rbm, v_data, field_data, generator)`` returns visible
-states that stand for the model distribution.  ``field_data`` is the hidden
-field of the data batch, already computed by the trainer, so CD does not pay
-for it twice.  Samplers that keep chains expose them through
-``state_dict``/``load_state_dict`` so checkpoints resume exactly.
+states that stand for the model distribution, and their hidden field under
+the current parameters when it has computed it anyway (else None), so the
+gradient does not pay for that GEMM twice.  ``field_data`` is the hidden
+field of the data batch, already computed by the trainer.  Samplers that
+keep chains expose them through ``state_dict``/``load_state_dict`` so
+checkpoints resume exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Sampler:
     name = "sampler"
 
     def negative(self, rbm: RBM, v_data: Tensor, field_data: Tensor,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -55,7 +57,7 @@ class ContrastiveDivergence(Sampler):
     def negative(self, rbm, v_data, field_data, generator=None):
         h = rbm.hidden.sample(field_data, generator=generator)
         v = rbm.sample_visible(h, generator=generator)
-        return rbm.gibbs(v, self.k - 1, generator=generator) if self.k > 1 else v
+        return (rbm.gibbs(v, self.k - 1, generator=generator) if self.k > 1 else v), None
 
 
 class PersistentCD(Sampler):
@@ -77,6 +79,7 @@ class PersistentCD(Sampler):
         self.n_chains = n_chains
         self.init = init
         self.chains: Tensor | None = None
+        self.field: Tensor | None = None
 
     def _start(self, rbm: RBM, v_data: Tensor, generator) -> Tensor:
         n = self.n_chains or v_data.shape[0]
@@ -88,15 +91,26 @@ class PersistentCD(Sampler):
     def negative(self, rbm, v_data, field_data, generator=None):
         if self.chains is None:
             self.chains = self._start(rbm, v_data, generator)
-        self.chains = rbm.gibbs(self.chains, self.k, generator=generator)
-        return self.chains
+        if self.field is None:
+            self.field = rbm.hidden_field(self.chains)
+        # The first half-sweep samples h from the field computed at the end of
+        # the previous update (the chain's transition then used the parameters
+        # of that time, as in scikit-learn's PCD); every later step, and the
+        # returned field, use the current parameters.  This saves one GEMM.
+        h = rbm.hidden.sample(self.field, generator=generator)
+        v = rbm.sample_visible(h, generator=generator)
+        if self.k > 1:
+            v = rbm.gibbs(v, self.k - 1, generator=generator)
+        self.chains, self.field = v, rbm.hidden_field(v)
+        return self.chains, self.field
 
     def state_dict(self):
-        return {} if self.chains is None else {"chains": self.chains}
+        return {} if self.chains is None else {"chains": self.chains, "field": self.field}
 
     def load_state_dict(self, state):
         if "chains" in state:
             self.chains = state["chains"].clone()
+            self.field = state["field"].clone() if "field" in state else None
 
 
 def geometric_betas(n_temperatures: int, beta_min: float = 0.1) -> Tensor:
@@ -149,7 +163,7 @@ class ParallelTempering(Sampler):
         flat = rbm.gibbs(self.chains.reshape(T * C, n), self.k, beta=beta_col,
                          generator=generator)
         self.chains = self._swap(rbm, flat.reshape(T, C, n), betas, generator)
-        return self.chains[0]
+        return self.chains[0], None
 
     def _swap(self, rbm: RBM, x: Tensor, betas: Tensor, generator) -> Tensor:
         T, C, n = x.shape

@@ -148,8 +148,9 @@ class Trainer:
                 batch = data.index_select(0, perm[i * self.batch_size:(i + 1) * self.batch_size])
                 with torch.no_grad():
                     field = model.hidden_field(batch)
-                    negative = self.sampler.negative(model, batch, field, self.generator)
-                    diag = self.objective.compute(model, batch, negative, field)
+                    negative, neg_field = self.sampler.negative(model, batch, field,
+                                                                self.generator)
+                    diag = self.objective.compute(model, batch, negative, field, neg_field)
                 self.optimizer.step()
                 act += diag["hidden_activation"]
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
@@ -159,13 +160,15 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._check_finite()
+            lr_used = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
-            record = {"epoch": self.epoch, "time": time.perf_counter() - t0,
-                      "lr": self.optimizer.param_groups[0]["lr"],
+            record = {"epoch": self.epoch, "time": time.perf_counter() - t0, "lr": lr_used,
                       "hidden_activation": float(act) / n_batches}
             record.update(self.monitor(mon_train, mon_val))
+            if not math.isfinite(record["free_energy_train"]):
+                self._check_finite(force=True)
             record.update(self.sampler.stats())
             for cb in self.callbacks:
                 cb(self, record)
@@ -187,15 +190,16 @@ class Trainer:
             out["free_energy_gap"] = out["free_energy_val"] - out["free_energy_train"]
         return out
 
-    def _check_finite(self) -> None:
-        if self.model.parameters_finite():
+    def _check_finite(self, force: bool = False) -> None:
+        if not force and self.model.parameters_finite():
             return
         where = (f"the last good checkpoint (epoch {self._last_ckpt_epoch()}) in "
                  f"{self.checkpoint_dir} is intact" if self.checkpoint_dir else
                  "no checkpoint was being written")
         raise TrainingDiverged(
-            f"parameters became NaN/inf during epoch {self.epoch + 1}; {where}. Lower the "
-            "learning rate (--lr), add weight decay or momentum, or standardise the data.")
+            f"parameters (or the free energy) became NaN/inf in epoch {self.epoch + 1}; "
+            f"{where}. Lower the learning rate (--lr), add weight decay or momentum, or "
+            "standardise the data.")
 
     def _last_ckpt_epoch(self) -> int | str:
         path = self.checkpoint_dir / CHECKPOINT_NAME if self.checkpoint_dir else None

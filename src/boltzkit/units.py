@@ -164,8 +164,7 @@ class BernoulliUnits(Units):
         p = self.mean(field, beta) if mean is None else mean
         # A uniform draw and a compare is cheaper than torch.bernoulli and never
         # crashes on a NaN probability (the compare is simply False).
-        u = _uniform(p.shape, p, generator)
-        return torch.lt(u, p, out=u.new_empty(p.shape, dtype=torch.bool)).to(p.dtype)
+        return _uniform(p.shape, p, generator).lt_(p)
 
     def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
         return nn.functional.softplus(self.activation(field, beta)).sum(-1)
@@ -269,11 +268,21 @@ class ReLUUnits(Units):
     def base_energy(self, x: Tensor) -> Tensor:
         return 0.5 * (x * x).sum(-1)
 
+    # Below this activation the direct formulas lose precision: the mean uses
+    # its asymptotic series and sampling an exponential proposal.
+    _TAIL = -30.0
+
     def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
         m = self.activation(field, beta)
-        # E[x] = m + phi(m) / Phi(m), computed in the log domain.
-        log_ratio = -0.5 * m * m - 0.5 * _LOG_2PI - torch.special.log_ndtr(m)
-        return m + torch.exp(log_ratio)
+        md = m.double()
+        # E[x] = m + phi(m)/Phi(m) = m + sqrt(2/pi) / erfcx(-m/sqrt(2)) (no overflow) ...
+        z = (-md).clamp_max(-self._TAIL) / math.sqrt(2.0)
+        exact = md + math.sqrt(2.0 / math.pi) / torch.special.erfcx(z)
+        # ... and far below zero its series in t = -m (the difference cancels there).
+        t = (-md).clamp_min(1.0)
+        i = 1.0 / (t * t)
+        tail = (1 - i * (2 - i * (10 - i * (74 - i * (706 - 8162 * i))))) / t
+        return torch.where(md < self._TAIL, tail, exact).to(m.dtype)
 
     def sample(self, field, beta=1.0, generator=None, mean=None):
         m = self.activation(field, beta).double()
@@ -281,11 +290,33 @@ class ReLUUnits(Units):
         u = torch.rand(m.shape, generator=generator, dtype=torch.float64, device=m.device)
         log_p = torch.log(u.clamp_min(1e-300)) + torch.special.log_ndtr(m)
         y = torch.special.ndtri(torch.exp(log_p).clamp_min(1e-300))
-        return (m - y).clamp_min(0.0).to(field.dtype)
+        x = (m - y).clamp_min(0.0)
+        tail = m < self._TAIL
+        if bool(tail.any()):
+            # exp(-t x - x^2/2): propose Exp(t), accept with exp(-x^2/2) (>= 99.9 %).
+            t = (-m).clamp_min(1.0)
+            todo = tail
+            for _ in range(20):
+                e = -torch.log1p(-torch.rand(m.shape, generator=generator, dtype=m.dtype,
+                                             device=m.device)) / t
+                ok = torch.rand(m.shape, generator=generator, dtype=m.dtype,
+                                device=m.device) < torch.exp(-0.5 * e * e)
+                take = todo & ok
+                x = torch.where(take, e, x)
+                todo = todo & ~ok
+                if not bool(todo.any()):
+                    break
+        return x.to(field.dtype)
 
     def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
         m = self.activation(field, beta)
-        return (0.5 * m * m + 0.5 * _LOG_2PI + torch.special.log_ndtr(m)).sum(-1)
+        # m >= 0: m^2/2 + log(sqrt(2 pi) Phi(m)); m < 0: log(sqrt(2 pi) erfcx(-m/sqrt2)/2),
+        # which has no cancellation.
+        pos = m.clamp_min(0.0)
+        neg = m.clamp_max(0.0)
+        upper = 0.5 * pos * pos + 0.5 * _LOG_2PI + torch.special.log_ndtr(pos)
+        lower = 0.5 * _LOG_2PI + torch.log(0.5 * torch.special.erfcx(-neg / math.sqrt(2.0)))
+        return torch.where(m >= 0, upper, lower).sum(-1)
 
     def validate(self, x: Tensor, name: str = "data") -> None:
         super().validate(x, name)

@@ -1,0 +1,530 @@
+"""The ``boltzkit`` command line: train, evaluate, sample, reconstruct, score, info, demo.
+
+Options resolve in this order: built-in defaults, then ``--config FILE.toml``,
+then flags given on the command line.  The resolved training configuration is
+saved beside the model (``MODEL.config.toml``) so ``train --config`` reruns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import BoltzkitError, ConfigError, DataError
+
+log = logging.getLogger("boltzkit")
+
+# Every training option, with its default.  TOML keys use these names (dashes or
+# underscores); flags are the same names with dashes.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "model": "rbm",
+    "dataset": "digits",
+    "data_dir": None,
+    "test_data": None,
+    "binarize": "threshold",
+    "limit": None,
+    "visible": "bernoulli",
+    "hidden": "bernoulli",
+    "n_hidden": 64,
+    "visible_std": 1.0,
+    "learn_variance": False,
+    "group_size": None,
+    "method": "pcd",
+    "k": 1,
+    "chains": None,
+    "n_temperatures": 10,
+    "beta_min": 0.1,
+    "epochs": 10,
+    "batch_size": 100,
+    "lr": 0.05,
+    "optimizer": "sgd",
+    "momentum": 0.5,
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "lr_final_factor": 0.01,
+    "sparsity_target": None,
+    "sparsity_cost": 0.0,
+    "centering": False,
+    "init_std": 0.01,
+    "seed": 0,
+    "device": "cpu",
+    "threads": None,
+    "out": "model.safetensors",
+    "checkpoint_dir": None,
+    "checkpoint_every": 1,
+    "monitor": None,
+    "monitor_every": 5,
+    "monitor_ais_steps": 1000,
+    "monitor_ais_chains": 100,
+    "plots": False,
+}
+
+# Settings that define a run: resuming with any of them changed is refused.
+RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "n_hidden",
+                 "visible_std", "learn_variance", "group_size", "method", "k", "chains",
+                 "n_temperatures", "beta_min", "batch_size", "lr", "optimizer", "momentum",
+                 "weight_decay", "lr_schedule", "lr_final_factor", "sparsity_target",
+                 "sparsity_cost", "centering", "seed")
+
+_CHOICES = {"binarize": ("threshold", "stochastic", "none"), "method": ("cd", "pcd", "pt"),
+            "optimizer": ("sgd", "adam"), "device": None, "model": ("rbm",),
+            "lr_schedule": ("constant", "linear", "exponential", "cosine")}
+
+
+# --------------------------------------------------------------------------- parser
+def _add_data_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: None)
+    p.add_argument("--dataset", default=d("digits"),
+                   help="digits | mnist | mog-1d | mog-ring8 | mog-grid25 | PATH (.npy/.npz/.csv)")
+    p.add_argument("--data-dir", default=None, help="data directory (else $BOLTZKIT_DATA)")
+    p.add_argument("--test-data", default=None, help="test file when --dataset is a PATH")
+    p.add_argument("--binarize", default=d("threshold"), choices=_CHOICES["binarize"])
+    p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
+    p.add_argument("--seed", type=int, default=d(0))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boltzkit", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model")
+    t.add_argument("--config", help="TOML file with any of the options below")
+    _add_data_args(t, defaults=False)
+    t.add_argument("--model", choices=_CHOICES["model"], default=None)
+    t.add_argument("--visible", default=None, help="bernoulli|gaussian|relu|sigmoid|softmax")
+    t.add_argument("--hidden", default=None, help="bernoulli|relu|gaussian|sigmoid|softmax")
+    t.add_argument("--n-hidden", type=int, default=None)
+    t.add_argument("--visible-std", type=float, default=None, help="std of Gaussian visibles")
+    t.add_argument("--learn-variance", action="store_const", const=True, default=None)
+    t.add_argument("--group-size", type=int, default=None, help="softmax group size K")
+    t.add_argument("--method", choices=_CHOICES["method"], default=None)
+    t.add_argument("--k", type=int, default=None, help="Gibbs steps per update")
+    t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch)")
+    t.add_argument("--n-temperatures", type=int, default=None, help="PT ladder size")
+    t.add_argument("--beta-min", type=float, default=None, help="PT lowest inverse temperature")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--optimizer", choices=_CHOICES["optimizer"], default=None)
+    t.add_argument("--momentum", type=float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--lr-schedule", choices=_CHOICES["lr_schedule"], default=None)
+    t.add_argument("--lr-final-factor", type=float, default=None)
+    t.add_argument("--sparsity-target", type=float, default=None)
+    t.add_argument("--sparsity-cost", type=float, default=None)
+    t.add_argument("--centering", action="store_const", const=True, default=None)
+    t.add_argument("--init-std", type=float, default=None)
+    t.add_argument("--device", default=None, help="cpu | cuda | cuda:N")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--out", default=None, help="model file (.safetensors)")
+    t.add_argument("--checkpoint-dir", default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    t.add_argument("--monitor", default=None, help="'loglik': log-likelihood every N epochs")
+    t.add_argument("--monitor-every", type=int, default=None)
+    t.add_argument("--monitor-ais-steps", type=int, default=None)
+    t.add_argument("--monitor-ais-chains", type=int, default=None)
+    t.add_argument("--plots", action="store_const", const=True, default=None,
+                   help="write weight mosaic, samples and training curves beside the model")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+
+    e = sub.add_parser("evaluate", help="measure a model on a data set")
+    e.add_argument("model_path", metavar="MODEL")
+    _add_data_args(e, defaults=True)
+    e.add_argument("--split", default="test", choices=("train", "test"))
+    e.add_argument("--metrics", default="loglik,pl,recon",
+                   help="comma list: loglik, pl, recon, knn, modes, features")
+    e.add_argument("--method", default="auto", choices=("auto", "exact", "ais"))
+    e.add_argument("--ais-chains", type=int, default=100)
+    e.add_argument("--ais-steps", type=int, default=14500)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("sample", help="draw samples by Gibbs sampling")
+    s.add_argument("model_path", metavar="MODEL")
+    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--beta", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default=None, help="PNG of the samples")
+    s.add_argument("--npy", default=None, help="write the samples as .npy")
+    s.add_argument("--image-shape", default=None, help="e.g. 28x28 (default: square)")
+    s.add_argument("--device", default="cpu")
+
+    r = sub.add_parser("reconstruct", help="show reconstructions beside originals")
+    r.add_argument("model_path", metavar="MODEL")
+    _add_data_args(r, defaults=True)
+    r.add_argument("--split", default="test", choices=("train", "test"))
+    r.add_argument("--n", type=int, default=10)
+    r.add_argument("--out", required=True, help="PNG path")
+    r.add_argument("--image-shape", default=None)
+
+    sc = sub.add_parser("score", help="per-sample free energies (anomaly scores)")
+    sc.add_argument("model_path", metavar="MODEL")
+    _add_data_args(sc, defaults=True)
+    sc.add_argument("--split", default="test", choices=("train", "test"))
+    sc.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("model_path", metavar="MODEL")
+    i.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="offline demo on scikit-learn's 8x8 digits")
+    d.add_argument("--out-dir", default="boltzkit-demo")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    return parser
+
+
+# --------------------------------------------------------------------------- config
+def _norm_key(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config; keys may use dashes or underscores; unknown keys are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):  # allow [train] / [model] tables
+            flat.update({_norm_key(k): v for k, v in value.items()})
+        else:
+            flat[_norm_key(key)] = value
+    unknown = sorted(set(flat) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {unknown}; valid options: "
+                          f"{sorted(TRAIN_DEFAULTS)}")
+    return flat
+
+
+def resolve_train_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the TOML file, then the flags that were given."""
+    cfg = dict(TRAIN_DEFAULTS)
+    if args.config:
+        cfg.update(load_config_file(args.config))
+    for key in TRAIN_DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    for key, choices in _CHOICES.items():
+        if choices and cfg.get(key) not in choices:
+            raise ConfigError(f"unknown {key} {cfg.get(key)!r}: choose one of {list(choices)}")
+    return cfg
+
+
+def _write_config(cfg: dict[str, Any], path: Path) -> None:
+    import tomli_w
+
+    from .io import atomic_write
+
+    clean = {k: v for k, v in cfg.items() if v is not None}
+    atomic_write(path, lambda tmp: Path(tmp).write_text(tomli_w.dumps(clean)))
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available: "
+                          "use --device cpu")
+    return dev
+
+
+def _load_data(args_or_cfg, split: str):
+    from .data import load_dataset
+
+    get = (args_or_cfg.get if isinstance(args_or_cfg, dict)
+           else lambda k, d=None: getattr(args_or_cfg, k, d))
+    return load_dataset(get("dataset"), split=split, data_dir=get("data_dir"),
+                        binarize=get("binarize"), seed=get("seed") or 0, limit=get("limit"),
+                        test_path=get("test_data"))
+
+
+def _image_shape(text: str | None, n: int) -> tuple[int, int] | None:
+    if text:
+        try:
+            a, b = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--image-shape must look like 28x28, got {text!r}") from None
+        if a * b != n:
+            raise ConfigError(f"--image-shape {text} has {a * b} pixels, the model has {n}")
+        return a, b
+    side = math.isqrt(n)
+    return (side, side) if side * side == n else None
+
+
+def build_model(cfg: dict[str, Any], n_visible: int):
+    """The model a training config describes."""
+    from .rbm import RBM
+    from .units import make_units
+
+    vis_opts: dict[str, Any] = {}
+    if cfg["visible"] == "gaussian":
+        vis_opts = {"std": cfg["visible_std"], "learn_variance": bool(cfg["learn_variance"])}
+    if cfg["visible"] == "softmax":
+        if not cfg["group_size"]:
+            raise ConfigError("softmax visible units need --group-size K")
+        vis_opts = {"group_size": cfg["group_size"]}
+    hid_opts: dict[str, Any] = {}
+    if cfg["hidden"] == "softmax":
+        if not cfg["group_size"]:
+            raise ConfigError("softmax hidden units need --group-size K")
+        hid_opts = {"group_size": cfg["group_size"]}
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    from .connections import DenseConnection
+
+    vis = make_units(cfg["visible"], n_visible, **vis_opts)
+    hid = make_units(cfg["hidden"], cfg["n_hidden"], **hid_opts)
+    return RBM(vis, hid, DenseConnection(n_visible, cfg["n_hidden"], cfg["init_std"], gen))
+
+
+def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = False):
+    """Run a training job from a resolved config; returns (model, history)."""
+    from .io import save_model
+    from .objectives import LikelihoodGradient
+    from .sampling import make_sampler
+    from .training import Trainer
+
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    device = _device(cfg["device"])
+    train, _ = _load_data(cfg, "train")
+    try:
+        test, _ = _load_data(cfg, "test")
+    except DataError:
+        test = None
+    if train.shape[0] == 0:
+        raise DataError("training data is empty")
+    model = build_model(cfg, train.shape[1]).to(device)
+    sampler = make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
+                           cfg["beta_min"])
+    objective = LikelihoodGradient(cfg["sparsity_target"], cfg["sparsity_cost"],
+                                   centering=bool(cfg["centering"]))
+    callbacks = []
+    if cfg["monitor"]:
+        if cfg["monitor"] not in ("loglik",):
+            raise ConfigError(f"unknown monitor {cfg['monitor']!r}: use 'loglik'")
+        from .metrics import LikelihoodMonitor
+
+        callbacks.append(LikelihoodMonitor(test if test is not None else train,
+                                           every=cfg["monitor_every"],
+                                           ais_steps=cfg["monitor_ais_steps"],
+                                           ais_chains=cfg["monitor_ais_chains"],
+                                           train_data=train, seed=cfg["seed"]))
+    if not quiet:
+        callbacks.append(_print_epoch)
+    out = Path(cfg["out"])
+    ckpt = cfg["checkpoint_dir"]
+    if resume and not ckpt:
+        raise ConfigError("--resume needs --checkpoint-dir (where the run's checkpoint is)")
+    trainer = Trainer(model, sampler, objective, epochs=cfg["epochs"],
+                      batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
+                      momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                      lr_schedule=cfg["lr_schedule"], lr_final_factor=cfg["lr_final_factor"],
+                      seed=cfg["seed"], callbacks=callbacks, checkpoint_dir=ckpt,
+                      checkpoint_every=cfg["checkpoint_every"],
+                      progress=False if quiet else None,
+                      signature={k: cfg[k] for k in RUN_SIGNATURE})
+    start = time.perf_counter()
+    history = trainer.fit(train, test, resume=resume)
+    wall = time.perf_counter() - start
+    save_model(model, out, extra={"train_config": cfg, "history": history,
+                                  "wall_time": wall})
+    _write_config(cfg, out.with_suffix(".config.toml"))
+    hist_path = out.with_suffix(".history.json")
+    from .io import atomic_write
+
+    atomic_write(hist_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+    if cfg["plots"]:
+        write_plots(model, history, out.with_suffix(""), seed=cfg["seed"])
+    return model, history, wall
+
+
+def write_plots(model, history, stem: Path, seed: int = 0, steps: int = 1000) -> list[Path]:
+    """Weight mosaic, samples and training curves as PNG files named after ``stem``."""
+    from . import visual
+
+    shape = _image_shape(None, model.n_visible)
+    paths = []
+    if shape is not None:
+        p = Path(f"{stem}.weights.png")
+        visual.weight_mosaic(model.connection.weights, p, image_shape=shape)
+        paths.append(p)
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    samples = model.sample(100, steps=steps, generator=gen)
+    p = Path(f"{stem}.samples.png")
+    visual.sample_grid(samples, p, image_shape=shape)
+    paths.append(p)
+    if history:
+        p = Path(f"{stem}.curves.png")
+        visual.training_curves(history, p)
+        paths.append(p)
+    return paths
+
+
+def _print_epoch(trainer, record: dict) -> None:
+    keys = ("epoch", "time", "recon_error", "free_energy_gap", "log_likelihood",
+            "swap_rate_mean")
+    parts = [f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
+             for k in keys if k in record]
+    print("  ".join(parts), file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = resolve_train_config(args)
+    model, history, wall = train_from_config(cfg, resume=args.resume, quiet=args.quiet)
+    print(json.dumps({"model": str(Path(cfg["out"])), "epochs": len(history),
+                      "wall_time_s": round(wall, 2),
+                      "final": {k: v for k, v in (history[-1] if history else {}).items()}}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .io import load_model
+    from .metrics import evaluate
+
+    model = load_model(args.model_path, _device(args.device))
+    data, labels = _load_data(args, args.split)
+    train, train_labels = _load_data(args, "train")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    result = evaluate(model, data, metrics=metrics, train_data=train, method=args.method,
+                      ais_chains=args.ais_chains, ais_steps=args.ais_steps, seed=args.seed,
+                      labels=labels, train_labels=train_labels)
+    result.update({"model": str(args.model_path), "dataset": str(args.dataset),
+                   "split": args.split, "binarize": args.binarize})
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from . import visual
+    from .io import load_model
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if not args.out and not args.npy:
+        raise ConfigError("say where to write the samples: --out samples.png and/or --npy FILE")
+    model = load_model(args.model_path, _device(args.device))
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    samples = model.sample(args.n, steps=args.steps, beta=args.beta, generator=gen)
+    if args.npy:
+        import numpy as np
+
+        from .io import atomic_write
+
+        arr = samples.cpu().numpy()
+        atomic_write(args.npy, lambda tmp: np.save(open(tmp, "wb"), arr))
+    if args.out:
+        visual.sample_grid(samples, args.out,
+                           image_shape=_image_shape(args.image_shape, model.n_visible))
+    print(json.dumps({"n": args.n, "steps": args.steps, "png": args.out, "npy": args.npy}))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from . import visual
+    from .io import load_model
+
+    model = load_model(args.model_path)
+    data, _ = _load_data(args, args.split)
+    data = model.prepare(data[: args.n])
+    recon = model.reconstruct(data)
+    visual.reconstruction_grid(data, recon, args.out,
+                               image_shape=_image_shape(args.image_shape, model.n_visible),
+                               n=args.n)
+    err = float(((recon - data) ** 2).mean())
+    print(json.dumps({"png": args.out, "n": int(data.shape[0]), "recon_error": err}))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .io import load_model
+
+    model = load_model(args.model_path)
+    data, _ = _load_data(args, args.split)
+    data = model.prepare(data)
+    with torch.no_grad():
+        scores = torch.cat([model.free_energy(b) for b in data.split(4096)]).tolist()
+    if args.json:
+        print(json.dumps({"free_energy": scores, "n_samples": len(scores)}))
+    else:
+        print("\n".join(f"{s:.6g}" for s in scores))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .io import load_model, read_header
+
+    header = read_header(args.model_path)
+    model = load_model(args.model_path)
+    info = {"config": header.get("config"),
+            "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "train_config": header.get("train_config"),
+            "epochs_trained": len(header.get("history", [])),
+            "last_epoch": (header.get("history") or [None])[-1],
+            "wall_time_s": header.get("wall_time")}
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out_dir), epochs=args.epochs, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+            "reconstruct": cmd_reconstruct, "score": cmd_score, "info": cmd_info,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``boltzkit`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except BoltzkitError as exc:
+        print(f"boltzkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint (if any) is intact; rerun with --resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

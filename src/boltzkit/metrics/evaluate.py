@@ -1,0 +1,188 @@
+"""One call for a model's report card, and a training callback that logs the likelihood."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from ..rbm import RBM
+from .divergence import forward_kl, mode_coverage, reverse_kl
+from .likelihood import (
+    DEFAULT_AIS_STEPS,
+    free_energies,
+    log_likelihood,
+    pseudo_likelihood,
+    reconstruction_error,
+)
+
+#: Metric names :func:`evaluate` accepts.
+METRICS = ("loglik", "pl", "recon", "knn", "modes", "features")
+
+# Each metric draws from its own generator (seed + offset), so asking for more
+# metrics never changes the numbers of the others.
+_SEED_OFFSETS = {"loglik": 0, "pl": 1, "samples": 2}
+
+
+def _generator(model: RBM, seed: int, metric: str) -> torch.Generator:
+    return torch.Generator(device=model.device).manual_seed(int(seed) + _SEED_OFFSETS[metric])
+
+
+def _json_value(v):
+    """Python scalars for JSON: floats (non-finite -> None), ints, bools, str, lists."""
+    if isinstance(v, Tensor):
+        v = v.tolist()
+    if isinstance(v, bool) or v is None or isinstance(v, str | int):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    return _json_value(float(v))
+
+
+def _labels(y, n: int, name: str) -> Tensor:
+    if y is None:
+        raise ConfigError(f"the 'features' metric needs {name}: pass class labels for the data")
+    y = torch.as_tensor(y).reshape(-1)
+    if y.numel() != n:
+        raise DataError(f"{name} has {y.numel()} entries but there are {n} samples")
+    return y
+
+
+@torch.no_grad()
+def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl", "recon"),
+             train_data: Tensor | None = None, method: str = "auto", ais_chains: int = 100,
+             ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0, reference: dict | None = None,
+             labels: Tensor | None = None, train_labels: Tensor | None = None,
+             n_model_samples: int | None = None, sample_steps: int = 1000, knn_k: int = 1,
+             batch_size: int = 1000) -> dict:
+    """Evaluate ``model`` on ``data``; returns a JSON-serialisable dict of plain numbers.
+
+    Always: ``n_samples``, ``free_energy`` (mean F(data)) and, with
+    ``train_data``, ``free_energy_gap`` (mean F(data) - mean F(train)).
+    Metrics: "loglik" (``log_likelihood`` and its bounds, exact or AIS; see
+    :func:`~boltzkit.metrics.log_likelihood`), "pl" (``pseudo_likelihood``,
+    exact), "recon" (``recon_error``, per-unit MSE: not a quality figure),
+    "knn" (``knn_forward_kl`` = KL(data || model), ``knn_reverse_kl``, from
+    ``n_model_samples`` model samples, default as many as data rows up to
+    5000, drawn by ``sample_steps`` Gibbs sweeps from random states), "modes"
+    (mode coverage of those samples; ``reference`` = a mixture description with
+    ``means`` and ``std``, e.g. ``boltzkit.data.mixture_spec(name)``) and
+    "features" (``features_accuracy``: logistic regression on E[h | v] trained
+    on ``train_data``/``train_labels``, tested on ``data``/``labels``).
+    Non-finite values (e.g. an AIS lower bound of -inf) become None.
+    """
+    if not isinstance(model, RBM):
+        raise ConfigError(f"evaluate expects a boltzkit RBM, got {type(model).__name__}")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}: valid names are {list(METRICS)}")
+    v = model.prepare(data)
+    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
+    f_data = free_energies(model, v, batch_size)
+    out["free_energy"] = float(f_data.mean())
+    if train_data is not None:
+        train_data = model.prepare(train_data, "train_data")
+        out["free_energy_gap"] = out["free_energy"] - float(
+            free_energies(model, train_data, batch_size).mean())
+    if "loglik" in metrics:
+        res = log_likelihood(model, v, method=method, ais_chains=ais_chains, ais_steps=ais_steps,
+                             train_data=train_data, generator=_generator(model, seed, "loglik"),
+                             batch_size=batch_size)
+        res.pop("n_samples")
+        out.update(res)
+    if "pl" in metrics:
+        out["pseudo_likelihood"] = pseudo_likelihood(
+            model, v, exact=True, generator=_generator(model, seed, "pl"), batch_size=batch_size)
+    if "recon" in metrics:
+        out["recon_error"] = reconstruction_error(model, v, batch_size)
+    if "knn" in metrics or "modes" in metrics:
+        n = n_model_samples or min(v.shape[0], 5000)
+        samples = model.sample(n, steps=sample_steps, generator=_generator(model, seed, "samples"),
+                               return_mean=False)
+        out["n_model_samples"] = int(n)
+        if "knn" in metrics:
+            out["knn_forward_kl"] = forward_kl(v, samples, knn_k)
+            out["knn_reverse_kl"] = reverse_kl(v, samples, knn_k)
+            out["knn_k"] = knn_k
+        if "modes" in metrics:
+            if not isinstance(reference, dict) or "means" not in reference or (
+                    "std" not in reference):
+                raise ConfigError("the 'modes' metric needs reference={'means': ..., 'std': ...}"
+                                  ", e.g. boltzkit.data.mixture_spec('mog-ring8')")
+            cov = mode_coverage(samples, reference["means"], reference["std"])
+            out.update({f"mode_{k}" if not k.startswith("mode") else k: val
+                        for k, val in cov.items()})
+    if "features" in metrics:
+        out["features_accuracy"] = _features_accuracy(model, v, labels, train_data, train_labels,
+                                                      batch_size, seed)
+    return _json_value(out)
+
+
+def _features_accuracy(model: RBM, v: Tensor, labels, train_data, train_labels,
+                       batch_size: int, seed: int) -> float:
+    """Test accuracy of a logistic regression on the standardised hidden means E[h | v]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if train_data is None:
+        raise ConfigError("the 'features' metric needs train_data and train_labels to fit the "
+                          "classifier (data/labels are the test set)")
+    y_test = _labels(labels, v.shape[0], "labels").cpu().numpy()
+    y_train = _labels(train_labels, train_data.shape[0], "train_labels").cpu().numpy()
+    x_train = model.transform(train_data, batch_size).double().cpu().numpy()
+    x_test = model.transform(v, batch_size).double().cpu().numpy()
+    # Standardised features: hidden means of a young model vary little around 0.5, and
+    # an unscaled, L2-regularised classifier would then just predict the majority class.
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    clf.fit(x_train, y_train)
+    return float(clf.score(x_test, y_test))
+
+
+class LikelihoodMonitor:
+    """Training callback: every ``every`` epochs, add the log-likelihood of ``data`` to the record.
+
+    Adds ``log_likelihood``, ``log_likelihood_err`` (half-width of the interval
+    from the AIS log Z bounds; 0 for exact log Z; None if unbounded) and
+    ``log_z`` (plus ``log_likelihood_method``).  It draws from its own
+    generator seeded by ``seed`` and the epoch, never from the trainer's, and
+    changes no parameters, so a run with the monitor trains exactly like one
+    without it and resumed runs stay identical.
+    """
+
+    def __init__(self, data: Tensor, every: int = 1, method: str = "auto",
+                 ais_chains: int = 100, ais_steps: int = 1000,
+                 train_data: Tensor | None = None, seed: int = 0) -> None:
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ConfigError(f"every must be a positive integer, got {every!r}")
+        self.data = data
+        self.every = every
+        self.method = method
+        self.ais_chains = ais_chains
+        self.ais_steps = ais_steps
+        self.train_data = train_data
+        self.seed = int(seed)
+
+    def __call__(self, trainer, record: dict) -> None:
+        epoch = int(record.get("epoch", getattr(trainer, "epoch", 0)))
+        if epoch % self.every:
+            return
+        model = trainer.model
+        gen = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003 + epoch)
+        res = log_likelihood(model, self.data, method=self.method, ais_chains=self.ais_chains,
+                             ais_steps=self.ais_steps, train_data=self.train_data,
+                             generator=gen)
+        half = 0.5 * (res["log_likelihood_upper"] - res["log_likelihood_lower"])
+        record["log_likelihood"] = res["log_likelihood"]
+        record["log_likelihood_err"] = half if math.isfinite(half) else None
+        record["log_z"] = res["log_z"]
+        record["log_likelihood_method"] = res["method"]

@@ -1,0 +1,98 @@
+"""Smoke test of benchmarks/bench_speed.py: it runs end to end and writes the JSON it promises.
+
+Tiny settings (600 MNIST rows, a few Gibbs sweeps and AIS steps, one timed run); no timing
+assertions: the numbers of a smoke run mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def _mnist_dir() -> Path | None:
+    for cand in (os.environ.get("BOLTZKIT_DATA"), REPO.parent / "shared" / "data"):
+        if not cand:
+            continue
+        base = Path(cand)
+        for folder in (base, base / "mnist"):
+            if (folder / "train-images-idx3-ubyte.gz").is_file() or (
+                    folder / "train-images-idx3-ubyte").is_file():
+                return folder
+    return None
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("bench_speed", "peers"):
+        sys.modules.pop(name, None)
+    import bench_speed
+
+    threads = torch.get_num_threads()
+    yield bench_speed
+    torch.set_num_threads(threads)
+
+
+def test_quick_run_writes_expected_json(bench, tmp_path, capsys):
+    data_dir = _mnist_dir()
+    if data_dir is None:
+        pytest.skip("MNIST not found (set BOLTZKIT_DATA or put it in ../shared/data/mnist)")
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--limit", "600", "--data-dir", str(data_dir),
+                     "--jobs", "cd1,pcd1,ais,gibbs1k", "--contestants", "boltzkit,torch,sklearn",
+                     "--repeats", "1", "--gibbs-sweeps", "2", "--ais-steps", "10",
+                     "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"meta", "jobs", "peak_rss_mib"}
+    assert report["peak_rss_mib"] > 0
+    assert report["meta"]["n_train"] == 600
+    assert report["meta"]["threads"] == 1
+    assert list(report["jobs"]) == ["cd1", "pcd1", "ais", "gibbs1k"]
+
+    expected = {"cd1": {"boltzkit", "torch", "sklearn"}, "pcd1": {"boltzkit", "torch", "sklearn"},
+                "ais": {"torch"}, "gibbs1k": {"boltzkit", "boltzkit_grad", "torch", "sklearn"}}
+    for name, job in report["jobs"].items():
+        assert set(job) >= {"title", "flops", "flop_count", "gemm_shapes", "best_gflops",
+                            "roofline_s", "results", "skipped", "errors"}
+        assert job["errors"] == {}, job["errors"]
+        assert job["flops"] > 0 and job["roofline_s"] > 0 and job["best_gflops"] > 0
+        for shape in job["gemm_shapes"].values():
+            assert shape["calls"] > 0 and shape["min_s"] > 0
+        assert "learnergy" not in job["results"]  # not selected
+        assert expected[name] <= set(job["results"]), (name, job["results"].keys())
+        for res in job["results"].values():
+            assert len(res["times_s"]) == 1
+            assert res["min_s"] > 0 and res["median_s"] > 0 and res["x_roofline"] > 0
+            if "boltzkit" in job["results"]:
+                assert res["x_boltzkit"] > 0
+        # boltzkit's AIS runs when boltzkit.metrics.ais_log_z exists, else it says why not.
+        if name == "ais":
+            assert "boltzkit" in job["results"] or "boltzkit" in job["skipped"]
+    # CD-1 per batch: 5 GEMMs of 100x784x500 (v@W, h@W^T, v1@W, 2 for the weight gradient).
+    assert report["jobs"]["cd1"]["flops"] == 6 * 5 * 2 * 100 * 784 * 500
+    assert report["jobs"]["pcd1"]["flops"] == 6 * 6 * 2 * 100 * 784 * 500
+    assert report["jobs"]["gibbs1k"]["results"]["torch"]["throughput"] > 0
+    printed = capsys.readouterr().out
+    assert "x roofline" in printed and "peak RSS" in printed
+
+
+def test_gemm_counts_match_the_documented_formula(bench):
+    # CD-k: 2k + 3 GEMM-equivalents per batch; PCD-k: 2k + 4 (all of B x n_v x n_h here).
+    for k in (1, 2, 10):
+        assert len(bench.train_gemms(100, 500, k, False, 100)) == 2 * k + 3
+        assert len(bench.train_gemms(100, 500, k, True, 100)) == 2 * k + 4
+
+
+def test_bad_job_name_is_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--jobs", "cd7"])
