@@ -145,3 +145,15 @@ def test_demo_runs_offline(tmp_path, capsys):
     for name in ("digits-rbm.safetensors", "weights.png", "samples.png", "curves.png",
                  "reconstructions.png"):
         assert (tmp_path / "demo" / name).is_file()
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    from boltzkit.cli import TRAIN_DEFAULTS, load_config_file
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.toml"))
+    assert configs, "examples/configs/*.toml missing"
+    for path in configs:
+        cfg = load_config_file(path)
+        assert set(cfg) <= set(TRAIN_DEFAULTS)

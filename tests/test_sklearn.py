@@ -1,0 +1,366 @@
+"""boltzkit.sklearn: scikit-learn conformance, Pipeline/GridSearchCV, attributes, scores.
+
+Models are small (a few hidden units, a few iterations) so the module runs in
+seconds on one thread.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.neural_network import BernoulliRBM as SklearnRBM
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import check_estimator
+from sklearn.utils.validation import check_non_negative
+
+from boltzkit.metrics import pseudo_likelihood
+from boltzkit.sklearn import EXPECTED_FAILED_CHECKS, BernoulliRBM, GaussianRBM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- data -------------------------------------------------------------------------------
+def _binary(n=120, d=9, seed=0):
+    """Noisy copies of three binary prototypes: structure an RBM can learn."""
+    rng = np.random.RandomState(seed)
+    protos = (rng.rand(3, d) < 0.5).astype(float)
+    X = protos[rng.randint(0, 3, n)]
+    flip = rng.rand(n, d) < 0.05
+    return np.where(flip, 1.0 - X, X)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:400], y[:400]
+
+
+# --- scikit-learn's estimator checks ----------------------------------------------------
+def _run_checks(estimator, expected):
+    results = check_estimator(estimator, expected_failed_checks=expected, on_skip=None)
+    # on_fail="raise" (the default) has raised on every unexpected failure; make sure
+    # the expected ones still fail, so the dict cannot go stale.
+    passed_anyway = sorted({r["check_name"] for r in results
+                            if r["expected_to_fail"] and r["status"] != "xfail"})
+    assert not passed_anyway, f"expected failures that passed: {passed_anyway}"
+    assert {r["check_name"] for r in results} >= set(expected)
+    return results
+
+
+def test_check_estimator_gaussian():
+    assert EXPECTED_FAILED_CHECKS["GaussianRBM"] == {}
+    _run_checks(GaussianRBM(n_components=8, n_iter=3), EXPECTED_FAILED_CHECKS["GaussianRBM"])
+
+
+def test_check_estimator_bernoulli():
+    results = _run_checks(BernoulliRBM(n_components=8, n_iter=3),
+                          EXPECTED_FAILED_CHECKS["BernoulliRBM"])
+    for r in results:
+        if r["status"] == "xfail" and "invariance" not in r["check_name"]:
+            # every other expected failure is the [0, 1] range check, nothing else
+            assert "greater than 1" in str(r["exception"]), (r["check_name"], r["exception"])
+
+
+class _UnitIntervalRBM(BernoulliRBM):
+    """BernoulliRBM behind an adapter mapping the checks' data x >= 0 to x / (1 + x).
+
+    scikit-learn has no tag for [0, 1] inputs, so this is how the checks that
+    ``EXPECTED_FAILED_CHECKS`` lists for the range alone get to run.  The map is
+    elementwise, monotone and keeps zeros (sparsity).
+    """
+
+    def _check_unit_interval(self, X):
+        check_non_negative(X, "BernoulliRBM (input X)")
+        X = X.copy()
+        values = X.data if sparse.issparse(X) else X
+        values /= 1.0 + values
+        return super()._check_unit_interval(X)
+
+
+def test_check_estimator_bernoulli_on_unit_interval_data():
+    expected = {name: reason for name, reason in EXPECTED_FAILED_CHECKS["BernoulliRBM"].items()
+                if "invariance" in name}
+    assert len(expected) == 2
+    results = _run_checks(_UnitIntervalRBM(n_components=8, n_iter=3), expected)
+    ran = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert set(EXPECTED_FAILED_CHECKS["BernoulliRBM"]) - set(expected) <= ran
+
+
+# --- fitted attributes, transform, reproducibility ------------------------------------------
+def test_fitted_attributes_and_transform():
+    X = _binary()
+    est = BernoulliRBM(n_components=5, n_iter=2, random_state=0)
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+    assert est.fit(X) is est
+    W = est.rbm_.connection.weights.detach().numpy()
+    assert est.components_.shape == (5, 9) and est.components_.dtype == np.float64
+    np.testing.assert_array_equal(est.components_, W.T)
+    assert est.intercept_hidden_.shape == (5,) and est.intercept_visible_.shape == (9,)
+    assert est.n_features_in_ == 9
+    assert list(est.get_feature_names_out()) == [f"bernoullirbm{i}" for i in range(5)]
+    H = est.transform(X)
+    assert H.shape == (120, 5) and H.dtype == np.float64
+    assert ((H > 0) & (H < 1)).all()
+    expected = 1 / (1 + np.exp(-(X @ W + est.intercept_hidden_)))
+    np.testing.assert_allclose(H, expected, rtol=1e-12)
+    # float32 and integer input give the same features
+    np.testing.assert_allclose(est.transform(X.astype(np.float32)), H)
+    np.testing.assert_allclose(est.transform(X.astype(int)), H)
+    # the properties are copies: editing them does not touch the model
+    est.components_[:] = 0
+    assert np.abs(est.components_).sum() > 0
+
+
+def test_random_state_reproducible_and_threads_untouched():
+    X = _binary()
+    threads = torch.get_num_threads()
+    a = BernoulliRBM(n_components=4, n_iter=2, random_state=3).fit(X)
+    b = BernoulliRBM(n_components=4, n_iter=2, random_state=3).fit(X)
+    c = BernoulliRBM(n_components=4, n_iter=2, random_state=np.random.RandomState(3)).fit(X)
+    d = BernoulliRBM(n_components=4, n_iter=2, random_state=4).fit(X)
+    np.testing.assert_array_equal(a.components_, b.components_)
+    np.testing.assert_array_equal(a.components_, c.components_)  # same seed drawn
+    assert not np.array_equal(a.components_, d.components_)
+    BernoulliRBM(n_components=4, n_iter=1).fit(X)  # random_state=None works
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(("method", "optimizer"),
+                         [("cd", "sgd"), ("pcd", "sgd"), ("pt", "sgd"), ("pcd", "adam")])
+def test_fit_learns(method, optimizer):
+    """Training raises the exact pseudo-likelihood over the untrained start."""
+    X = _binary()
+    kw = dict(n_components=6, random_state=0, method=method, optimizer=optimizer,
+              learning_rate=0.1 if optimizer == "sgd" else 0.02, momentum=0.5)
+    before = BernoulliRBM(n_iter=0, **kw).fit(X)
+    after = BernoulliRBM(n_iter=40, **kw).fit(X)
+    pl0 = pseudo_likelihood(before.rbm_, torch.tensor(X))
+    pl1 = pseudo_likelihood(after.rbm_, torch.tensor(X))
+    assert pl1 > pl0 + 1.0, (pl0, pl1)
+
+
+def test_fractional_data_and_sparse_input_match_dense():
+    rng = np.random.RandomState(1)
+    X = rng.rand(60, 7)
+    X[X < 0.5] = 0.0  # grey levels in [0, 1] with zeros
+    dense = BernoulliRBM(n_components=4, n_iter=2, random_state=0).fit(X)
+    sp = BernoulliRBM(n_components=4, n_iter=2, random_state=0).fit(sparse.csr_matrix(X))
+    np.testing.assert_allclose(sp.components_, dense.components_, rtol=1e-12)
+    np.testing.assert_allclose(sp.transform(sparse.csr_matrix(X)), dense.transform(X),
+                               rtol=1e-12)
+
+
+# --- partial_fit --------------------------------------------------------------------------
+def test_partial_fit_incremental():
+    X = _binary(n=200)
+    est = BernoulliRBM(n_components=6, learning_rate=0.1, batch_size=10, random_state=0)
+    est.partial_fit(X[:10])
+    # first call: biases start at zero (as scikit-learn), one step of lr * mean gradient
+    assert np.abs(est.intercept_visible_).max() <= 0.1 + 1e-12
+    model, sampler = est.rbm_, est._sampler
+    chains = sampler.chains.clone()
+    W1 = est.components_
+    est.partial_fit(X[10:20])
+    assert est.rbm_ is model and est._sampler is sampler  # same state carries on
+    assert not torch.equal(sampler.chains, chains)
+    assert not np.array_equal(est.components_, W1)
+    pl_start = pseudo_likelihood(est.rbm_, torch.tensor(X))
+    for _ in range(10):
+        est.partial_fit(X)  # one pass in mini-batches of 10
+    assert pseudo_likelihood(est.rbm_, torch.tensor(X)) > pl_start + 1.0
+    est.set_params(learning_rate=0.01)
+    est.partial_fit(X)
+    assert est._optimizer.param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match="X has 5 features, but BernoulliRBM is expecting 9"):
+        est.partial_fit(X[:, :5])
+
+
+def test_pickle_roundtrip_continues_training():
+    X = _binary()
+    est = BernoulliRBM(n_components=4, n_iter=1, random_state=0).fit(X)
+    copy = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(copy.transform(X), est.transform(X))
+    est.partial_fit(X)
+    copy.partial_fit(X)
+    np.testing.assert_array_equal(copy.components_, est.components_)
+
+
+# --- score_samples ------------------------------------------------------------------------
+def test_score_samples_equals_sklearn():
+    """Same parameters and random_state: scikit-learn's score_samples, to rounding."""
+    X = np.vstack([_binary(n=50), np.random.RandomState(2).rand(30, 9)])  # binary + grey
+    est = BernoulliRBM(n_components=5, n_iter=2, random_state=7).fit(X)
+    ref = SklearnRBM(n_components=5, random_state=7)
+    ref.components_ = est.components_
+    ref.intercept_hidden_ = est.intercept_hidden_
+    ref.intercept_visible_ = est.intercept_visible_
+    ref.h_samples_ = np.zeros((10, 5))
+    ref.n_features_in_ = 9
+    s = est.score_samples(X)
+    assert s.shape == (80,) and s.dtype == np.float64 and (s <= 0).all()
+    np.testing.assert_allclose(s, ref.score_samples(X), rtol=1e-10)
+    np.testing.assert_array_equal(est.score_samples(X), s)  # int random_state: same units
+    np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=1e-12)
+
+
+def test_score_samples_scale_matches_boltzkit_pseudo_likelihood():
+    """An unbiased estimate of the per-sample log PL summed over units (boltzkit's scale)."""
+    X = _binary(n=60)
+    est = BernoulliRBM(n_components=5, n_iter=3, random_state=0).fit(X)
+    tiled = np.tile(X, (100, 1))
+    est.set_params(random_state=11)
+    s = est.score_samples(tiled)
+    exact = pseudo_likelihood(est.rbm_, torch.tensor(X), exact=True)
+    se = s.std() / math.sqrt(s.size)
+    assert abs(s.mean() - exact) < 4 * se, (s.mean(), exact, se)
+    g = torch.Generator().manual_seed(0)
+    same_estimator = pseudo_likelihood(est.rbm_, torch.tensor(tiled), exact=False, generator=g,
+                                       reduce=False).numpy()
+    assert abs(same_estimator.mean() - s.mean()) < 6 * se
+    # one visible unit: nothing random left, the two agree row by row
+    one = BernoulliRBM(n_components=3, n_iter=1, random_state=0).fit(X[:, :1])
+    np.testing.assert_allclose(
+        one.score_samples(X[:, :1]),
+        pseudo_likelihood(one.rbm_, torch.tensor(X[:, :1]), reduce=False).numpy(), rtol=1e-12)
+
+
+# --- gibbs --------------------------------------------------------------------------------
+def test_gibbs_binary_samples():
+    X = _binary()
+    est = BernoulliRBM(n_components=5, n_iter=1, random_state=0).fit(X)
+    v1 = est.gibbs(X)
+    assert v1.shape == X.shape and v1.dtype == np.float64
+    assert set(np.unique(v1)) <= {0.0, 1.0}
+    assert not np.array_equal(est.gibbs(X), v1)  # the generator advances
+    assert set(np.unique(est.gibbs(np.full((4, 9), 0.5)))) <= {0.0, 1.0}
+
+
+# --- GaussianRBM --------------------------------------------------------------------------
+def test_gaussian_standardises_itself(digits):
+    X = digits[0]
+    est = GaussianRBM(n_components=8, n_iter=2, random_state=0).fit(X)
+    np.testing.assert_allclose(est.mean_, X.mean(0))
+    std = X.std(0)
+    np.testing.assert_allclose(est.scale_, np.where(std == 0, 1.0, std))
+    assert est.n_samples_seen_ == X.shape[0]
+    # the scaling makes the model blind to affine changes of units
+    shifted = GaussianRBM(n_components=8, n_iter=2, random_state=0).fit(X * 5.0 + 3.0)
+    np.testing.assert_allclose(shifted.transform(X * 5.0 + 3.0), est.transform(X), atol=1e-8)
+    H = est.transform(X)
+    assert H.shape == (400, 8) and H.dtype == np.float64
+    V = est.gibbs(X)  # real-valued samples in the data's units
+    assert V.shape == X.shape and np.isfinite(V).all()
+    assert abs(V.mean() - X.mean()) < 0.5 * X.std()
+    assert est.components_.shape == (8, 64) and est.intercept_visible_.shape == (64,)
+    assert list(est.get_feature_names_out())[:2] == ["gaussianrbm0", "gaussianrbm1"]
+
+
+def test_gaussian_partial_fit_running_statistics(digits):
+    X = digits[0]
+    est = GaussianRBM(n_components=4, random_state=0)
+    for chunk in np.array_split(X, 7):
+        est.partial_fit(chunk)
+    np.testing.assert_allclose(est.mean_, X.mean(0), atol=1e-10)
+    np.testing.assert_allclose(est.var_, X.var(0), atol=1e-9)
+    assert est.n_samples_seen_ == 400
+    assert np.isfinite(est.transform(X)).all()
+
+
+# --- Pipeline and GridSearchCV ---------------------------------------------------------------
+def test_pipeline_and_grid_search(digits):
+    X, y = digits
+    # clip=True: test folds can exceed the training fold's range, and BernoulliRBM
+    # refuses values outside [0, 1]
+    pipe = Pipeline([("scale", MinMaxScaler(clip=True)),
+                     ("rbm", BernoulliRBM(n_components=16, n_iter=3, learning_rate=0.06,
+                                          random_state=0)),
+                     ("clf", LogisticRegression(max_iter=300))])
+    grid = GridSearchCV(pipe, {"rbm__n_components": [8, 16], "rbm__method": ["cd", "pcd"]},
+                        cv=2)
+    grid.fit(X, y)
+    assert set(grid.best_params_) == {"rbm__n_components", "rbm__method"}
+    assert grid.score(X, y) > 0.2  # a smoke test: 3 passes over 400 rows, chance is 0.1
+    assert len(grid.cv_results_["mean_test_score"]) == 4
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    gpipe = Pipeline([("rbm", GaussianRBM(n_components=16, n_iter=2, random_state=0)),
+                      ("clf", LogisticRegression(max_iter=300))])
+    assert clone(gpipe).fit(X, y).score(X, y) > 0.4
+
+
+# --- errors and messages -------------------------------------------------------------------
+def test_bad_input_and_parameters():
+    X = _binary()
+    est = BernoulliRBM(n_components=3, n_iter=1)
+    with pytest.raises(ValueError, match="Negative values in data passed to BernoulliRBM"):
+        est.fit(X - 0.5)
+    with pytest.raises(ValueError, match=r"greater than 1.*MinMaxScaler\(clip=True\)"):
+        est.fit(X * 255)
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(np.where(X == 1, np.nan, X))
+    with pytest.raises(ValueError, match="2D array"):
+        est.fit(X[0])
+    est.fit(X)
+    with pytest.raises(ValueError, match="greater than 1"):
+        est.transform(X * 2)
+    with pytest.raises(ValueError, match="X has 4 features"):
+        est.score_samples(X[:, :4])
+    for params, match in [({"n_components": 0}, "n_components"),
+                          ({"learning_rate": -1.0}, "learning_rate"),
+                          ({"batch_size": 1.5}, "batch_size"),
+                          ({"method": "gibbs"}, "method"),
+                          ({"optimizer": "rmsprop"}, "optimizer"),
+                          ({"momentum": 1.0}, "momentum"),
+                          ({"k": 0}, "k must"),
+                          ({"n_chains": 0}, "n_chains")]:
+        with pytest.raises(ValueError, match=match):
+            BernoulliRBM(**params).fit(X)
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        GaussianRBM(n_components=4, n_iter=3, learning_rate=1e150, random_state=0).fit(
+            np.random.RandomState(0).randn(50, 5))
+
+
+def test_verbose_prints_pseudo_likelihood(capsys):
+    BernoulliRBM(n_components=3, n_iter=2, verbose=1, random_state=0).fit(_binary())
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[1].startswith("[BernoulliRBM] Iteration 2, pseudo-likelihood = -")
+    GaussianRBM(n_components=3, n_iter=1, verbose=1, random_state=0).fit(_binary())
+    assert "reconstruction error" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_device():
+    X = _binary()
+    est = BernoulliRBM(n_components=4, n_iter=2, random_state=0, device="cuda").fit(X)
+    assert est.rbm_.device.type == "cuda"
+    assert isinstance(est.transform(X), np.ndarray)
+    assert est.score_samples(X).shape == (120,)
+    assert set(np.unique(est.gibbs(X))) <= {0.0, 1.0}
+
+
+# --- the example -----------------------------------------------------------------------------
+def test_digits_example_runs(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "digits_pipeline", ROOT / "examples" / "digits_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(n_iter=1, n_samples=500)
+    assert set(results) == {"sklearn", "boltzkit"}
+    for r in results.values():
+        assert r["accuracy"] > 0.6 and r["fit_time"] > 0 and r["rbm_fit_time"] > 0
+    out = capsys.readouterr().out
+    assert "boltzkit" in out and "ratio" in out
