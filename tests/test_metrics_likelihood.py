@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,17 @@ from boltzkit.metrics import (
 )
 from boltzkit.units import BernoulliUnits, GaussianUnits, ReLUUnits, SoftmaxUnits
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+
+def _mnist_dir() -> Path:
+    env = os.environ.get("BOLTZKIT_DATA")
+    for cand in ([Path(env), Path(env) / "mnist"] if env else []) + [
+            Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"]:
+        if (cand / "train-images-idx3-ubyte.gz").is_file():
+            return cand
+    return Path("/nonexistent")
+
+
+MNIST_DIR = _mnist_dir()
 
 
 # --------------------------------------------------------------------------- helpers
