@@ -43,6 +43,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "chains": None,
     "n_temperatures": 10,
     "beta_min": 0.1,
+    "beta_std": 0.5,
+    "beta_autocorr": 0.9,
     "epochs": 10,
     "batch_size": 100,
     "lr": 0.05,
@@ -54,6 +56,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "sparsity_target": None,
     "sparsity_cost": 0.0,
     "centering": False,
+    "objective": "ml",
+    "critic": "knn",
+    "critic_k": 5,
+    "gamma": 0.1,
+    "gamma_warmup": 0,
     "init_std": 0.01,
     "seed": 0,
     "device": "cpu",
@@ -73,11 +80,14 @@ RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "
                  "visible_std", "learn_variance", "group_size", "method", "k", "chains",
                  "n_temperatures", "beta_min", "batch_size", "lr", "optimizer", "momentum",
                  "weight_decay", "lr_schedule", "lr_final_factor", "sparsity_target",
-                 "sparsity_cost", "centering", "seed")
+                 "sparsity_cost", "centering", "seed", "beta_std", "beta_autocorr",
+                 "objective", "critic", "critic_k", "gamma", "gamma_warmup")
 
-_CHOICES = {"binarize": ("threshold", "stochastic", "none"), "method": ("cd", "pcd", "pt"),
+_CHOICES = {"binarize": ("threshold", "stochastic", "none"),
+            "method": ("cd", "pcd", "pt", "tds"),
             "optimizer": ("sgd", "adam"), "device": None, "model": ("rbm",),
-            "lr_schedule": ("constant", "linear", "exponential", "cosine")}
+            "lr_schedule": ("constant", "linear", "exponential", "cosine"),
+            "objective": ("ml", "beam"), "critic": ("knn", "dwknn")}
 
 
 # --------------------------------------------------------------------------- parser
@@ -112,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chains", type=int, default=None, help="persistent chains (default: batch)")
     t.add_argument("--n-temperatures", type=int, default=None, help="PT ladder size")
     t.add_argument("--beta-min", type=float, default=None, help="PT lowest inverse temperature")
+    t.add_argument("--beta-std", type=float, default=None,
+                   help="tds: std of each chain's inverse temperature (mean 1)")
+    t.add_argument("--beta-autocorr", type=float, default=None,
+                   help="tds: lag-1 autocorrelation of the inverse temperatures")
+    t.add_argument("--objective", choices=_CHOICES["objective"], default=None,
+                   help="ml (likelihood) or beam (adversarial, Fisher et al. 2018)")
+    t.add_argument("--critic", choices=_CHOICES["critic"], default=None, help="beam critic")
+    t.add_argument("--critic-k", type=int, default=None, help="beam critic's neighbours")
+    t.add_argument("--gamma", type=float, default=None,
+                   help="beam: weight of the likelihood (1 - gamma on the critic)")
+    t.add_argument("--gamma-warmup", type=int, default=None,
+                   help="beam: epochs of pure likelihood before gamma applies")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
@@ -184,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=30)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
+    from .recommend.cli import add_parsers as _add_recommend_parsers
+    _add_recommend_parsers(sub)
     return parser
 
 
@@ -317,9 +341,17 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
         raise DataError("training data is empty")
     model = build_model(cfg, train.shape[1]).to(device)
     sampler = make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
-                           cfg["beta_min"])
+                           cfg["beta_min"], beta_std=cfg["beta_std"],
+                           beta_autocorr=cfg["beta_autocorr"])
     objective = LikelihoodGradient(cfg["sparsity_target"], cfg["sparsity_cost"],
                                    centering=bool(cfg["centering"]))
+    if cfg["objective"] == "beam":
+        from .adversarial import AdversarialGradient
+
+        warm = int(cfg["gamma_warmup"] or 0)
+        objective = AdversarialGradient(
+            cfg["critic"], gamma=cfg["gamma"], k=cfg["critic_k"], likelihood=objective,
+            gamma_schedule=[(0, 1.0), (warm, cfg["gamma"])] if warm else None)
     callbacks = []
     if cfg["monitor"]:
         if cfg["monitor"] not in ("loglik",):
@@ -344,7 +376,8 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
                       seed=cfg["seed"], callbacks=callbacks, checkpoint_dir=ckpt,
                       checkpoint_every=cfg["checkpoint_every"],
                       progress=False if quiet else None,
-                      signature={k: cfg[k] for k in RUN_SIGNATURE})
+                      signature={k: cfg[k] for k in RUN_SIGNATURE},
+                      signature_defaults={k: TRAIN_DEFAULTS[k] for k in RUN_SIGNATURE})
     start = time.perf_counter()
     history = trainer.fit(train, test, resume=resume)
     wall = time.perf_counter() - start
@@ -507,6 +540,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "score": cmd_score, "info": cmd_info,
             "demo": cmd_demo}
+
+from .recommend.cli import COMMANDS as _RECOMMEND_COMMANDS  # noqa: E402
+
+COMMANDS.update(_RECOMMEND_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,6 +119,7 @@ def model_from_config(cfg: dict) -> torch.nn.Module:
 
     kind = cfg.get("model")
     builders = {"rbm": RBM.from_config}
+    builders["cf-rbm"] = __import__("boltzkit.recommend.cf_rbm").recommend.cf_rbm.CFRBM.from_config
     if kind not in builders:
         raise ModelFileError(f"unknown model kind {kind!r} in file: this boltzkit knows "
                              f"{sorted(builders)}")

@@ -210,13 +210,19 @@ class ParallelTempering(Sampler):
             self._parity = int(state.get("parity", torch.tensor(0)))
 
 
-SAMPLERS = ("cd", "pcd", "pt")
+SAMPLERS = ("cd", "pcd", "pt", "tds")
 
 
 def make_sampler(method: str, k: int = 1, chains: int | None = None,
                  n_temperatures: int = 10, beta_min: float = 0.1,
-                 betas: list[float] | None = None, chain_init: str = "random") -> Sampler:
-    """Build a sampler by name: "cd", "pcd" or "pt"."""
+                 betas: list[float] | None = None, chain_init: str = "random",
+                 beta_std: float = 0.5, beta_autocorr: float = 0.9) -> Sampler:
+    """Build a sampler by name: "cd", "pcd", "pt" or "tds" (temperature-driven PCD)."""
+    if method == "tds":
+        from .driven import DrivenPCD
+
+        return DrivenPCD(k, chains, beta_std=beta_std, beta_autocorr=beta_autocorr,
+                         init=chain_init)
     if method == "cd":
         return ContrastiveDivergence(k)
     if method == "pcd":

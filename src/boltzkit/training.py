@@ -46,7 +46,8 @@ class Trainer:
     "constant", "linear" (to ``lr_final_factor`` x lr), "exponential"
     (factor ``lr_final_factor ** (1/epochs)`` per epoch) or "cosine".
     ``signature`` (any JSON dict) identifies the run; resuming with a
-    different one is refused.
+    different one is refused.  ``signature_defaults`` gives the value a key
+    had before it existed, so checkpoints from older versions stay resumable.
     """
 
     def __init__(self, model: RBM, sampler: Sampler, objective: LikelihoodGradient | None = None,
@@ -57,7 +58,8 @@ class Trainer:
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
                  progress: bool | None = None, monitor_size: int = 1000,
                  init_visible_bias: bool = True, divergence_check_every: int = 50,
-                 signature: dict | None = None) -> None:
+                 signature: dict | None = None,
+                 signature_defaults: dict | None = None) -> None:
         _positive_int("epochs", epochs, allow_zero=True)
         _positive_int("batch_size", batch_size)
         _positive_int("checkpoint_every", checkpoint_every)
@@ -86,6 +88,7 @@ class Trainer:
         self.init_visible_bias = init_visible_bias
         self.divergence_check_every = divergence_check_every
         self.signature = signature or {}
+        self.signature_defaults = signature_defaults or {}
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
@@ -247,8 +250,8 @@ class Trainer:
         if header.get("config") != self.model.config():
             raise ConfigError(f"cannot resume from {path}: it holds a different model "
                               f"({header.get('config')}) than this run ({self.model.config()})")
-        diff = {k: (header.get("signature", {}).get(k), v) for k, v in self.signature.items()
-                if header.get("signature", {}).get(k) != v}
+        old = {**self.signature_defaults, **header.get("signature", {})}
+        diff = {k: (old.get(k), v) for k, v in self.signature.items() if old.get(k) != v}
         if diff:
             raise ConfigError(f"cannot resume from {path}: settings differ from the checkpoint "
                               f"(checkpoint, now): {diff}; use the original settings or a new "

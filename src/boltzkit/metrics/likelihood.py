@@ -18,7 +18,9 @@ improve without improving the model: report it, never as the quality figure.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
+import sys
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -106,6 +108,28 @@ def _logmeanexp(x: Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- exact
+def _fix_mmap_threshold() -> None:
+    """Pin glibc's mmap threshold at 1 MiB (once per process, Linux only).
+
+    Enumeration allocates and frees tens-of-MB tensors thousands of times;
+    glibc's *dynamic* threshold then moves them onto the heap, which
+    fragments without bound (measured: 6.2 GB peak RSS for 2^20 hidden states
+    of a 784-unit model, 14 GB and rising at 2^25; 355 MB with a fixed
+    threshold).  A fixed threshold only makes large blocks come from mmap.
+    """
+    global _MMAP_FIXED
+    if _MMAP_FIXED or not sys.platform.startswith("linux"):
+        return
+    _MMAP_FIXED = True
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_MMAP_FIXED = False
+
+
 @torch.no_grad()
 def exact_log_z(rbm: RBM, chunk: int = 65536, max_states: int = MAX_EXACT_STATES,
                 layer: str | None = None, dtype: torch.dtype = torch.float64) -> float:
@@ -141,6 +165,7 @@ def exact_log_z(rbm: RBM, chunk: int = 65536, max_states: int = MAX_EXACT_STATES
         raise ConfigError(
             f"exact log Z would enumerate {states[name]:,} {name} states (limit "
             f"{max_states:,}): estimate it with ais_log_z / method='ais' instead")
+    _fix_mmap_threshold()
     model = copy.deepcopy(rbm).to(dtype)
     units = getattr(model, name)
     other = model.hidden if name == "visible" else model.visible
