@@ -106,6 +106,17 @@ def test_evaluate_json_exact(trained, capsys):
     assert res["log_z_lower"] <= res["log_z"] <= res["log_z_upper"]
 
 
+def test_evaluate_ais_with_reverse_check(trained, capsys):
+    code, out, _ = run(capsys, "evaluate", str(trained), "--dataset", "digits", "--metrics",
+                       "loglik", "--method", "ais", "--ais-chains", "20", "--ais-steps", "300",
+                       "--ais-reverse", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert res["method"] == "ais" and res["ais_chains"] == 20 and res["ais_steps"] == 300
+    assert isinstance(res["ais_log_z_reverse"], float)
+    assert isinstance(res["ais_reliable"], bool)
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--dataset", "nosuchset"], "unknown data set"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "BOLTZKIT_DATA"),

@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default="auto", choices=("auto", "exact", "ais"))
     e.add_argument("--ais-chains", type=int, default=100)
     e.add_argument("--ais-steps", type=int, default=14500)
+    e.add_argument("--ais-reverse", action="store_true",
+                   help="also run reverse AIS from data: a second, bracketing estimate of log Z")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print JSON")
 
@@ -443,7 +445,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     result = evaluate(model, data, metrics=metrics, train_data=train, method=args.method,
                       ais_chains=args.ais_chains, ais_steps=args.ais_steps, seed=args.seed,
-                      labels=labels, train_labels=train_labels)
+                      labels=labels, train_labels=train_labels, ais_reverse=args.ais_reverse)
     result.update({"model": str(args.model_path), "dataset": str(args.dataset),
                    "split": args.split, "binarize": args.binarize})
     if args.json:
