@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from boltzkit.data.arrays import binarize_array, check_binarize, check_seed
+from boltzkit.data.paths import ENV_VAR, resolve_data_dir
 from boltzkit.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "BOLTZKIT_DATA"
 SPLITS: tuple[str, ...] = ("train", "test")
 
 #: Base names (without ``.gz``) of the image and label file of each split.
@@ -165,19 +165,7 @@ def resolve_mnist_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     folder itself or a parent containing ``mnist/``. Raises DataError when neither is set or
     the folder does not exist.
     """
-    if data_dir is not None:
-        base, origin = Path(data_dir).expanduser(), "data_dir"
-    elif os.environ.get(ENV_VAR):
-        base, origin = Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"
-    else:
-        raise DataError(f"no MNIST data directory given; {_missing_dir_hint()}")
-    if not base.is_dir():
-        raise DataError(
-            f"MNIST directory {base} (from {origin}) does not exist; {_missing_dir_hint()}"
-        )
-    if not _has_mnist(base) and _has_mnist(base / "mnist"):
-        return base / "mnist"
-    return base
+    return resolve_data_dir("MNIST", data_dir, "mnist", _has_mnist, _missing_dir_hint())
 
 
 def _find_file(folder: Path, base: str, split: str) -> Path:

@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from boltzkit.data.paths import ENV_VAR, resolve_data_dir
 from boltzkit.errors import ConfigError, DataError
-
-ENV_VAR = "BOLTZKIT_DATA"
 
 #: Names accepted by :func:`load_movielens`.
 MOVIELENS_DATASETS = ("ml-100k", "ml-1m", "ml-latest-small")
@@ -117,18 +116,11 @@ def resolve_movielens_dir(name: str, data_dir: str | os.PathLike[str] | None = N
     hint = (f"pass data_dir (--data-dir DIR) or set {ENV_VAR} to the folder holding "
             f"{_MARKERS[name]} (or to its parent containing {name}/); download it from "
             "https://grouplens.org/datasets/movielens/")
-    if data_dir is not None:
-        base, origin = Path(data_dir).expanduser(), "data_dir"
-    elif os.environ.get(ENV_VAR):
-        base, origin = Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"
-    else:
-        raise DataError(f"no {name} data directory given; {hint}")
-    if not base.is_dir():
-        raise DataError(f"{name} directory {base} (from {origin}) does not exist; {hint}")
-    for cand in (base, base / name):
-        if (cand / _MARKERS[name]).is_file():
-            return cand
-    raise DataError(f"{_MARKERS[name]} not found in {base} or {base / name}; {hint}")
+    folder = resolve_data_dir(name, data_dir, name,
+                              lambda d: (d / _MARKERS[name]).is_file(), hint)
+    if not (folder / _MARKERS[name]).is_file():
+        raise DataError(f"{_MARKERS[name]} not found in {folder} or {folder / name}; {hint}")
+    return folder
 
 
 def _read_lines(path: Path, encoding: str = "latin-1") -> list[str]:

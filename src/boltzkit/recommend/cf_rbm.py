@@ -298,25 +298,23 @@ class CFRBM(RBM):
             raise DataError("user/item index out of range for this model")
         return self._predict_index(users, items)
 
-    def _user_index(self, user_ids) -> np.ndarray:
-        ids = self.user_ids.cpu().numpy()
-        raw = np.atleast_1d(np.asarray(user_ids, np.int64))
+    @staticmethod
+    def _positions(known: Tensor, raw_ids, what: str) -> np.ndarray:
+        """Rows of raw MovieLens ids among the model's sorted ``known`` ids."""
+        ids = known.cpu().numpy()
+        raw = np.atleast_1d(np.asarray(raw_ids, np.int64))
         pos = np.clip(np.searchsorted(ids, raw), 0, len(ids) - 1)
         bad = ids[pos] != raw
         if bad.any():
-            raise DataError(f"unknown user {int(raw[bad][0])}: the model knows users with ids "
+            raise DataError(f"unknown {what} {int(raw[bad][0])}: the model knows {what} ids "
                             f"{int(ids.min())}..{int(ids.max())} from its training data")
         return pos
 
+    def _user_index(self, user_ids) -> np.ndarray:
+        return self._positions(self.user_ids, user_ids, "user")
+
     def _item_index(self, item_ids) -> np.ndarray:
-        ids = self.item_ids.cpu().numpy()
-        raw = np.atleast_1d(np.asarray(item_ids, np.int64))
-        pos = np.clip(np.searchsorted(ids, raw), 0, len(ids) - 1)
-        bad = ids[pos] != raw
-        if bad.any():
-            raise DataError(f"unknown item {int(raw[bad][0])}: the model knows item ids "
-                            f"{int(ids.min())}..{int(ids.max())}")
-        return pos
+        return self._positions(self.item_ids, item_ids, "item")
 
     def predict(self, user_ids, item_ids) -> np.ndarray:
         """Predicted ratings (like mode: p(like)) for raw MovieLens user and item ids."""
