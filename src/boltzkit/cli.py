@@ -417,6 +417,15 @@ def write_plots(model, history, stem: Path, seed: int = 0, steps: int = 1000) ->
     return paths
 
 
+def _emit(result: dict, as_json: bool) -> None:
+    """Print a command's result as indented JSON or as aligned ``key value`` lines."""
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+
+
 def _print_epoch(trainer, record: dict) -> None:
     keys = ("epoch", "time", "recon_error", "free_energy_gap", "log_likelihood",
             "swap_rate_mean")
@@ -448,11 +457,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       labels=labels, train_labels=train_labels, ais_reverse=args.ais_reverse)
     result.update({"model": str(args.model_path), "dataset": str(args.dataset),
                    "split": args.split, "binarize": args.binarize})
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        for k, v in result.items():
-            print(f"{k:28s} {v}")
+    _emit(result, args.json)
     return 0
 
 
@@ -524,11 +529,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "epochs_trained": len(header.get("history", [])),
             "last_epoch": (header.get("history") or [None])[-1],
             "wall_time_s": header.get("wall_time")}
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        for k, v in info.items():
-            print(f"{k}: {v}")
+    _emit(info, args.json)
     return 0
 
 
