@@ -85,12 +85,42 @@ RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "
 
 _CHOICES = {"binarize": ("threshold", "stochastic", "none"),
             "method": ("cd", "pcd", "pt", "tds"),
-            "optimizer": ("sgd", "adam"), "device": None, "model": ("rbm",),
+            "optimizer": ("sgd", "adam"), "device": None,
             "lr_schedule": ("constant", "linear", "exponential", "cosine"),
             "objective": ("ml", "beam"), "critic": ("knn", "dwknn")}
 
 
 # --------------------------------------------------------------------------- parser
+def _model_choices() -> tuple[str, ...]:
+    from .models import trainable_kinds
+
+    return ("rbm", *trainable_kinds())
+
+
+def _train_defaults() -> dict[str, Any]:
+    """TRAIN_DEFAULTS plus the options declared by the other model kinds."""
+    from .models import train_options
+
+    extra = {k: spec[0] for k, spec in train_options().items() if k not in TRAIN_DEFAULTS}
+    return {**TRAIN_DEFAULTS, **extra}
+
+
+def _add_kind_options(p: argparse.ArgumentParser) -> None:
+    """Flags for the options that other model kinds declare (``TRAIN_OPTIONS``)."""
+    from .models import train_options
+
+    for name, (default, help_text) in train_options().items():
+        if name in TRAIN_DEFAULTS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=name, action="store_const", const=not default,
+                           default=None, help=help_text)
+        else:
+            kind = type(default) if isinstance(default, int | float) else str
+            p.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
 def _add_data_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)
     p.add_argument("--dataset", default=d("digits"),
@@ -110,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model")
     t.add_argument("--config", help="TOML file with any of the options below")
     _add_data_args(t, defaults=False)
-    t.add_argument("--model", choices=_CHOICES["model"], default=None)
+    t.add_argument("--model", choices=_model_choices(), default=None,
+                   help="model kind (rbm, or one of boltzkit.models.KINDS)")
     t.add_argument("--visible", default=None, help="bernoulli|gaussian|relu|sigmoid|softmax")
     t.add_argument("--hidden", default=None, help="bernoulli|relu|gaussian|sigmoid|softmax")
     t.add_argument("--n-hidden", type=int, default=None)
@@ -159,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plots", action="store_const", const=True, default=None,
                    help="write weight mosaic, samples and training curves beside the model")
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    _add_kind_options(t)
 
     e = sub.add_parser("evaluate", help="measure a model on a data set")
     e.add_argument("model_path", metavar="MODEL")
@@ -233,23 +265,24 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             flat.update({_norm_key(k): v for k, v in value.items()})
         else:
             flat[_norm_key(key)] = value
-    unknown = sorted(set(flat) - set(TRAIN_DEFAULTS))
+    known = _train_defaults()
+    unknown = sorted(set(flat) - set(known))
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {unknown}; valid options: "
-                          f"{sorted(TRAIN_DEFAULTS)}")
+                          f"{sorted(known)}")
     return flat
 
 
 def resolve_train_config(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the TOML file, then the flags that were given."""
-    cfg = dict(TRAIN_DEFAULTS)
+    cfg = _train_defaults()
     if args.config:
         cfg.update(load_config_file(args.config))
-    for key in TRAIN_DEFAULTS:
+    for key in list(cfg):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
-    for key, choices in _CHOICES.items():
+    for key, choices in {**_CHOICES, "model": _model_choices()}.items():
         if choices and cfg.get(key) not in choices:
             raise ConfigError(f"unknown {key} {cfg.get(key)!r}: choose one of {list(choices)}")
     return cfg
@@ -325,14 +358,42 @@ def build_model(cfg: dict[str, Any], n_visible: int):
 
 
 def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = False):
-    """Run a training job from a resolved config; returns (model, history)."""
-    from .io import save_model
+    """Run a training job from a resolved config; returns (model, history, wall seconds)."""
+    from .io import atomic_write, save_model
+
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    start = time.perf_counter()
+    if cfg["model"] == "rbm":
+        model, history = _train_rbm(cfg, resume, quiet)
+    else:
+        from .models import kind_module
+
+        if resume:
+            raise ConfigError(f"--resume is not supported for --model {cfg['model']}")
+
+        def load(split: str):
+            return _load_data(cfg, split)
+
+        model, history = kind_module(cfg["model"]).train_from_config(cfg, load, quiet)
+    wall = time.perf_counter() - start
+    out = Path(cfg["out"])
+    save_model(model, out, extra={"train_config": cfg, "history": history,
+                                  "wall_time": wall})
+    _write_config(cfg, out.with_suffix(".config.toml"))
+    hist_path = out.with_suffix(".history.json")
+    atomic_write(hist_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+    if cfg["plots"] and hasattr(model, "connection"):
+        write_plots(model, history, out.with_suffix(""), seed=cfg["seed"])
+    return model, history, wall
+
+
+def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
+    """Train the plain RBM kind (any units, sampler and objective)."""
     from .objectives import LikelihoodGradient
     from .sampling import make_sampler
     from .training import Trainer
 
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
     device = _device(cfg["device"])
     train, _ = _load_data(cfg, "train")
     try:
@@ -367,7 +428,6 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
                                            train_data=train, seed=cfg["seed"]))
     if not quiet:
         callbacks.append(_print_epoch)
-    out = Path(cfg["out"])
     ckpt = cfg["checkpoint_dir"]
     if resume and not ckpt:
         raise ConfigError("--resume needs --checkpoint-dir (where the run's checkpoint is)")
@@ -380,19 +440,8 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
                       progress=False if quiet else None,
                       signature={k: cfg[k] for k in RUN_SIGNATURE},
                       signature_defaults={k: TRAIN_DEFAULTS[k] for k in RUN_SIGNATURE})
-    start = time.perf_counter()
     history = trainer.fit(train, test, resume=resume)
-    wall = time.perf_counter() - start
-    save_model(model, out, extra={"train_config": cfg, "history": history,
-                                  "wall_time": wall})
-    _write_config(cfg, out.with_suffix(".config.toml"))
-    hist_path = out.with_suffix(".history.json")
-    from .io import atomic_write
-
-    atomic_write(hist_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
-    if cfg["plots"]:
-        write_plots(model, history, out.with_suffix(""), seed=cfg["seed"])
-    return model, history, wall
+    return model, history
 
 
 def write_plots(model, history, stem: Path, seed: int = 0, steps: int = 1000) -> list[Path]:

@@ -115,15 +115,16 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike,
 
 def model_from_config(cfg: dict) -> torch.nn.Module:
     """Build an untrained model of the kind a config describes."""
+    from .models import KINDS, model_class
     from .rbm import RBM
 
     kind = cfg.get("model")
-    builders = {"rbm": RBM.from_config}
-    builders["cf-rbm"] = __import__("boltzkit.recommend.cf_rbm").recommend.cf_rbm.CFRBM.from_config
-    if kind not in builders:
+    if kind == "rbm":
+        return RBM.from_config(cfg)
+    if kind not in KINDS:
         raise ModelFileError(f"unknown model kind {kind!r} in file: this boltzkit knows "
-                             f"{sorted(builders)}")
-    return builders[kind](cfg)
+                             f"{sorted(['rbm', *KINDS])}")
+    return model_class(kind).from_config(cfg)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):

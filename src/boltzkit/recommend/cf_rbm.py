@@ -350,3 +350,6 @@ def rmse_mae(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 def like_error(p_like: np.ndarray, truth: np.ndarray, threshold: float = 3.0) -> float:
     """Fraction of wrong like/dislike predictions (p > 0.5 vs rating >= threshold)."""
     return float(np.mean((np.asarray(p_like) > 0.5) != (np.asarray(truth) >= threshold)))
+
+
+MODEL_CLASSES = {"cf-rbm": CFRBM}

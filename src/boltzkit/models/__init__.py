@@ -1,0 +1,53 @@
+"""Model kinds beyond the plain RBM, and where each one lives.
+
+Each kind maps to the module that implements it. A kind's module exposes:
+
+- ``MODEL_CLASSES``: ``{kind: class}``; each class has ``config()`` (a JSON-able dict whose
+  ``"model"`` key is the kind) and ``from_config(cfg)``, so :func:`boltzkit.io.load_model`
+  can rebuild it from a file without pickle.
+- optionally ``TRAIN_OPTIONS``: ``{option: (default, help)}``, extra ``boltzkit train`` options
+  (flags ``--option-name`` and TOML keys) that only this kind reads;
+- optionally ``train_from_config(cfg, load, quiet) -> (model, history)``, which trains the kind
+  from a resolved config.  ``load(split)`` returns ``(data, labels)`` for ``"train"`` or
+  ``"test"`` (raising :class:`boltzkit.DataError` when the split does not exist).  The CLI
+  saves the returned model, its config and history.
+
+The plain ``rbm`` kind is built into :mod:`boltzkit.cli` and :mod:`boltzkit.rbm`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# kind -> module implementing it (one line per kind; keep sorted by module).
+KINDS: dict[str, str] = {
+    "cf-rbm": "boltzkit.recommend.cf_rbm",
+}
+
+
+def kind_module(kind: str) -> ModuleType:
+    """The module implementing ``kind`` (KeyError for unknown kinds)."""
+    return importlib.import_module(KINDS[kind])
+
+
+def model_class(kind: str) -> type:
+    """The class that rebuilds models of ``kind`` from their saved config."""
+    return kind_module(kind).MODEL_CLASSES[kind]
+
+
+def trainable_kinds() -> list[str]:
+    """Kinds that ``boltzkit train --model`` can train (besides ``rbm``)."""
+    return sorted(k for k in KINDS if hasattr(kind_module(k), "train_from_config"))
+
+
+def train_options() -> dict[str, tuple[object, str]]:
+    """Extra train options declared by every kind's module, merged."""
+    merged: dict[str, tuple[object, str]] = {}
+    for kind in sorted(KINDS):
+        for name, spec in getattr(kind_module(kind), "TRAIN_OPTIONS", {}).items():
+            if name in merged and merged[name][0] != spec[0]:
+                raise RuntimeError(f"train option {name!r} declared twice with different "
+                                   f"defaults ({merged[name][0]!r}, {spec[0]!r})")
+            merged[name] = spec
+    return merged
