@@ -1,11 +1,12 @@
-"""Connections: how two layers talk (dense weights; convolutions come later)."""
+"""Connections: how two layers talk (dense weights, or convolutions with shared filters)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 
 class DenseConnection(nn.Module):
@@ -46,7 +47,82 @@ class DenseConnection(nn.Module):
         return x.t() @ h
 
 
-CONNECTION_TYPES: dict[str, type[nn.Module]] = {"dense": DenseConnection}
+class ConvConnection(nn.Module):
+    """Shared convolutional filters between an image layer and K feature maps.
+
+    States stay flattened, so every generic piece (RBM energies, Gibbs steps,
+    autograd gradients, AIS and exact log Z) works unchanged: visible rows are
+    ``channels x height x width`` images in C order, hidden rows are ``filters``
+    maps of ``(height - filter_size + 1) x (width - filter_size + 1)`` ("valid"
+    convolution), also in C order.  ``forward`` is the cross-correlation
+    (``conv2d``) and ``transpose`` its adjoint (``conv_transpose2d``), so
+    ``<forward(x), h> == <x, transpose(h)>``: the connection is the dense matrix
+    whose column for hidden unit (k, i, j) holds filter k placed at (i, j).
+    The tensor ``weights`` has shape (filters, channels, filter_size, filter_size).
+    """
+
+    kind = "conv"
+
+    def __init__(self, channels: int, height: int, width: int, filters: int, filter_size: int,
+                 init_std: float = 0.01, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        for name, value in (("channels", channels), ("height", height), ("width", width),
+                            ("filters", filters), ("filter_size", filter_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"conv connection: {name} must be a positive integer, "
+                                  f"got {value!r}")
+        if filter_size > min(height, width):
+            raise ConfigError(f"conv connection: filter_size {filter_size} is larger than the "
+                              f"{height}x{width} image: use a filter of at most "
+                              f"{min(height, width)} pixels")
+        self.channels, self.height, self.width = channels, height, width
+        self.filters, self.filter_size = filters, filter_size
+        self.out_height = height - filter_size + 1
+        self.out_width = width - filter_size + 1
+        self.n_visible = channels * height * width
+        self.n_hidden = filters * self.out_height * self.out_width
+        w = torch.randn(filters, channels, filter_size, filter_size, generator=generator)
+        self.weights = nn.Parameter(w * init_std)
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "channels": self.channels, "height": self.height,
+                "width": self.width, "filters": self.filters, "filter_size": self.filter_size}
+
+    def _images(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.n_visible:
+            raise DataError(f"conv connection expects rows of {self.n_visible} = "
+                            f"{self.channels}x{self.height}x{self.width} values, got shape "
+                            f"{tuple(x.shape)}")
+        return x.reshape(-1, self.channels, self.height, self.width)
+
+    def _maps(self, h: Tensor) -> Tensor:
+        if h.ndim != 2 or h.shape[1] != self.n_hidden:
+            raise DataError(f"conv connection expects hidden rows of {self.n_hidden} = "
+                            f"{self.filters}x{self.out_height}x{self.out_width} values, got "
+                            f"shape {tuple(h.shape)}")
+        return h.reshape(-1, self.filters, self.out_height, self.out_width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(self._images(x), self.weights).flatten(1)
+
+    def transpose(self, h: Tensor) -> Tensor:
+        return F.conv_transpose2d(self._maps(h), self.weights).flatten(1)
+
+    def interaction(self, x: Tensor, h: Tensor) -> Tensor:
+        """x^T W h per sample, shape (batch,)."""
+        return (self.forward(x) * h).sum(-1)
+
+    def weight_gradient(self, x: Tensor, h: Tensor) -> Tensor:
+        """d(sum over batch of x^T W h)/dW, shaped like ``weights``."""
+        return torch.nn.grad.conv2d_weight(self._images(x), self.weights.shape, self._maps(h))
+
+    def dense_weights(self) -> Tensor:
+        """The equivalent (n_visible, n_hidden) matrix (for small models and pictures)."""
+        eye = torch.eye(self.n_visible, dtype=self.weights.dtype, device=self.weights.device)
+        return self.forward(eye)
+
+
+CONNECTION_TYPES: dict[str, type[nn.Module]] = {"dense": DenseConnection, "conv": ConvConnection}
 
 
 def connection_from_config(cfg: dict) -> nn.Module:

@@ -1,0 +1,1 @@
+"""Stacks of Boltzmann machines: deep belief networks and deep Boltzmann machines."""
