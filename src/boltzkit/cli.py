@@ -73,6 +73,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "monitor_ais_steps": 1000,
     "monitor_ais_chains": 100,
     "plots": False,
+    "tensorboard": None,
 }
 
 # Settings that define a run: resuming with any of them changed is refused.
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--monitor-ais-chains", type=int, default=None)
     t.add_argument("--plots", action="store_const", const=True, default=None,
                    help="write weight mosaic, samples and training curves beside the model")
+    t.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write the per-epoch history as TensorBoard scalars to DIR")
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     _add_kind_options(t)
 
@@ -426,6 +429,10 @@ def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
                                            ais_steps=cfg["monitor_ais_steps"],
                                            ais_chains=cfg["monitor_ais_chains"],
                                            train_data=train, seed=cfg["seed"]))
+    if cfg["tensorboard"]:
+        from .tracking import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(cfg["tensorboard"]))
     if not quiet:
         callbacks.append(_print_epoch)
     ckpt = cfg["checkpoint_dir"]
