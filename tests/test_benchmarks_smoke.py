@@ -96,3 +96,27 @@ def test_gemm_counts_match_the_documented_formula(bench):
 def test_bad_job_name_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--jobs", "cd7"])
+
+
+def test_quality_vs_peers_scores_every_available_library(monkeypatch, tmp_path, capsys):
+    data_dir = _mnist_dir()
+    if data_dir is None:
+        pytest.skip("MNIST not found (set BOLTZKIT_DATA or put it in ../shared/data/mnist)")
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("quality_vs_peers", "peers"):
+        sys.modules.pop(name, None)
+    import quality_vs_peers
+
+    threads = torch.get_num_threads()
+    try:
+        rows = quality_vs_peers.main(["--data-dir", str(data_dir), "--limit", "500",
+                                      "--epochs", "1", "--n-hidden", "8", "--ais-steps", "200",
+                                      "--ais-chains", "10", "--threads", "1",
+                                      "--json", str(tmp_path / "q.json")])
+    finally:
+        torch.set_num_threads(threads)
+    names = [r["library"] for r in rows]
+    assert "sklearn" in names and "boltzkit" in names  # learnergy only when installed
+    for r in rows:
+        assert r["ll_lower"] <= r["test_log_likelihood"] <= r["ll_upper"] < 0
+    assert json.loads((tmp_path / "q.json").read_text()) == rows
