@@ -8,22 +8,44 @@ estimate), checks that the parameters are finite, and writes a checkpoint
 atomically.  A checkpoint holds parameters, optimizer and scheduler state,
 sampler chains, objective state and the RNG state, so ``fit(resume=True)``
 continues exactly where a run stopped.
+
+Data-parallel training: under ``torchrun`` (a ``torch.distributed`` process
+group, see :mod:`boltzkit.distributed`) every rank takes its slice of each
+global batch of one shared permutation, its share of the persistent chains,
+and the ranks average their gradients with one all-reduce per step; only
+rank 0 writes checkpoints.
+
+Streaming: ``fit`` also accepts a NumPy memory map
+(``numpy.load(path, mmap_mode="r")``) and then copies only each batch to
+the device.  Each batch's rows are gathered in sorted file order (one pass
+over the pages it needs) and put back in the permutation's order, so a
+streamed run is bit-identical to an in-memory one with the same seed.  The
+alternative, shuffling contiguous blocks of rows, reads sequentially (kinder
+to spinning disks and network file systems) but correlates the rows of a
+batch and changes the trajectory; on SSDs and the page cache the sorted
+gather costs little, so it is the one implemented.  Pages of a read-only map
+(``mmap_mode="r"``) are released every ~64 MiB read, so the resident set
+stays near one batch instead of growing to the file size.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import mmap
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import ConfigError, ModelFileError, TrainingDiverged
+from . import distributed as dist_
+from .errors import ConfigError, DataError, ModelFileError, TrainingDiverged
 from .io import load_model_tensors, model_tensors, read_tensors, save_tensors
 from .objectives import LikelihoodGradient
 from .rbm import RBM
@@ -48,6 +70,11 @@ class Trainer:
     ``signature`` (any JSON dict) identifies the run; resuming with a
     different one is refused.  ``signature_defaults`` gives the value a key
     had before it existed, so checkpoints from older versions stay resumable.
+
+    ``distributed`` (default: whenever a ``torch.distributed`` group with
+    more than one process exists) turns on data-parallel training (module
+    docs).  ``profile=True`` adds ``compute_time`` and ``allreduce_time``
+    (seconds per step) to each epoch's record.
     """
 
     def __init__(self, model: RBM, sampler: Sampler, objective: LikelihoodGradient | None = None,
@@ -59,7 +86,8 @@ class Trainer:
                  progress: bool | None = None, monitor_size: int = 1000,
                  init_visible_bias: bool = True, divergence_check_every: int = 50,
                  signature: dict | None = None,
-                 signature_defaults: dict | None = None) -> None:
+                 signature_defaults: dict | None = None,
+                 distributed: bool | None = None, profile: bool = False) -> None:
         _positive_int("epochs", epochs, allow_zero=True)
         _positive_int("batch_size", batch_size)
         _positive_int("checkpoint_every", checkpoint_every)
@@ -89,7 +117,28 @@ class Trainer:
         self.divergence_check_every = divergence_check_every
         self.signature = signature or {}
         self.signature_defaults = signature_defaults or {}
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        if distributed is None:
+            distributed = dist_.is_distributed()
+        self.rank, self.world_size = dist_.world() if distributed else (0, 1)
+        self.profile = profile
+        # ``generator`` drives sampling (seed + rank: a different stream per rank);
+        # ``shuffle_generator`` the epoch permutations (the shared seed on every rank).
+        # In a single process they are one generator, as they always were.
+        self.generator = torch.Generator(device=model.device).manual_seed(seed + self.rank)
+        self.shuffle_generator = self.generator
+        if self.world_size > 1:
+            self.shuffle_generator = torch.Generator(device=model.device).manual_seed(seed)
+            # the global number of chains (kept on the sampler, so a second Trainer
+            # on the same sampler does not split the split)
+            chains = getattr(sampler, "global_n_chains", getattr(sampler, "n_chains", None))
+            if chains is not None:
+                sampler.global_n_chains = chains
+                if chains < self.world_size:
+                    raise ConfigError(f"{chains} persistent chains cannot be split over "
+                                      f"{self.world_size} processes: use at least one chain "
+                                      "per process")
+                lo, hi = dist_.shard_bounds(chains, self.rank, self.world_size)
+                sampler.n_chains = hi - lo
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.optimizer = self._make_optimizer(optimizer, lr, momentum, weight_decay)
@@ -121,41 +170,74 @@ class Trainer:
                                                           final)
 
     # -- the loop --------------------------------------------------------------
-    def fit(self, data: Tensor, val: Tensor | None = None, resume: bool = False) -> list[dict]:
-        """Train on ``data`` (rows are samples); ``val`` feeds the overfitting monitor."""
+    def fit(self, data: Tensor | np.ndarray, val: Tensor | np.ndarray | None = None,
+            resume: bool = False, stream: bool | None = None) -> list[dict]:
+        """Train on ``data`` (rows are samples); ``val`` feeds the overfitting monitor.
+
+        A NumPy memory map (``numpy.load(..., mmap_mode="r")``) is streamed, each batch
+        copied to the device on its own; ``stream=True`` streams a NumPy array or a CPU
+        tensor too (e.g. one from ``load_array(..., mmap=True)``), ``stream=False`` loads
+        a memory map whole.
+        """
         model = self.model
-        data = model.prepare(data, "training data")
+        if stream is None:
+            stream = isinstance(data, np.memmap)
+        source = _StreamedRows(data, model) if stream else _TensorRows(data, model)
         if val is not None:
-            val = model.prepare(val, "validation data")
+            val = model.prepare(_head(val, self.monitor_size), "validation data")
         if resume:
             if not self.load_checkpoint():
                 log.info("no checkpoint to resume from in %s: starting fresh", self.checkpoint_dir)
                 resume = False
         if not resume:
+            full = source.full()
             if self.init_visible_bias:
-                model.init_visible_bias(data)
-            self.objective.setup(model, data)
+                model.init_visible_bias(full)
+            self.objective.setup(model, full)
+            del full
+            source.release()
+        dist_.broadcast_module(model)
+        sync = None
+        if self.world_size > 1:
+            sync = dist_.GradientSync(list(model.parameters()), n_extra=1, timing=self.profile)
         mon_gen = torch.Generator().manual_seed(self.seed + 7919)
-        mon_train = data[torch.randperm(data.shape[0], generator=mon_gen)[:self.monitor_size]
-                         .to(data.device)]
-        mon_val = None if val is None else val[:self.monitor_size]
-        n = data.shape[0]
+        mon_train = source.take(torch.randperm(source.n, generator=mon_gen)[:self.monitor_size])
+        n = source.n
         n_batches = math.ceil(n / self.batch_size)
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        main = self.rank == 0
+        show = main and (self.progress if self.progress is not None else sys.stderr.isatty())
         while self.epoch < self.epochs:
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=self.generator, device=data.device)
+            perm = torch.randperm(n, generator=self.shuffle_generator,
+                                  device=self.shuffle_generator.device)
+            if stream:
+                perm = perm.cpu()  # streamed rows are gathered on the host
             bar = _progress(n_batches, f"epoch {self.epoch + 1}/{self.epochs}", show)
-            act = data.new_zeros(())
+            act = torch.zeros((), dtype=model.dtype, device=model.device)
+            comm0 = sync.seconds if sync is not None else 0.0
             for i in range(n_batches):
-                batch = data.index_select(0, perm[i * self.batch_size:(i + 1) * self.batch_size])
-                with torch.no_grad():
-                    field = model.hidden_field(batch)
-                    negative, neg_field = self.sampler.negative(model, batch, field,
-                                                                self.generator)
-                    diag = self.objective.compute(model, batch, negative, field, neg_field)
+                idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+                global_n = idx.numel()
+                if self.world_size > 1:
+                    lo, hi = dist_.shard_bounds(global_n, self.rank, self.world_size)
+                    idx = idx[lo:hi]
+                if idx.numel():
+                    batch = source.take(idx)
+                    if hasattr(model, "begin_batch"):
+                        model.begin_batch(batch, self.generator)
+                    with torch.no_grad():
+                        field = model.hidden_field(batch)
+                        negative, neg_field = self.sampler.negative(model, batch, field,
+                                                                    self.generator)
+                        diag = self.objective.compute(model, batch, negative, field, neg_field)
+                    batch_act = diag["hidden_activation"]
+                else:  # this rank's share of a short last batch is empty
+                    sync.zero_()
+                    batch_act = 0.0
+                if sync is not None:
+                    batch_act = sync.reduce(idx.numel() / global_n, [batch_act])[0]
                 self.optimizer.step()
-                act += diag["hidden_activation"]
+                act += batch_act
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
                     self._check_finite()
                 if bar is not None:
@@ -167,20 +249,30 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
-            record = {"epoch": self.epoch, "time": time.perf_counter() - t0, "lr": lr_used,
+            elapsed = time.perf_counter() - t0
+            record = {"epoch": self.epoch, "time": elapsed, "lr": lr_used,
                       "hidden_activation": float(act) / n_batches}
-            record.update(self.monitor(mon_train, mon_val))
+            if self.profile:
+                comm = (sync.seconds - comm0) if sync is not None else 0.0
+                record["compute_time"] = (elapsed - comm) / n_batches
+                record["allreduce_time"] = comm / n_batches
+            record.update(self.monitor(mon_train, val))
             if not math.isfinite(record["free_energy_train"]):
                 self._check_finite(force=True)
-            record.update(self.sampler.stats())
+            record.update(dist_.mean_across_ranks(self.sampler.stats(), self._reduce_device()))
             for cb in self.callbacks:
                 cb(self, record)
             self.history.append(record)
-            log.info("epoch %d: %s", self.epoch, _fmt(record))
+            if main:
+                log.info("epoch %d: %s", self.epoch, _fmt(record))
             if self.checkpoint_dir and (self.epoch % self.checkpoint_every == 0
                                         or self.epoch == self.epochs):
                 self.save_checkpoint()
+            source.release()
         return self.history
+
+    def _reduce_device(self) -> torch.device:
+        return self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
 
     @torch.no_grad()
     def monitor(self, train: Tensor, val: Tensor | None) -> dict[str, float]:
@@ -212,13 +304,29 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Atomically write everything needed to continue this run exactly."""
+        """Atomically write everything needed to continue this run exactly.
+
+        In a distributed run every rank must call this (it gathers each rank's chains
+        and random state); rank 0 alone writes, and the others return the path.
+        """
         if path is None:
             if self.checkpoint_dir is None:
                 raise ConfigError("no checkpoint_dir given")
             path = self.checkpoint_dir / CHECKPOINT_NAME
+        path = Path(path)
         tensors = {f"model.{k}": v for k, v in model_tensors(self.model).items()}
-        tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
+        if self.world_size > 1:
+            mine = ({k: v.detach().cpu() for k, v in self.sampler.state_dict().items()},
+                    self.generator.get_state())
+            parts = dist_.all_gather_objects(mine)
+            if self.rank != 0:
+                dist_.barrier()  # until rank 0 has written it: a resume may read it next
+                return path
+            for r, (state, rng) in enumerate(parts):
+                tensors.update({f"sampler.rank{r}.{k}": v for k, v in state.items()})
+                tensors[f"rng.rank{r}"] = rng
+        else:
+            tensors.update({f"sampler.{k}": v for k, v in self.sampler.state_dict().items()})
         tensors.update({f"objective.{k}": v for k, v in self.objective.state_dict().items()})
         opt = self.optimizer.state_dict()
         opt_meta: dict[str, dict] = {}
@@ -228,12 +336,16 @@ class Trainer:
                     tensors[f"optim.{idx}.{key}"] = val
                 else:
                     opt_meta.setdefault(str(idx), {})[key] = val
-        tensors["rng"] = self.generator.get_state()
+        tensors["rng"] = self.shuffle_generator.get_state()
         header = {"checkpoint": True, "config": self.model.config(), "epoch": self.epoch,
+                  "world_size": self.world_size,
                   "signature": self.signature, "history": self.history,
                   "optimizer": {"param_groups": opt["param_groups"], "state": opt_meta},
                   "scheduler": self.scheduler.state_dict() if self.scheduler else None}
-        return save_tensors(path, tensors, header)
+        written = save_tensors(path, tensors, header)
+        if self.world_size > 1:
+            dist_.barrier()
+        return written
 
     def load_checkpoint(self, path: str | Path | None = None) -> bool:
         """Restore a checkpoint; False if there is none. Refuses incompatible runs."""
@@ -257,12 +369,19 @@ class Trainer:
                               f"(checkpoint, now): {diff}; use the original settings or a new "
                               "--checkpoint-dir")
 
+        saved_world = int(header.get("world_size", 1))
+        if saved_world != self.world_size:
+            raise ConfigError(f"cannot resume from {path}: it was written by a run with "
+                              f"{saved_world} process(es), this run has {self.world_size}; "
+                              "resume with the same number of processes")
+
         def part(prefix):
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
         load_model_tensors(self.model, part("model."), source=str(path))
+        sampler_prefix = f"sampler.rank{self.rank}." if self.world_size > 1 else "sampler."
         self.sampler.load_state_dict({k: v.to(self.model.device)
-                                      for k, v in part("sampler.").items()})
+                                      for k, v in part(sampler_prefix).items()})
         self.objective.load_state_dict({k: v.to(self.model.device)
                                         for k, v in part("objective.").items()})
         opt_state: dict[int, dict] = {}
@@ -275,11 +394,107 @@ class Trainer:
                                         "param_groups": header["optimizer"]["param_groups"]})
         if self.scheduler is not None and header.get("scheduler"):
             self.scheduler.load_state_dict(header["scheduler"])
-        self.generator.set_state(tensors["rng"])
+        self.shuffle_generator.set_state(tensors["rng"])
+        if self.world_size > 1:
+            self.generator.set_state(tensors[f"rng.rank{self.rank}"])
         self.history = list(header.get("history", []))
         self.epoch = int(header["epoch"])
         log.info("resumed from %s at epoch %d", path, self.epoch)
         return True
+
+
+class _TensorRows:
+    """Training rows held as one tensor on the model's device (the in-memory path)."""
+
+    def __init__(self, data: Tensor | np.ndarray, model: RBM) -> None:
+        self.data = model.prepare(data, "training data")
+        self.n = self.data.shape[0]
+
+    def full(self) -> Tensor:
+        return self.data
+
+    def take(self, idx: Tensor) -> Tensor:
+        return self.data.index_select(0, idx.to(self.data.device))
+
+    def release(self) -> None:
+        return None
+
+
+class _StreamedRows:
+    """Training rows read batch by batch from a NumPy array or memory map (streaming).
+
+    Only the rows of one batch are copied (gathered in sorted order, then put back in
+    the requested order) and moved to the device.  Each batch is validated as it is
+    read, so bad values far into a file stop training with a clear error.
+    """
+
+    RELEASE_BYTES = 64 << 20
+
+    def __init__(self, data: Tensor | np.ndarray, model: RBM) -> None:
+        if isinstance(data, Tensor):
+            if data.device.type != "cpu":
+                raise DataError("streaming reads rows from host memory or a file: pass a CPU "
+                                "tensor, a NumPy array or numpy.load(path, mmap_mode='r')")
+            data = data.detach().numpy()
+        if not isinstance(data, np.ndarray):
+            raise DataError(f"cannot stream training data of type {type(data).__name__}: "
+                            "pass a NumPy array or numpy.load(path, mmap_mode='r')")
+        if data.ndim != 2 or data.shape[1] != model.n_visible:
+            raise DataError(f"training data has shape {data.shape} but the model has "
+                            f"{model.n_visible} visible units: pass a 2-D array with "
+                            f"{model.n_visible} columns")
+        if data.shape[0] == 0:
+            raise DataError("training data is empty: pass at least one sample")
+        want = np.dtype(str(model.dtype).removeprefix("torch."))
+        if data.dtype != want:
+            raise DataError(f"streamed training data must be {want} like the model, got "
+                            f"{data.dtype}: save it once as {want} (e.g. numpy.save(path, "
+                            f"x.astype('{want}'))) so batches can be read without conversion")
+        self.data = data
+        self.model = model
+        self.n = data.shape[0]
+        self._row_bytes = data.strides[0] if data.strides[0] > 0 else data.itemsize
+        self._read = 0
+        base = data
+        while base is not None and not isinstance(getattr(base, "_mmap", None), mmap.mmap):
+            base = base.base if isinstance(base.base, np.ndarray) else None
+        # Only a read-only map may drop its pages: a copy-on-write map ("c") would lose
+        # the user's private changes, an anonymous array its contents.
+        self._mmap = base._mmap if base is not None and getattr(base, "mode", "") == "r" else None
+
+    def full(self) -> Tensor:
+        """A zero-copy CPU tensor over all rows (for one-off statistics: bias init,
+        centering offsets); the map pages it touches are released afterwards."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memory: we only read it
+            return torch.from_numpy(self.data)
+
+    def take(self, idx: Tensor) -> Tensor:
+        idx_np = idx.cpu().numpy()
+        order = np.argsort(idx_np, kind="stable")
+        rows = torch.from_numpy(np.asarray(self.data[idx_np[order]]))
+        batch = torch.empty_like(rows)
+        batch[torch.from_numpy(order)] = rows
+        batch = batch.to(device=self.model.device, dtype=self.model.dtype, non_blocking=True)
+        self.model.visible.validate(batch, "training data (streamed batch)")
+        self._read += len(idx_np) * self._row_bytes
+        if self._read >= self.RELEASE_BYTES:
+            self.release()
+        return batch
+
+    def release(self) -> None:
+        """Drop this process's mapping of the pages read so far (they stay in the page
+        cache), so the resident set does not grow to the file's size."""
+        self._read = 0
+        if self._mmap is not None and hasattr(self._mmap, "madvise"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+
+def _head(x: Tensor | np.ndarray, n: int) -> Tensor:
+    """The first ``n`` rows as a tensor (a NumPy map is read only that far)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.array(x[:n]))
+    return x[:n]
 
 
 def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:

@@ -1,0 +1,242 @@
+"""Data-parallel training with ``torch.distributed`` (one process per core or GPU).
+
+Launch any training script or ``boltzkit train`` with ``torchrun``; the process group is
+initialised from the environment torchrun sets (``env://``): gloo for CPU training, NCCL
+for CUDA.  :class:`boltzkit.training.Trainer` then detects the group and
+
+* draws the same global permutation on every rank (shared seed) and gives each rank its
+  contiguous slice of every global batch, so the global batch and the epoch order are those
+  of a single-process run;
+* splits persistent chains across ranks (each rank holds ``n_chains / world_size``);
+* averages the gradient statistics (every parameter's ``.grad`` after
+  ``objective.compute``) with ONE all-reduce of one flat buffer per step
+  (:class:`GradientSync`), weighted by each rank's share of the batch, then every rank
+  takes the same optimizer step;
+* broadcasts the parameters from rank 0 before the first step;
+* samples with a different random stream on each rank (``seed + rank``);
+* writes checkpoints (and, through the CLI, models and logs) from rank 0 only.
+
+The helpers below also serve code that is not the Trainer (the CLI, benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+__all__ = ["GradientSync", "all_gather_objects", "barrier", "broadcast_module", "init_from_env",
+           "is_distributed", "is_main", "mean_across_ranks", "shard_bounds", "shutdown",
+           "world"]
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the default process group; ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one process is running."""
+    return world()[1] > 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a plain single-process run): the rank that writes files."""
+    return world()[0] == 0
+
+
+def env_world_size() -> int:
+    """WORLD_SIZE as set by torchrun (1 when not launched by a launcher)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+
+
+def init_from_env(device: str | torch.device = "cpu", backend: str | None = None,
+                  timeout_s: float = 1800.0) -> torch.device:
+    """Join the process group torchrun describes (``env://``); return this rank's device.
+
+    Does nothing (and returns ``device``) when WORLD_SIZE is unset or 1, or when a group
+    already exists.  ``backend`` defaults to NCCL for CUDA devices and gloo otherwise.  For
+    CUDA each rank uses ``cuda:LOCAL_RANK`` (one GPU per process).
+    """
+    dev = torch.device(device)
+    if env_world_size() <= 1:
+        return dev
+    if not dist.is_available():
+        raise ConfigError("this PyTorch build has no torch.distributed: run a single process")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) "
+                              "are visible: start at most one process per GPU "
+                              "(torchrun --nproc-per-node N)")
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+    if backend == "gloo" and not dist.is_gloo_available():
+        raise ConfigError("torch.distributed has no gloo backend in this build")
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise ConfigError("torch.distributed has no NCCL backend in this build")
+    if not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK") if k not in os.environ]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE is set but {missing} are not: start the processes "
+                              "with torchrun (e.g. torchrun --nproc-per-node 2 -m boltzkit.cli "
+                              "train ...)")
+        dist.init_process_group(backend, init_method="env://",
+                                timeout=timedelta(seconds=timeout_s))
+    return dev
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank's contiguous share of ``n`` items (sizes differ by <= 1).
+
+    The first ``n % world_size`` ranks get one item more, like ``torch.tensor_split``.
+    """
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def _flat_copy(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+@torch.no_grad()
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Overwrite every parameter and buffer with rank ``src``'s values (one flat broadcast
+    per dtype)."""
+    if not is_distributed():
+        return
+    tensors = list(module.parameters()) + list(module.buffers())
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t)
+    for group in by_dtype.values():
+        flat = _flat_copy(group)
+        dist.broadcast(flat, src)
+        offset = 0
+        for t in group:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+def all_gather_objects(obj: object) -> list:
+    """Every rank's ``obj`` (picklable; tensors should be on the CPU), in rank order."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * world()[1]
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_across_ranks(values: dict[str, float], device: torch.device | None = None
+                      ) -> dict[str, float]:
+    """Average a dict of floats (same keys on every rank) over the ranks."""
+    if not is_distributed() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= world()[1]
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+class GradientSync:
+    """Averages gradients over ranks with one all-reduce of one flat buffer per step.
+
+    Every parameter's ``.grad`` is bound to a view of one contiguous buffer (plus
+    ``n_extra`` trailing slots for batch diagnostics), so the estimator writes its
+    statistics straight into the buffer and no copy is needed before or after the
+    all-reduce.  If something replaced a ``.grad`` tensor, it is copied back in and
+    rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
+    only when ``timing=True``, which synchronises the device around it).
+    """
+
+    def __init__(self, params: list[nn.Parameter], n_extra: int = 1,
+                 timing: bool = False) -> None:
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no trainable parameters to synchronise")
+        dtypes = {p.dtype for p in params}
+        if len(dtypes) != 1:
+            raise ConfigError(f"parameters of several dtypes {sorted(map(str, dtypes))}: "
+                              "cast the model to one dtype for distributed training")
+        self.params = params
+        self.numel = sum(p.numel() for p in params)
+        self.n_extra = n_extra
+        self.buffer = torch.zeros(self.numel + n_extra, dtype=params[0].dtype,
+                                  device=params[0].device)
+        self.views: list[Tensor] = []
+        offset = 0
+        for p in params:
+            view = self.buffer[offset:offset + p.numel()].view_as(p)
+            if p.grad is not None:
+                view.copy_(p.grad)
+            p.grad = view
+            self.views.append(view)
+            offset += p.numel()
+        self.extra = self.buffer[self.numel:]
+        self.timing = timing
+        self.seconds = 0.0
+        self.calls = 0
+
+    def zero_(self) -> None:
+        """Zero every gradient (for a rank whose share of a batch is empty)."""
+        self._rebind()
+        self.buffer.zero_()
+
+    def _rebind(self) -> None:
+        for p, view in zip(self.params, self.views, strict=True):
+            g = p.grad
+            if g is None:
+                view.zero_()
+                p.grad = view
+            elif g.data_ptr() != view.data_ptr():
+                view.copy_(g)
+                p.grad = view
+
+    @torch.no_grad()
+    def reduce(self, weight: float, extra: list[Tensor | float] = ()) -> Tensor:
+        """All-reduce ``weight * (grads, extra)`` (a SUM of weighted shares); returns the
+        reduced extras.  With equal shares ``weight = 1 / world_size`` (an average)."""
+        self._rebind()
+        for i, value in enumerate(extra):
+            self.extra[i] = value
+        if weight != 1.0:
+            self.buffer.mul_(weight)
+        cuda = self.buffer.is_cuda
+        if self.timing and cuda:
+            torch.cuda.synchronize(self.buffer.device)
+        t0 = time.perf_counter()
+        if is_distributed():
+            dist.all_reduce(self.buffer)
+        if self.timing and cuda:
+            torch.cuda.synchronize(self.buffer.device)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return self.extra
