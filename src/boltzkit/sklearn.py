@@ -30,8 +30,14 @@ import time
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_non_negative
 
 try:
@@ -45,7 +51,8 @@ from .objectives import LikelihoodGradient
 from .rbm import make_rbm
 from .sampling import SAMPLERS, make_sampler
 
-__all__ = ["EXPECTED_FAILED_CHECKS", "BernoulliRBM", "GaussianRBM"]
+__all__ = ["EXPECTED_FAILED_CHECKS", "BernoulliRBM", "DBNClassifier", "DBNTransformer",
+           "DRBMClassifier", "GaussianRBM"]
 
 _STOCHASTIC_SCORE = (
     "score_samples is scikit-learn's stochastic estimate: it draws one random visible unit "
@@ -81,6 +88,9 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
             what="permuting the rows"),
     },
     "GaussianRBM": {},
+    "DRBMClassifier": {},
+    "DBNTransformer": {},
+    "DBNClassifier": {},
 }
 
 _OPTIMIZERS = ("sgd", "adam")
@@ -528,3 +538,413 @@ class GaussianRBM(_RBMBase):
     def _monitor(self, X) -> str:
         err = reconstruction_error(self.rbm_, self._tensor(X))
         return f"reconstruction error (standardised units) = {err:.4f}"
+
+
+# --------------------------------------------------------------------------- DRBMClassifier
+class DRBMClassifier(ClassifierMixin, BaseEstimator):
+    """Discriminative / hybrid RBM classifier (Larochelle & Bengio 2008) on boltzkit.
+
+    Wraps :class:`boltzkit.models.discriminative.DiscriminativeRBM` (Bernoulli
+    visible and hidden units, one softmax group of label units) trained by
+    :func:`~boltzkit.models.discriminative.fit_drbm`.  ``predict_proba`` is the
+    model's exact p(y | x).  Labels may be any values (``classes_`` holds them in
+    sorted order; they are mapped to indices); at least two classes are needed.
+
+    With ``objective="discriminative"`` (the default) X may hold any finite real
+    values: p(y | x) involves x only through the weights, so the visible units'
+    range does not matter.  ``"hybrid"`` (discriminative + ``alpha`` x generative,
+    CD-1 on the joint) and ``"generative"`` model x with Bernoulli units and so
+    need X in [0, 1] (fractional values enter the statistics as probabilities).
+    Computes in float64 on ``device``; never changes ``torch.set_num_threads``.
+
+    Parameters
+    ----------
+    n_components : int, default=100
+        Number of hidden units.
+    learning_rate : float, default=0.01
+    n_iter : int, default=20
+        Passes over the training data.
+    batch_size : int, default=32
+    alpha : float, default=0.01
+        Weight of the generative term in the hybrid objective.
+    objective : {"discriminative", "hybrid", "generative"}, default="discriminative"
+    optimizer : {"adam", "sgd"}, default="adam"
+    momentum : float, default=0.9
+        SGD momentum, or Adam's beta1.
+    weight_decay : float, default=0.0
+        L2 penalty on the two weight matrices.
+    init_std : float, default=0.05
+        Standard deviation of the initial weights.
+    device : str, default="cpu"
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+        Print the training loss after each pass.
+
+    Attributes
+    ----------
+    drbm_ : DiscriminativeRBM
+        The trained model (save it with :func:`boltzkit.io.save_model`).
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_components=100, learning_rate=0.01, n_iter=20, batch_size=32,
+                 alpha=0.01, objective="discriminative", optimizer="adam", momentum=0.9,
+                 weight_decay=0.0, init_std=0.05, device="cpu", random_state=None,
+                 verbose=0):
+        self.n_components = n_components
+        self.learning_rate = learning_rate
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.alpha = alpha
+        self.objective = objective
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.init_std = init_std
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _checked_params(self) -> dict:
+        from .models.discriminative import OBJECTIVES
+
+        return {
+            "n_components": _check_int("n_components", self.n_components, 1),
+            "learning_rate": _check_float("learning_rate", self.learning_rate, 0.0,
+                                          low_open=True),
+            "n_iter": _check_int("n_iter", self.n_iter, 0),
+            "batch_size": _check_int("batch_size", self.batch_size, 1),
+            "alpha": _check_float("alpha", self.alpha, 0.0),
+            "objective": _check_choice("objective", self.objective, OBJECTIVES),
+            "optimizer": _check_choice("optimizer", self.optimizer, _OPTIMIZERS),
+            "momentum": _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True),
+            "weight_decay": _check_float("weight_decay", self.weight_decay, 0.0),
+            "init_std": _check_float("init_std", self.init_std, 0.0),
+            "device": torch.device(self.device),
+        }
+
+    def fit(self, X, y):
+        """Train on X (n_samples, n_features) and labels y; returns self."""
+        from .models.discriminative import DiscriminativeRBM, fit_drbm
+
+        p = self._checked_params()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least two classes in y, got "
+                             f"one class only ({classes[0]!r})")
+        if p["objective"] != "discriminative" and (X.min() < 0 or X.max() > 1):
+            raise ValueError(f"objective={p['objective']!r} models X with Bernoulli units and "
+                             "needs values in [0, 1]: scale X (e.g. MinMaxScaler(clip=True)) "
+                             "or use objective='discriminative'")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        gen = torch.Generator().manual_seed(seed)
+        model = DiscriminativeRBM(X.shape[1], len(classes), p["n_components"],
+                                  init_std=p["init_std"], generator=gen)
+        model = model.to(device=p["device"], dtype=torch.float64)
+        callback = None
+        if self.verbose:
+            def callback(rec):
+                print(f"[{type(self).__name__}] Iteration {rec['epoch']}, "
+                      f"train loss = {rec['train_loss']:.4f}, time = {rec['time']:.2f}s")
+        fit_drbm(model, torch.tensor(X), y_idx.astype(np.int64), objective=p["objective"],
+                 alpha=p["alpha"], epochs=p["n_iter"], batch_size=p["batch_size"],
+                 lr=p["learning_rate"], optimizer=p["optimizer"], momentum=p["momentum"],
+                 weight_decay=p["weight_decay"], seed=seed + 1, strict=False,
+                 callback=callback)
+        self.classes_ = classes
+        self.drbm_ = model
+        return self
+
+    def predict_log_proba(self, X):
+        """log p(y | x) for each class in ``classes_`` order, float64 (n_samples, n_classes)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = self.drbm_.predict_log_proba(torch.tensor(X), batch_size=_CHUNK, strict=False)
+        return out.cpu().numpy().astype(np.float64, copy=False)
+
+    def predict_proba(self, X):
+        """p(y | x) for each class in ``classes_`` order; rows sum to one."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X):
+        """The most probable class label for each row of X."""
+        log_proba = self.predict_log_proba(X)  # checks fitted first
+        return self.classes_[np.argmax(log_proba, axis=1)]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "drbm_")
+
+
+# --------------------------------------------------------------------------- DBN estimators
+_SCALINGS = ("minmax", "none")
+
+
+class _DBNBase(BaseEstimator):
+    """Shared machinery of the DBN estimators: parameters, input scaling, pretraining."""
+
+    def _checked_dbn_params(self) -> dict:
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise ValueError("hidden_layer_sizes must be a sequence of positive integers, got "
+                             f"{self.hidden_layer_sizes!r}") from None
+        if not sizes:
+            raise ValueError("hidden_layer_sizes must hold at least one layer size")
+        return {
+            "sizes": tuple(_check_int("hidden_layer_sizes entries", s, 1) for s in sizes),
+            "learning_rate": _check_float("learning_rate", self.learning_rate, 0.0,
+                                          low_open=True),
+            "batch_size": _check_int("batch_size", self.batch_size, 1),
+            "n_iter": _check_int("n_iter", self.n_iter, 0),
+            "method": _check_choice("method", self.method, SAMPLERS),
+            "k": _check_int("k", self.k, 1),
+            "momentum": _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True),
+            "weight_decay": _check_float("weight_decay", self.weight_decay, 0.0),
+            "residual": bool(self.residual),
+            "input_scaling": _check_choice("input_scaling", self.input_scaling, _SCALINGS),
+            "device": torch.device(self.device),
+        }
+
+    def _fit_scaling(self, X, scaling: str) -> None:
+        if scaling == "minmax":
+            self.data_min_ = X.min(axis=0)
+            rng = X.max(axis=0) - self.data_min_
+            self.data_range_ = np.where(rng > 0, rng, 1.0)
+
+    def _scaled(self, X) -> torch.Tensor:
+        """X in the bottom layer's space: min-max scaled and clipped to [0, 1] (or as is)."""
+        if self.input_scaling == "minmax":
+            X = np.clip((X - self.data_min_) / self.data_range_, 0.0, 1.0)
+        elif X.size and (X.min() < 0 or X.max() > 1):
+            raise ValueError(f"{type(self).__name__} with input_scaling='none' needs X in "
+                             "[0, 1] (Bernoulli bottom units): scale X or use "
+                             "input_scaling='minmax'")
+        return torch.tensor(np.asarray(X, dtype=np.float64), device=self.dbn_.device)
+
+    def _pretrain(self, X) -> dict:
+        """Build the stack and train it greedily on X (validated float64); returns params."""
+        from .stacks.dbn import make_dbn
+
+        p = self._checked_dbn_params()
+        self._fit_scaling(X, p["input_scaling"])
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        self.dbn_ = make_dbn([X.shape[1], *p["sizes"]], residual=p["residual"],
+                             seed=seed).to(device=p["device"], dtype=torch.float64)
+        callbacks = []
+        if self.verbose:
+            def show(trainer, rec):
+                print(f"[{type(self).__name__}] layer {trainer.dbn_layer}, iteration "
+                      f"{rec['epoch']}, reconstruction error = {rec['recon_error']:.4f}, "
+                      f"time = {rec['time']:.2f}s")
+            callbacks.append(show)
+        settings = {"epochs": p["n_iter"], "lr": p["learning_rate"],
+                    "batch_size": p["batch_size"], "method": p["method"], "k": p["k"],
+                    "momentum": p["momentum"], "weight_decay": p["weight_decay"],
+                    "seed": seed % 100003, "monitor_size": 200}
+        self.dbn_.fit(self._scaled(X), settings, callbacks=callbacks, fractional=True)
+        if not all(r.parameters_finite() for r in self.dbn_.layers):
+            raise FloatingPointError(f"{type(self).__name__}: pretraining diverged (NaN/inf "
+                                     "parameters); lower learning_rate")
+        p["seed"] = seed
+        return p
+
+
+class DBNTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _DBNBase):
+    """Deep belief network features: greedy layer-wise RBM pretraining, then the up pass.
+
+    Trains a stack of Bernoulli RBMs (:class:`boltzkit.stacks.dbn.DBN`) with
+    ``hidden_layer_sizes`` hidden units per layer, each on the hidden means of
+    the layer below, ``n_iter`` passes per layer; ``transform`` returns the top
+    layer's hidden means (float64).  X is min-max scaled into [0, 1]
+    (``input_scaling="minmax"``: per-feature range from the training data,
+    clipped at transform) because the bottom layer has Bernoulli units; grey
+    levels enter as probabilities.  ``residual=True`` builds a residual DBN
+    (Roder et al. 2020).  Never changes ``torch.set_num_threads``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : sequence of int, default=(256, 256)
+    learning_rate : float, default=0.1
+        Pretraining learning rate (every layer).
+    batch_size : int, default=10
+    n_iter : int, default=10
+        Pretraining passes per layer.
+    method : {"cd", "pcd", "pt", "tds"}, default="cd"
+    k : int, default=1
+    momentum : float, default=0.5
+    weight_decay : float, default=0.0
+    residual : bool, default=False
+    input_scaling : {"minmax", "none"}, default="minmax"
+        "none" passes X as is (it must then lie in [0, 1]).
+    device : str, default="cpu"
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    dbn_ : boltzkit.stacks.dbn.DBN
+        The trained stack (save it with :func:`boltzkit.io.save_model`).
+    data_min_, data_range_ : ndarray of shape (n_features,)
+        The input scaling (``input_scaling="minmax"``).
+    n_features_in_ : int
+    """
+
+    def __init__(self, hidden_layer_sizes=(256, 256), *, learning_rate=0.1, batch_size=10,
+                 n_iter=10, method="cd", k=1, momentum=0.5, weight_decay=0.0, residual=False,
+                 input_scaling="minmax", device="cpu", random_state=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.n_iter = n_iter
+        self.method = method
+        self.k = k
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.residual = residual
+        self.input_scaling = input_scaling
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Pretrain the stack on X; ``y`` is ignored."""
+        X = validate_data(self, X, dtype=np.float64)
+        self._pretrain(X)
+        return self
+
+    def transform(self, X):
+        """Top-layer hidden means, float64 (n_samples, hidden_layer_sizes[-1])."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = self.dbn_.transform(self._scaled(X), batch_size=_CHUNK, fractional=True)
+        return out.cpu().numpy().astype(np.float64, copy=False)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.dbn_.sizes[-1]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "dbn_")
+
+
+class DBNClassifier(ClassifierMixin, _DBNBase):
+    """Deep belief network classifier: greedy pretraining, then backprop fine-tuning.
+
+    Pretrains like :class:`DBNTransformer`, turns the stack into a feed-forward
+    net (sigmoid layers initialised from the RBMs, plus a softmax layer) and
+    fine-tunes all of it with cross-entropy (:func:`boltzkit.stacks.dbn.fine_tune`):
+    ``finetune_iter`` passes of SGD with momentum (or Adam) in mini-batches of
+    ``finetune_batch_size``, optional ``dropout`` on the hidden layers, and, with
+    ``early_stopping``, ``validation_fraction`` of the rows held out to keep the
+    best epoch (stopping after ``n_iter_no_change`` epochs without gain).
+    Labels may be any values (``classes_`` holds them sorted); at least two
+    classes are needed.  Parameters shared with :class:`DBNTransformer` mean the
+    same.
+
+    Attributes
+    ----------
+    dbn_ : boltzkit.stacks.dbn.DBN
+        The pretrained stack (before fine-tuning).
+    classifier_ : boltzkit.stacks.dbn.DBNClassifier
+        The fine-tuned torch module (save it with :func:`boltzkit.io.save_model`).
+    classes_ : ndarray of shape (n_classes,)
+    data_min_, data_range_ : ndarray of shape (n_features,)
+    n_features_in_ : int
+    """
+
+    def __init__(self, hidden_layer_sizes=(256, 256), *, learning_rate=0.1, batch_size=10,
+                 n_iter=10, method="cd", k=1, momentum=0.5, weight_decay=0.0, residual=False,
+                 finetune_iter=30, finetune_learning_rate=0.1, finetune_batch_size=32,
+                 finetune_optimizer="sgd", finetune_momentum=0.9, finetune_weight_decay=0.0,
+                 dropout=0.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, input_scaling="minmax", device="cpu",
+                 random_state=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.n_iter = n_iter
+        self.method = method
+        self.k = k
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.residual = residual
+        self.finetune_iter = finetune_iter
+        self.finetune_learning_rate = finetune_learning_rate
+        self.finetune_batch_size = finetune_batch_size
+        self.finetune_optimizer = finetune_optimizer
+        self.finetune_momentum = finetune_momentum
+        self.finetune_weight_decay = finetune_weight_decay
+        self.dropout = dropout
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.input_scaling = input_scaling
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Pretrain on X, then fine-tune on (X, y); returns self."""
+        from .stacks.dbn import fine_tune
+
+        ft = {
+            "epochs": _check_int("finetune_iter", self.finetune_iter, 0),
+            "lr": _check_float("finetune_learning_rate", self.finetune_learning_rate, 0.0,
+                               low_open=True),
+            "batch_size": _check_int("finetune_batch_size", self.finetune_batch_size, 1),
+            "optimizer": _check_choice("finetune_optimizer", self.finetune_optimizer,
+                                       _OPTIMIZERS),
+            "momentum": _check_float("finetune_momentum", self.finetune_momentum, 0.0, 1.0,
+                                     high_open=True),
+            "weight_decay": _check_float("finetune_weight_decay", self.finetune_weight_decay,
+                                         0.0),
+        }
+        dropout = _check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        val_fraction = _check_float("validation_fraction", self.validation_fraction, 0.0, 1.0,
+                                    low_open=True, high_open=True)
+        patience = _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least two classes in y, got "
+                             f"one class only ({classes[0]!r})")
+        p = self._pretrain(X)
+        clf = self.dbn_.to_classifier(len(classes), dropout=dropout,
+                                      generator=torch.Generator().manual_seed(p["seed"] + 2))
+        early = bool(self.early_stopping) and X.shape[0] >= 2
+        clf, hist = fine_tune(clf, self._scaled(X), torch.as_tensor(y_idx, dtype=torch.int64),
+                              **ft, val_fraction=val_fraction if early else 0.0,
+                              patience=patience if early else 0, seed=p["seed"] % 100003,
+                              quiet=not self.verbose)
+        if not all(bool(torch.isfinite(t).all()) for t in clf.parameters()):
+            raise FloatingPointError(f"{type(self).__name__}: fine-tuning diverged (NaN/inf "
+                                     "parameters); lower finetune_learning_rate")
+        self.classes_ = classes
+        self.classifier_ = clf
+        self.n_iter_ = len(hist)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities in ``classes_`` order; rows sum to one."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        out = self.classifier_.predict_proba(self._scaled(X), batch_size=_CHUNK)
+        return out.cpu().numpy().astype(np.float64, copy=False)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class label for each row of X."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classifier_")

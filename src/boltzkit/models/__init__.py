@@ -22,7 +22,16 @@ from types import ModuleType
 
 # kind -> module implementing it (one line per kind; keep sorted by module).
 KINDS: dict[str, str] = {
+    "crbm": "boltzkit.models.conditional",
+    "conv-rbm": "boltzkit.models.conv",
+    "drbm": "boltzkit.models.discriminative",
+    "dropout-rbm": "boltzkit.models.dropout", "edropout-rbm": "boltzkit.models.dropout",
+    "ising": "boltzkit.models.lateral",
+    "potts": "boltzkit.models.lateral",
+    "srbm": "boltzkit.models.lateral",
     "cf-rbm": "boltzkit.recommend.cf_rbm",
+    "dbm": "boltzkit.stacks.dbm",
+    "dbn": "boltzkit.stacks.dbn", "dbn-classifier": "boltzkit.stacks.dbn",
 }
 
 

@@ -1,0 +1,777 @@
+"""Deep Boltzmann machines (Salakhutdinov & Hinton 2009, 2012) with honest likelihoods.
+
+A DBM is a chain of layers x_0 (visible), x_1, ..., x_{L-1} with undirected
+weights between neighbours only::
+
+    E(x) = sum_l E_l(x_l) - sum_l c(x_l)^T W_l c(x_{l+1})
+
+It is composed from boltzkit parts: each layer is a :class:`~boltzkit.units.Units`
+(Bernoulli; the visible layer may be Gaussian with a fixed variance) and each
+weight matrix a :class:`~boltzkit.connections.DenseConnection`.  Given its two
+neighbours a layer is conditionally independent of the rest, so
+
+* **inference** of q(h | v) is mean-field: damped fixed-point (Gauss-Seidel)
+  updates mu_l <- (1 - d) * E[x_l | neighbours' means] + d * mu_l, layer by
+  layer, until the largest change of any mean in a sweep is below ``tol``
+  (or ``max_steps`` sweeps); with ``d = 0`` each layer update maximises the
+  variational bound exactly for that layer, so the bound never decreases;
+* **sampling** alternates the odd layers (given the even ones) and the even
+  layers (given the odd ones): two block-Gibbs half-sweeps, batched over chains;
+* **log Z** is exact for tiny models (enumerate the odd layers, sum the even
+  layers out in closed form) and estimated by AIS otherwise, annealing only the
+  even layers {v, h2, ...} with the odd layers summed out analytically
+  (Salakhutdinov & Hinton 2009), with float64 log weights and the +/-3 sigma
+  convention of :func:`boltzkit.metrics.likelihood.ais_log_z`;
+* **log p(v)** is bounded below by E_q[-E(v, h)] + H(q) - log Z with the
+  mean-field q (equal to log p(v) when q is the exact posterior, e.g. one
+  hidden layer).
+
+Training: greedy pretraining with the doubling trick (bottom RBM with doubled
+visible-to-hidden input, top RBM with doubled hidden-to-visible input, middle
+RBMs halved when composed), each RBM trained by :class:`boltzkit.training.Trainer`,
+then joint training (mean-field data phase, persistent Gibbs chains for the
+model phase, gradient = data statistics - model statistics, a torch optimizer).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..connections import DenseConnection
+from ..errors import ConfigError, DataError
+from ..metrics.likelihood import (
+    DEFAULT_AIS_STEPS,
+    AISResult,
+    _check_schedule,
+    _ess,
+    _log_weight_stats,
+    ais_schedule,
+)
+from ..rbm import RBM
+from ..units import BernoulliUnits, Beta, GaussianUnits, Units, make_units, units_from_config
+
+log = logging.getLogger(__name__)
+
+#: exact log Z refuses to enumerate more odd-layer states than this.
+MAX_EXACT_STATES = 2**22
+
+
+# --------------------------------------------------------------------------- specs
+def parse_layers(spec: str | Sequence[int] | None, n_features: int | None = None) -> list[int]:
+    """Layer sizes from "784,500,1000" or a sequence of ints; ConfigError when malformed.
+
+    With ``n_features`` (the data's width) the visible size may be omitted, as for
+    the DBN: a spec that does not start with ``n_features`` is read as hidden sizes.
+    """
+    if spec is None:
+        raise ConfigError("a DBM needs layer sizes: pass --layers like 784,500,1000 "
+                          "(visible first, at least one hidden layer)")
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.replace("-", ",").split(",") if p.strip()]
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"layer sizes must be integers separated by commas, like "
+                              f"784,500,1000; got {spec!r}") from None
+    else:
+        sizes = list(spec)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+            raise ConfigError(f"layer sizes must be integers, got {spec!r}")
+    if n_features is not None and sizes and sizes[0] != n_features:
+        sizes = [n_features, *sizes]
+    if len(sizes) < 2:
+        raise ConfigError(f"a DBM needs a visible layer and at least one hidden layer, got "
+                          f"{sizes}: pass sizes like 784,500,1000")
+    if any(s <= 0 for s in sizes):
+        raise ConfigError(f"every layer size must be a positive integer, got {sizes}")
+    return sizes
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- the model
+class DBM(nn.Module):
+    """A deep Boltzmann machine: a list of layers and the dense connections between them."""
+
+    def __init__(self, layers: Sequence[Units], connections: Sequence[DenseConnection] | None
+                 = None, init_std: float = 0.01,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        layers = list(layers)
+        if len(layers) < 2:
+            raise ConfigError("a DBM needs a visible layer and at least one hidden layer")
+        for i, u in enumerate(layers):
+            if not isinstance(u, Units):
+                raise ConfigError(f"layer {i} is a {type(u).__name__}, not boltzkit units")
+            if i > 0 and not isinstance(u, BernoulliUnits):
+                raise ConfigError(f"DBM hidden layers must be bernoulli units, layer {i} is "
+                                  f"{u.kind}")
+        if not isinstance(layers[0], BernoulliUnits | GaussianUnits):
+            raise ConfigError(f"the DBM visible layer must be bernoulli or gaussian, got "
+                              f"{layers[0].kind}")
+        if isinstance(layers[0], GaussianUnits) and layers[0].learn_variance:
+            raise ConfigError("DBM Gaussian visible units need a fixed variance "
+                              "(learn_variance=False): standardise the data instead")
+        if connections is None:
+            connections = [DenseConnection(a.n, b.n, init_std=init_std, generator=generator)
+                           for a, b in zip(layers[:-1], layers[1:], strict=True)]
+        connections = list(connections)
+        if len(connections) != len(layers) - 1:
+            raise ConfigError(f"{len(layers)} layers need {len(layers) - 1} connections, got "
+                              f"{len(connections)}")
+        for i, c in enumerate(connections):
+            if (c.n_visible, c.n_hidden) != (layers[i].n, layers[i + 1].n):
+                raise ConfigError(f"connection {i} is {c.n_visible}x{c.n_hidden} but layers "
+                                  f"{i}, {i + 1} have {layers[i].n}, {layers[i + 1].n} units")
+        self.layers = nn.ModuleList(layers)
+        self.connections = nn.ModuleList(connections)
+
+    # --- shape and description ----------------------------------------------
+    @property
+    def sizes(self) -> list[int]:
+        return [u.n for u in self.layers]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_visible(self) -> int:
+        return self.layers[0].n
+
+    @property
+    def visible(self) -> Units:
+        return self.layers[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].bias.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].bias.dtype
+
+    def config(self) -> dict:
+        """JSON description that, with the tensors, rebuilds the model."""
+        return {"model": "dbm", "layers": [u.config() for u in self.layers],
+                "connections": [c.config() for c in self.connections]}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> DBM:
+        if cfg.get("model") != "dbm":
+            raise ConfigError(f"config describes a {cfg.get('model')!r}, not a dbm")
+        layers = [units_from_config(u) for u in cfg["layers"]]
+        conns = [DenseConnection(int(c["n_visible"]), int(c["n_hidden"]))
+                 for c in cfg["connections"]]
+        return cls(layers, conns)
+
+    def prepare(self, v: Tensor, name: str = "data") -> Tensor:
+        """Move data to the model's device/dtype and validate it against the visible layer."""
+        if not isinstance(v, Tensor):
+            v = torch.as_tensor(v)
+        v = v.to(device=self.device, dtype=self.dtype)
+        self.layers[0].validate(v, name)
+        return v
+
+    # --- fields and energies -------------------------------------------------
+    def field(self, layer: int, states: Sequence[Tensor]) -> Tensor:
+        """Input to ``layer`` from its neighbours' states (biases not included)."""
+        out = None
+        if layer > 0:
+            out = self.connections[layer - 1](self.layers[layer - 1].coupling(states[layer - 1]))
+        if layer < self.n_layers - 1:
+            down = self.connections[layer].transpose(self.layers[layer + 1].coupling(
+                states[layer + 1]))
+            out = down if out is None else out + down
+        return out
+
+    def energy(self, states: Sequence[Tensor], beta: Beta = 1.0) -> Tensor:
+        """E(v, h_1, ..., h_{L-1}) per sample, shape (batch,)."""
+        e = sum(u.energy(x, beta) for u, x in zip(self.layers, states, strict=True))
+        for i, c in enumerate(self.connections):
+            inter = c.interaction(self.layers[i].coupling(states[i]),
+                                  self.layers[i + 1].coupling(states[i + 1]))
+            e = e - (inter * beta.reshape(-1) if isinstance(beta, Tensor) else inter * beta)
+        return e
+
+    # --- inference -----------------------------------------------------------
+    @torch.no_grad()
+    def mean_field(self, v: Tensor, max_steps: int = 30, tol: float = 1e-4,
+                   damping: float = 0.0, init: Sequence[Tensor] | None = None,
+                   return_info: bool = False):
+        """Mean-field q(h | v): the hidden means [mu_1, ..., mu_{L-1}].
+
+        Starts from a bottom-up pass that doubles the input of every layer with
+        a layer above (it stands in for the missing top-down input, as in
+        Salakhutdinov & Hinton's recognition pass), or from ``init``.  Each sweep
+        updates layers 1..L-1 in order (Gauss-Seidel), damped by ``damping`` in
+        [0, 1).  Converged when the largest absolute change of any mean in a
+        sweep is below ``tol``; ``return_info`` also returns
+        ``{"steps", "converged", "max_change"}``.
+        """
+        if not 0.0 <= damping < 1.0:
+            raise ConfigError(f"damping must be in [0, 1), got {damping}")
+        _positive_int("max_steps", max_steps)
+        L = self.n_layers
+        states: list[Tensor] = [v]
+        if init is not None:
+            states += [m.clone() for m in init]
+        else:
+            for i in range(1, L):
+                fld = self.connections[i - 1](self.layers[i - 1].coupling(states[i - 1]))
+                states.append(self.layers[i].mean(fld * (2.0 if i < L - 1 else 1.0)))
+        steps, change, converged = 0, math.inf, False
+        for steps in range(1, max_steps + 1):  # noqa: B007 (steps reported after the loop)
+            change = 0.0
+            for i in range(1, L):
+                new = self.layers[i].mean(self.field(i, states))
+                if damping:
+                    new = damping * states[i] + (1.0 - damping) * new
+                change = max(change, float((new - states[i]).abs().max()))
+                states[i] = new
+            if change < tol:
+                converged = True
+                break
+        mus = states[1:]
+        if return_info:
+            return mus, {"steps": steps, "converged": converged, "max_change": change}
+        return mus
+
+    @torch.no_grad()
+    def transform(self, v: Tensor, batch_size: int = 1000, mf_steps: int = 30) -> Tensor:
+        """Features for a classifier: all hidden layers' mean-field marginals, concatenated."""
+        v = self.prepare(v)
+        return torch.cat([torch.cat(self.mean_field(b, mf_steps), 1)
+                          for b in v.split(batch_size)])
+
+    # --- sampling --------------------------------------------------------------
+    def init_states(self, n: int, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Random states of every layer for ``n`` chains."""
+        return [u.init_state(n, generator) for u in self.layers]
+
+    @torch.no_grad()
+    def gibbs_step(self, states: list[Tensor], beta: Beta = 1.0,
+                   generator: torch.Generator | None = None,
+                   clamp_visible: bool = False) -> list[Tensor]:
+        """One sweep: sample odd layers given even ones, then even layers given odd ones."""
+        states = list(states)
+        for parity in (1, 0):
+            for i in range(parity, self.n_layers, 2):
+                if i == 0 and clamp_visible:
+                    continue
+                states[i] = self.layers[i].sample(self.field(i, states), beta, generator)
+        return states
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
+               init: list[Tensor] | None = None, return_mean: bool = True,
+               return_states: bool = False):
+        """Draw ``n`` visible samples by ``steps`` Gibbs sweeps from random (or ``init``) states.
+
+        ``return_mean`` gives E[v | h_1] of the last sweep (for pictures);
+        ``return_states`` returns every layer's final states instead.
+        """
+        if not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
+        states = self.init_states(n, generator) if init is None else list(init)
+        for _ in range(steps):
+            states = self.gibbs_step(states, generator=generator)
+        if return_states:
+            return states
+        if return_mean:
+            return self.layers[0].mean(self.field(0, states))
+        return states[0]
+
+    # --- exact quantities for tiny models ---------------------------------------
+    def _odd_states(self, max_states: int) -> tuple[list[int], int]:
+        odd = list(range(1, self.n_layers, 2))
+        total = math.prod(2 ** self.layers[i].n for i in odd)
+        if total > max_states:
+            raise ConfigError(f"exact DBM log Z would enumerate {total:,} odd-layer states "
+                              f"(limit {max_states:,}): use ais_log_z instead")
+        return odd, total
+
+    def _enumerate_odd(self, odd: list[int], chunk: int = 4096):
+        """Yield lists (per odd layer) of state chunks covering every joint odd state."""
+        bits = [self.layers[i].n for i in odd]
+        n_bits = sum(bits)
+        dev, dt = self.device, self.dtype
+        shifts = torch.arange(n_bits, device=dev)
+        total = 2**n_bits
+        for start in range(0, total, chunk):
+            idx = torch.arange(start, min(start + chunk, total), device=dev)
+            all_bits = ((idx[:, None] >> shifts) & 1).to(dt)
+            yield list(all_bits.split(bits, dim=1))
+
+    def _log_f_odd(self, odd: list[int], odd_states: list[Tensor],
+                   v: Tensor | None = None) -> Tensor:
+        """log sum over the even layers (v held fixed if given) of exp(-E), per odd state."""
+        n = odd_states[0].shape[0]
+        states: list[Tensor | None] = [None] * self.n_layers
+        for i, s in zip(odd, odd_states, strict=True):
+            states[i] = s
+        out = torch.zeros(n, dtype=torch.float64, device=self.device)
+        for i, s in zip(odd, odd_states, strict=True):
+            out -= self.layers[i].energy(s).double()
+        for i in range(0, self.n_layers, 2):
+            fld = self.field(i, states)  # only odd neighbours are needed
+            if i == 0 and v is not None:
+                cv = self.layers[0].coupling(v)
+                out += (-self.layers[0].energy(v) + (cv * fld).sum(-1)).double()
+            else:
+                out += self.layers[i].log_partition(fld).double()
+        return out
+
+    @torch.no_grad()
+    def exact_log_z(self, max_states: int = MAX_EXACT_STATES) -> float:
+        """log Z by enumerating the odd layers and summing the even ones out (float64)."""
+        model = copy.deepcopy(self).double()
+        odd, _ = model._odd_states(max_states)
+        parts = [torch.logsumexp(model._log_f_odd(odd, s), 0) for s in model._enumerate_odd(odd)]
+        return float(torch.logsumexp(torch.stack(parts), 0))
+
+    @torch.no_grad()
+    def exact_log_prob_unnormalized(self, v: Tensor,
+                                    max_states: int = MAX_EXACT_STATES) -> Tensor:
+        """log sum_h exp(-E(v, h)) for each row of ``v`` (float64; tiny models only)."""
+        model = copy.deepcopy(self).double()
+        odd, total = model._odd_states(max_states)
+        v = model.prepare(v)
+        out = []
+        for row in v:
+            parts = []
+            for s in model._enumerate_odd(odd):
+                parts.append(torch.logsumexp(
+                    model._log_f_odd(odd, s, row.expand(s[0].shape[0], -1)), 0))
+            out.append(torch.logsumexp(torch.stack(parts), 0))
+        return torch.stack(out)
+
+    # --- the variational bound -------------------------------------------------
+    @torch.no_grad()
+    def variational_free_energy(self, v: Tensor, mus: Sequence[Tensor] | None = None,
+                                mf_steps: int = 30) -> Tensor:
+        """E_q[-E(v, h)] + H(q) per row (float64): a lower bound on log sum_h exp(-E(v, h)).
+
+        Bernoulli hidden layers make E_q[E] the energy at the means (each term is
+        linear in any one layer's state); H(q) is the factorised entropy.
+        """
+        if mus is None:
+            mus = self.mean_field(v, mf_steps)
+        mus = [m.double() for m in mus]
+        model = copy.deepcopy(self).double()
+        states = [v.double(), *mus]
+        bound = -model.energy(states)
+        for m in mus:
+            mc = m.clamp(1e-12, 1 - 1e-12)
+            bound -= (mc * torch.log(mc) + (1 - mc) * torch.log1p(-mc)).sum(-1)
+        return bound
+
+    # --- AIS ---------------------------------------------------------------------
+    @torch.no_grad()
+    def ais_log_z(self, n_chains: int = 100, n_steps: int | None = None,
+                  schedule: Tensor | Sequence[float] | None = None,
+                  data: Tensor | None = None, generator: torch.Generator | None = None,
+                  min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0) -> AISResult:
+        """Estimate log Z by AIS over the even layers with the odd layers summed out.
+
+        The path at inverse temperature beta: even layer l has bias
+        beta b_l + (1 - beta) a_l (a_0 = ``visible.fit_bias(data)``, zeros
+        without data; a_l = 0 for even hidden layers) and every coupling is
+        scaled by beta; the odd layers are summed out, contributing
+        ``log_partition(field, beta)``.  At beta = 0 the layers are independent
+        (log Z_A closed-form), at beta = 1 it is the DBM.  A transition is one
+        Gibbs sweep (odd layers, then even layers) at beta.  Log weights are
+        accumulated in float64; the result follows
+        :func:`boltzkit.metrics.likelihood.ais_log_z`'s conventions (+/-3 sigma
+        bounds of the mean weight, ESS, reliability flag and warning).
+        """
+        _positive_int("n_chains", n_chains)
+        if schedule is not None and n_steps is not None:
+            raise ConfigError("give either schedule (explicit betas) or n_steps, not both")
+        betas_t = (_check_schedule(torch.as_tensor(schedule)) if schedule is not None
+                   else ais_schedule(DEFAULT_AIS_STEPS if n_steps is None else n_steps))
+        betas = [float(b) for b in betas_t]
+        L, dev, dt = self.n_layers, self.device, self.dtype
+        even, odd = list(range(0, L, 2)), list(range(1, L, 2))
+        d: dict[int, Tensor] = {}
+        for i in even:
+            b = self.layers[i].bias.detach()
+            if i == 0 and data is not None:
+                a = self.layers[0].fit_bias(self.prepare(data)).to(device=dev, dtype=dt)
+            else:
+                a = torch.zeros_like(b)
+            d[i] = a - b
+        m64 = copy.deepcopy(self).double()
+        log_z_base = 0.0
+        for i in even:
+            log_z_base += float(m64.layers[i].log_partition(d[i].double().unsqueeze(0), 1.0)[0])
+        for i in odd:
+            z = torch.zeros(1, self.layers[i].n, dtype=torch.float64, device=dev)
+            log_z_base += float(m64.layers[i].log_partition(z, 0.0)[0])
+        states: list[Tensor] = [torch.empty(0)] * L
+        for i in even:
+            states[i] = self.layers[i].sample(d[i].expand(n_chains, -1), 1.0, generator)
+        log_w = torch.zeros(n_chains, dtype=torch.float64, device=dev)
+        last = len(betas) - 1
+        for k in range(1, last + 1):
+            b, bp = betas[k], betas[k - 1]
+            fields = {i: self.field(i, states) for i in odd}
+            for i in odd:
+                lp = self.layers[i].log_partition
+                log_w += (lp(fields[i], b) - lp(fields[i], bp)).double()
+            if b != bp:
+                for i in even:
+                    log_w -= (b - bp) * (self.layers[i].coupling(states[i]) @ d[i]).double()
+            if k < last:
+                for i in odd:
+                    states[i] = self.layers[i].sample(fields[i], b, generator)
+                for i in even:
+                    f = self.field(i, states)
+                    f.mul_(b).add_(d[i], alpha=1.0 - b)
+                    states[i] = self.layers[i].sample(f, 1.0, generator)
+        lme, _, upper, lower = _log_weight_stats(log_w)
+        ess = _ess(log_w)
+        problems = []
+        if ess / n_chains < min_ess_fraction:
+            problems.append(f"effective sample size {ess:.1f} of {n_chains} chains is below "
+                            f"{min_ess_fraction:.0%}")
+        lw_std = float(log_w.std()) if n_chains > 1 else 0.0
+        if lw_std > max_log_weight_std:
+            problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
+        if not math.isfinite(lower):
+            problems.append("the -3 sigma end of the interval is below zero (lower bound -inf)")
+        warning = None
+        if problems:
+            warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
+                       + ". Use more steps (ais_steps) and chains.")
+        return AISResult(log_z=log_z_base + lme, log_z_lower=log_z_base + lower,
+                         log_z_upper=log_z_base + upper, log_z_base=log_z_base,
+                         log_weights=log_w, n_chains=n_chains, n_steps=last, ess=ess,
+                         reliable=not problems, warning=warning)
+
+    def parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
+
+def make_dbm(sizes: str | Sequence[int], visible: str = "bernoulli", visible_std: float = 1.0,
+             init_std: float = 0.01, seed: int | None = None) -> DBM:
+    """Build a DBM from layer sizes, e.g. ``make_dbm("784,500,1000")``."""
+    sizes = parse_layers(sizes)
+    if visible not in ("bernoulli", "gaussian"):
+        raise ConfigError(f"DBM visible units must be 'bernoulli' or 'gaussian', got {visible!r}")
+    opts = {"std": visible_std} if visible == "gaussian" else {}
+    layers = [make_units(visible, sizes[0], **opts)] + [BernoulliUnits(n) for n in sizes[1:]]
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DBM(layers, init_std=init_std, generator=gen)
+
+
+# --------------------------------------------------------------------------- likelihood
+@torch.no_grad()
+def dbm_log_likelihood_bound(model: DBM, data: Tensor, ais_chains: int = 100,
+                             ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0,
+                             mf_steps: int = 30, train_data: Tensor | None = None,
+                             batch_size: int = 1000, log_z: AISResult | float | None = None,
+                             exact: bool | None = None) -> dict[str, Any]:
+    """Average variational lower bound on log p(v) over ``data`` (nats per sample).
+
+    bound(v) = E_q[-E(v, h)] + H(q) - log Z with the mean-field q.  log Z is
+    exact for tiny models (``exact=None`` picks it when the odd layers have at
+    most 2^20 states) and AIS otherwise (base rates fitted to ``train_data``,
+    else ``data``).  With AIS the bound is itself an estimate: the
+    ``log_likelihood_lower_bound_low/high`` range follows from log Z's +/-3 sigma
+    interval.
+    """
+    if not isinstance(model, DBM):
+        raise ConfigError(f"expected a DBM, got {type(model).__name__}")
+    v = model.prepare(data)
+    elbo = torch.cat([model.variational_free_energy(b, mf_steps=mf_steps)
+                      for b in v.split(batch_size)])
+    n = elbo.numel()
+    odd_states = math.prod(2 ** model.layers[i].n for i in range(1, model.n_layers, 2))
+    out: dict[str, Any] = {"n_samples": n, "mf_steps": mf_steps}
+    if log_z is None and (exact or (exact is None and odd_states <= 2**20)):
+        lz = model.exact_log_z()
+        out.update(method="exact", log_z=lz, log_z_lower=lz, log_z_upper=lz)
+    else:
+        if log_z is None:
+            gen = torch.Generator(device=model.device).manual_seed(seed)
+            log_z = model.ais_log_z(ais_chains, ais_steps, data=train_data if train_data
+                                    is not None else v, generator=gen)
+        if isinstance(log_z, AISResult):
+            out.update(method="ais", log_z=log_z.log_z,
+                       log_z_lower=log_z.log_z_lower if math.isfinite(log_z.log_z_lower)
+                       else None, log_z_upper=log_z.log_z_upper, ais_chains=log_z.n_chains,
+                       ais_steps=log_z.n_steps, ais_ess=log_z.ess, ais_reliable=log_z.reliable,
+                       ais_warning=log_z.warning, ais_log_z_std=log_z.log_z_std)
+        else:
+            out.update(method="given", log_z=float(log_z), log_z_lower=float(log_z),
+                       log_z_upper=float(log_z))
+    mean_elbo = float(elbo.mean())
+    out["log_likelihood_lower_bound"] = mean_elbo - out["log_z"]
+    out["log_likelihood_lower_bound_low"] = (mean_elbo - out["log_z_upper"])
+    out["log_likelihood_lower_bound_high"] = (None if out["log_z_lower"] is None
+                                              else mean_elbo - out["log_z_lower"])
+    out["log_likelihood_std_err"] = float(elbo.std() / math.sqrt(n)) if n > 1 else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- pretraining
+class ScaledConnection(DenseConnection):
+    """Dense weights whose up and down fields are scaled (the pretraining doubling trick).
+
+    ``forward`` returns ``up * x W`` and ``transpose`` ``down * h W^T``.  It is a
+    DenseConnection, so boltzkit's fast likelihood gradient applies and gives
+    Salakhutdinov & Hinton's update <v h>_data - <v h>_model with h computed
+    from the scaled field.
+    """
+
+    def __init__(self, n_visible: int, n_hidden: int, up: float = 1.0, down: float = 1.0,
+                 init_std: float = 0.01, generator: torch.Generator | None = None) -> None:
+        super().__init__(n_visible, n_hidden, init_std=init_std, generator=generator)
+        self.up, self.down = float(up), float(down)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = x @ self.weights
+        return f if self.up == 1.0 else f * self.up
+
+    def transpose(self, h: Tensor) -> Tensor:
+        f = h @ self.weights.t()
+        return f if self.down == 1.0 else f * self.down
+
+
+def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
+             lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 0.0,
+             k: int = 1, method: str = "cd", seed: int = 0,
+             callback: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Greedy layer-wise pretraining with the doubling trick; writes into ``model``.
+
+    Layer l's RBM (layers l, l+1) is trained by :class:`boltzkit.training.Trainer`
+    on binary samples of the layer below's hidden means.  With two or more
+    hidden layers the bottom RBM doubles its visible-to-hidden input, the top
+    RBM its hidden-to-visible input, and middle RBMs are trained plainly and
+    their weights halved when composed (Salakhutdinov & Hinton 2009, 2012).
+    Each hidden layer takes its bias from the RBM below it.  Returns one
+    history record per RBM epoch (with the RBM index).
+    """
+    from ..objectives import LikelihoodGradient
+    from ..sampling import make_sampler
+    from ..training import Trainer
+
+    x = model.prepare(data, "training data")
+    L = model.n_layers
+    gen = torch.Generator(device=model.device).manual_seed(seed + 101)
+    history: list[dict] = []
+    for i in range(L - 1):
+        lower, upper = model.layers[i], model.layers[i + 1]
+        up = 2.0 if (i == 0 and L > 2) else 1.0
+        down = 2.0 if (i == L - 2 and L > 2) else 1.0
+        conn = ScaledConnection(lower.n, upper.n, up, down,
+                                generator=torch.Generator().manual_seed(seed + i))
+        rbm = RBM(copy.deepcopy(lower), copy.deepcopy(upper), conn).to(model.device, model.dtype)
+        trainer = Trainer(rbm, make_sampler(method, k, None), LikelihoodGradient(),
+                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, seed=seed + i, progress=False,
+                          init_visible_bias=(i == 0), monitor_size=500)
+        for rec in trainer.fit(x):
+            rec = {"stage": "pretrain", "rbm": i, **rec}
+            history.append(rec)
+            if callback is not None:
+                callback(i, rec)
+        scale = 0.5 if (0 < i < L - 2) else 1.0
+        with torch.no_grad():
+            model.connections[i].weights.copy_(conn.weights * scale)
+            if i == 0:
+                model.layers[0].bias.copy_(rbm.visible.bias)
+            model.layers[i + 1].bias.copy_(rbm.hidden.bias)
+            if i < L - 2:
+                means = torch.cat([rbm.hidden_mean(b) for b in x.split(1000)])
+                x = torch.rand(means.shape, generator=gen, dtype=means.dtype,
+                               device=means.device).lt_(means).to(means.dtype)
+    return history
+
+
+# --------------------------------------------------------------------------- joint training
+class DBMTrainer:
+    """Joint DBM training: mean-field data phase, persistent Gibbs chains, torch optimizer.
+
+    The gradient of the average log-likelihood is the data statistics under
+    q(h | v) (mean-field) minus the model statistics under persistent chains
+    (``n_chains``, ``gibbs_steps`` sweeps per update, Salakhutdinov & Hinton
+    2009).  ``.grad`` holds model - data (a descent direction) for
+    ``torch.optim``.  The mean-field of each batch starts from the bottom-up
+    doubled pass.  ``chain_init="data"`` starts the chains at data rows with
+    hidden states drawn from their mean-field posterior (``"random"``: random states);
+    either way they then run 10 warm-up sweeps.
+    """
+
+    def __init__(self, model: DBM, epochs: int = 10, batch_size: int = 100, lr: float = 0.001,
+                 momentum: float = 0.9, weight_decay: float = 2e-4, optimizer: str = "sgd",
+                 mf_steps: int = 10, n_chains: int = 100, gibbs_steps: int = 5,
+                 lr_decay: bool = True, chain_init: str = "data", seed: int = 0) -> None:
+        for name, value in (("batch_size", batch_size), ("mf_steps", mf_steps),
+                            ("n_chains", n_chains), ("gibbs_steps", gibbs_steps)):
+            _positive_int(name, value)
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
+        if chain_init not in ("data", "random"):
+            raise ConfigError(f"unknown chain_init {chain_init!r}: use 'data' or 'random'")
+        self.chain_init = chain_init
+        if optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'adam'")
+        self.model, self.epochs, self.batch_size = model, epochs, batch_size
+        self.mf_steps, self.n_chains, self.gibbs_steps = mf_steps, n_chains, gibbs_steps
+        self.weight_decay = weight_decay
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        params = list(model.parameters())
+        if optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.scheduler = (torch.optim.lr_scheduler.LinearLR(self.optimizer, 1.0, 0.1,
+                                                            total_iters=max(epochs, 1))
+                          if lr_decay else None)
+        self.chains: list[Tensor] | None = None
+        self.history: list[dict] = []
+
+    @torch.no_grad()
+    def step(self, v: Tensor) -> dict[str, float]:
+        """One update on a batch: statistics, gradient, optimizer step."""
+        model = self.model
+        if self.chains is None:
+            if self.chain_init == "data":
+                # Start near the model's data-like modes: data rows with hidden states
+                # sampled from their mean-field posterior (then a few warm-up sweeps).
+                v0 = v.repeat(math.ceil(self.n_chains / v.shape[0]), 1)[:self.n_chains]
+                mus0 = model.mean_field(v0, self.mf_steps)
+                self.chains = [v0.clone()] + [
+                    u.sample(torch.zeros_like(mu), generator=self.generator, mean=mu)
+                    for u, mu in zip(model.layers[1:], mus0, strict=True)]
+            else:
+                self.chains = model.init_states(self.n_chains, self.generator)
+            for _ in range(10):
+                self.chains = model.gibbs_step(self.chains, generator=self.generator)
+        mus = model.mean_field(v, self.mf_steps)
+        data_states = [v, *mus]
+        for _ in range(self.gibbs_steps):
+            self.chains = model.gibbs_step(self.chains, generator=self.generator)
+        neg = self.chains
+        B, M = v.shape[0], neg[0].shape[0]
+        for i, u in enumerate(model.layers):
+            cd = u.coupling(data_states[i]).mean(0)
+            cm = u.coupling(neg[i]).mean(0)
+            u.bias.grad = cm - cd
+        for i, c in enumerate(model.connections):
+            lo, hi = model.layers[i], model.layers[i + 1]
+            g = lo.coupling(neg[i]).t() @ hi.coupling(neg[i + 1]) / M
+            g.addmm_(lo.coupling(v if i == 0 else mus[i - 1]).t(), hi.coupling(mus[i]),
+                     alpha=-1.0 / B)
+            if self.weight_decay:
+                g.add_(c.weights, alpha=self.weight_decay)
+            c.weights.grad = g
+        self.optimizer.step()
+        return {"mean_activation": float(torch.stack([m.mean() for m in mus]).mean())}
+
+    def fit(self, data: Tensor, callback: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train on ``data`` for ``epochs`` epochs; returns per-epoch records."""
+        model = self.model
+        x = model.prepare(data, "training data")
+        n = x.shape[0]
+        for epoch in range(1, self.epochs + 1):
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=self.generator, device=x.device)
+            acts = []
+            for s in range(0, n, self.batch_size):
+                acts.append(self.step(x.index_select(0, perm[s:s + self.batch_size]))
+                            ["mean_activation"])
+            if not model.parameters_finite():
+                from ..errors import TrainingDiverged
+
+                raise TrainingDiverged(f"DBM parameters became NaN/inf in joint epoch {epoch}: "
+                                       "lower the learning rate (--lr) or add weight decay")
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            mon = x[:500]
+            rec = {"stage": "joint", "epoch": epoch, "time": time.perf_counter() - t0, "lr": lr,
+                   "mean_activation": sum(acts) / len(acts),
+                   "elbo_unnormalized_train": float(
+                       model.variational_free_energy(mon, mf_steps=self.mf_steps).mean())}
+            self.history.append(rec)
+            log.info("dbm joint epoch %d: %s", epoch, rec)
+            if callback is not None:
+                callback(rec)
+        return self.history
+
+
+# --------------------------------------------------------------------------- CLI hooks
+TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
+    "layers": (None, "dbn/dbm: layer sizes, e.g. 784,500,1000 (the first entry, the data "
+                     "width, may be omitted)"),
+    "dbm_pretrain_epochs": (10, "DBM: epochs of greedy pretraining per RBM"),
+    "dbm_pretrain_lr": (0.05, "DBM: learning rate of the pretraining RBMs"),
+    "dbm_epochs": (10, "DBM: epochs of joint training"),
+    "dbm_lr": (0.001, "DBM: joint-training learning rate (SGD, momentum 0.9, linear decay to "
+                      "10%)"),
+    "dbm_mf_steps": (10, "DBM: mean-field sweeps per batch in joint training"),
+    "dbm_chains": (100, "DBM: persistent Gibbs chains in joint training"),
+    "dbm_gibbs_steps": (5, "DBM: Gibbs sweeps of the chains per update"),
+    "dbm_ais_chains": (0, "DBM: AIS chains for the test-set bound after training (0: skip)"),
+    "dbm_ais_steps": (DEFAULT_AIS_STEPS, "DBM: AIS steps for the test-set bound"),
+}
+
+
+def train_from_config(cfg: dict[str, Any], load: Callable[[str], tuple[Tensor, Tensor]],
+                      quiet: bool = False) -> tuple[DBM, list[dict]]:
+    """Pretrain then jointly train a DBM from a resolved CLI config."""
+    train, _ = load("train")
+    if train.shape[0] == 0:
+        raise DataError("training data is empty")
+    sizes = parse_layers(cfg.get("layers"), n_features=int(train.shape[1]))
+    visible = cfg.get("visible", "bernoulli")
+    model = make_dbm(sizes, visible=visible, visible_std=cfg.get("visible_std", 1.0),
+                     init_std=cfg.get("init_std", 0.01), seed=cfg.get("seed", 0))
+    device = cfg.get("device", "cpu")
+    model = model.to(device)
+    seed = int(cfg.get("seed", 0))
+    say = (lambda *a: None) if quiet else print  # noqa: E731
+    history = pretrain(model, train, epochs=int(cfg["dbm_pretrain_epochs"]),
+                       batch_size=int(cfg.get("batch_size", 100)),
+                       lr=float(cfg["dbm_pretrain_lr"]), momentum=float(cfg.get("momentum", 0.5)),
+                       seed=seed, callback=lambda i, r: say(
+                           f"pretrain rbm {i} epoch {r['epoch']}: recon {r['recon_error']:.4f}"))
+    trainer = DBMTrainer(model, epochs=int(cfg["dbm_epochs"]),
+                         batch_size=int(cfg.get("batch_size", 100)), lr=float(cfg["dbm_lr"]),
+                         weight_decay=float(cfg.get("weight_decay", 0.0)),
+                         mf_steps=int(cfg["dbm_mf_steps"]), n_chains=int(cfg["dbm_chains"]),
+                         gibbs_steps=int(cfg["dbm_gibbs_steps"]), seed=seed)
+    history += trainer.fit(train, callback=lambda r: say(
+        f"joint epoch {r['epoch']}: elbo(train, unnormalised) {r['elbo_unnormalized_train']:.2f}"
+        f" ({r['time']:.1f}s)"))
+    if int(cfg.get("dbm_ais_chains") or 0) > 0:
+        try:
+            test, _ = load("test")
+        except DataError:
+            test = train
+        res = dbm_log_likelihood_bound(model, test, int(cfg["dbm_ais_chains"]),
+                                       int(cfg["dbm_ais_steps"]), seed=seed, train_data=train)
+        say(f"test log-likelihood lower bound {res['log_likelihood_lower_bound']:.2f} nats "
+            f"(log Z {res['log_z']:.2f} by {res['method']})")
+        history.append({"stage": "evaluate", **res})
+    return model, history
+
+
+MODEL_CLASSES = {"dbm": DBM}
