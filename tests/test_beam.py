@@ -246,11 +246,13 @@ def test_short_beam_run_covers_both_modes_of_mog_1d():
               generator=torch.Generator().manual_seed(0))
     obj = AdversarialGradient("knn", gamma_schedule=[(0, 1.0), (2, 0.1)])
     monitor = DivergenceMonitor(test, every=3, n_samples=500, steps=50)
-    trainer = Trainer(rbm, DrivenPCD(k=1, n_chains=100), obj, epochs=6, batch_size=100,
+    # 10 epochs: after 6, one of three seeds still held a mode at under 5% of the mass
+    # (sample counts below the coverage threshold), after 10 all three cover both.
+    trainer = Trainer(rbm, DrivenPCD(k=1, n_chains=100), obj, epochs=10, batch_size=100,
                       lr=0.01, optimizer="adam", momentum=0.5, seed=0, callbacks=[monitor],
                       progress=False)
     trainer.fit(train)
-    assert "knn_forward_kl" in trainer.history[2] and "knn_reverse_kl" in trainer.history[5]
+    assert "knn_forward_kl" in trainer.history[2] and "knn_reverse_kl" in trainer.history[8]
     assert "knn_forward_kl" not in trainer.history[0]
     x = rbm.sample(1000, steps=500, generator=torch.Generator().manual_seed(1),
                    return_mean=False)

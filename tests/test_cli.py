@@ -161,7 +161,7 @@ def test_demo_runs_offline(tmp_path, capsys):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    from boltzkit.cli import TRAIN_DEFAULTS, load_config_file
+    from boltzkit.cli import _train_defaults, load_config_file
 
     configs = sorted((Path(__file__).resolve().parents[1] / "examples" / "configs").glob("*.toml"))
     assert configs, "examples/configs/*.toml missing"
@@ -170,4 +170,4 @@ def test_shipped_configs_are_valid():
         if raw.get("model") in ("cf-rbm", "like-rbm"):  # recommend-train configs
             continue
         cfg = load_config_file(path)
-        assert set(cfg) <= set(TRAIN_DEFAULTS)
+        assert set(cfg) <= set(_train_defaults()), path.name
