@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     w = model.connection.weights.detach()
     sums = w.flatten(1).sum(1)
     print(f"filters: {int((sums < 0).sum())}/{args.filters} have a negative weight sum; "
-          f"filter biases mean {float(model.hidden.filter_bias.mean()):.3f} "
+          f"filter biases mean {float(model.hidden.filter_bias.detach().mean()):.3f} "
           f"(min {float(model.hidden.filter_bias.min()):.3f}, "
           f"max {float(model.hidden.filter_bias.max()):.3f})", flush=True)
     mosaic = weight_mosaic(model.filter_images(), args.out / "filters.png",

@@ -306,6 +306,20 @@ def test_log_likelihood_of_uniform_model_is_minus_n_log_2():
     assert res["log_likelihood_lower"] <= -10 * math.log(2) <= res["log_likelihood_upper"]
 
 
+def test_log_likelihood_exact_dtype_float32_agrees_and_is_reported():
+    rbm = make_rbm(12, 10, seed=3)
+    with torch.no_grad():
+        rbm.connection.weights.normal_(0, 0.8, generator=torch.Generator().manual_seed(0))
+    data = (torch.rand(50, 12, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    f64 = log_likelihood(rbm, data, method="exact")
+    f32 = log_likelihood(rbm, data, method="exact", exact_dtype=torch.float32)
+    assert f64["exact_dtype"] == "float64" and f32["exact_dtype"] == "float32"
+    assert f32["log_z"] == pytest.approx(f64["log_z"], abs=1e-4)
+    assert f32["log_z"] != f64["log_z"]  # really computed in another precision
+    with pytest.raises(ConfigError, match="exact_dtype"):
+        log_likelihood(rbm, data, method="exact", exact_dtype=torch.float16)
+
+
 def test_log_likelihood_with_given_log_z_and_per_sample_values():
     rbm = bernoulli_model(8, 5, seed=10)
     data = rbm.sample(40, steps=50, generator=torch.Generator().manual_seed(1),

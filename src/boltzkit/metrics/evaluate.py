@@ -61,7 +61,8 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
              ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0, reference: dict | None = None,
              labels: Tensor | None = None, train_labels: Tensor | None = None,
              n_model_samples: int | None = None, sample_steps: int = 1000, knn_k: int = 1,
-             batch_size: int = 1000, ais_reverse: bool = False) -> dict:
+             batch_size: int = 1000, ais_reverse: bool = False,
+             exact_dtype: torch.dtype = torch.float64) -> dict:
     """Evaluate ``model`` on ``data``; returns a JSON-serialisable dict of plain numbers.
 
     Always: ``n_samples``, ``free_energy`` (mean F(data)) and, with
@@ -78,6 +79,7 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     on ``train_data``/``train_labels``, tested on ``data``/``labels``).
     ``ais_reverse`` also runs reverse AIS from data (``ais_log_z_reverse``), a
     second estimate that brackets the forward one when both are sound.
+    ``exact_dtype`` is the precision of an exact enumeration (float64 or float32).
     Non-finite values (e.g. an AIS lower bound of -inf) become None.
     """
     if not isinstance(model, RBM):
@@ -98,7 +100,8 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     if "loglik" in metrics:
         res = log_likelihood(model, v, method=method, ais_chains=ais_chains, ais_steps=ais_steps,
                              train_data=train_data, generator=_generator(model, seed, "loglik"),
-                             batch_size=batch_size, reverse=ais_reverse)
+                             batch_size=batch_size, reverse=ais_reverse,
+                             exact_dtype=exact_dtype)
         res.pop("n_samples")
         out.update(res)
     if "pl" in metrics:

@@ -401,7 +401,8 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
                    method: str = "auto", ais_chains: int = 100,
                    ais_steps: int = DEFAULT_AIS_STEPS, train_data: Tensor | None = None,
                    generator: torch.Generator | None = None, batch_size: int = 1000,
-                   exact_threshold: int = AUTO_EXACT_STATES, reverse: bool = False) -> dict:
+                   exact_threshold: int = AUTO_EXACT_STATES, reverse: bool = False,
+                   exact_dtype: torch.dtype = torch.float64) -> dict:
     """Average log p(v) over ``data`` in nats per sample, with log Z exact or by AIS.
 
     log p(v) = -F(v) - log Z with F in float64.  ``log_z`` may be given (a
@@ -412,8 +413,12 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
     units take seconds; :func:`exact_log_z` itself goes to 2^25) and AIS
     otherwise.  ``log_likelihood_lower/upper`` follow from the log Z interval
     (the data's sampling error is ``log_likelihood_std_err``, reported apart).
+    ``exact_dtype`` is the enumeration's precision (see :func:`exact_log_z`):
+    float32 halves the time of a 2^25-state enumeration at ~1e-4 nats of error.
     """
     rbm = _check_rbm(rbm)
+    if exact_dtype not in (torch.float64, torch.float32):
+        raise ConfigError(f"exact_dtype must be torch.float64 or torch.float32, got {exact_dtype}")
     if method not in METHODS:
         raise ConfigError(f"unknown likelihood method {method!r}: choose one of {list(METHODS)}")
     fe = free_energies(rbm, data, batch_size)
@@ -430,7 +435,7 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
         states = _discrete_states(rbm)
         small = bool(states) and min(states.values()) <= exact_threshold
         if method == "exact" or (method == "auto" and small):
-            lz = exact_log_z(rbm)
+            lz = exact_log_z(rbm, dtype=exact_dtype)
             used, lo, hi = "exact", lz, lz
         else:
             ais = ais_log_z(rbm, data=train_data if train_data is not None else data,
@@ -449,6 +454,7 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
         "method": used, "n_samples": n,
         "ais_chains": None, "ais_steps": None, "ais_ess": None, "ais_reliable": None,
         "ais_warning": None, "ais_log_z_reverse": None,
+        "exact_dtype": str(exact_dtype).removeprefix("torch.") if used == "exact" else None,
     }
     if ais is not None:
         out.update(ais_chains=ais.n_chains, ais_steps=ais.n_steps, ais_ess=ais.ess,
