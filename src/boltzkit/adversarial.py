@@ -46,6 +46,20 @@ towards under-populated modes.  The reference set is the current data batch
 plus the *previous* update's fantasy particles (features recomputed under the
 current parameters); a chain's own previous state is left out (it would
 almost always be its nearest neighbour), as is the particle itself.
+
+Which particles
+---------------
+The covariance is ``d E_model[T] / d theta`` only if the particles are samples
+of the model at beta = 1.  Two ways this fails in practice (both seen on the
+mixtures of ``examples/beam_mixtures.py``): temperature-driven chains at
+beta != 1 sit off the data when the visibles are Gaussian (hand the gradient
+beta = 1 read-out sweeps, ``DrivenPCD(readout_steps=1)``); and persistent
+chains that never cross between far-apart modes keep an even spread over the
+modes while the model's own mass sits almost all on one of them, so the
+critic (like the likelihood's negative phase) sees a balanced ensemble and
+has nothing to correct.  Parallel tempering's beta = 1 replicas
+(:class:`~boltzkit.sampling.ParallelTempering`) follow the model's mode
+weights much better there.
 """
 
 from __future__ import annotations

@@ -102,13 +102,27 @@ class DrivenPCD(Sampler):
     chains are the negative particles (as in the paper): a few run hot at any
     time, which lets the ensemble hop between modes.  ``n_chains`` and
     ``init`` are as for :class:`~boltzkit.sampling.PersistentCD`.
+
+    ``readout_steps`` > 0 hands the gradient, instead of the driven states
+    themselves, copies of them advanced by that many Gibbs sweeps at beta = 1
+    (the persistent chains stay driven).  A chain at beta != 1 is not a model
+    sample: with Gaussian visibles the tempered mean beta (b + W h) sits off
+    the data by a fraction 1 - beta of its distance from the origin, which for
+    narrow modes is many standard deviations.  The read-out sweeps return
+    those particles to the model's own modes, so the negative phase (and the
+    BEAM critic) sees beta = 1 samples while mixing still comes from the hot
+    chains (as :func:`driven_sample`'s ``final_steps`` do for sampling).
     """
 
     name = "tds"
 
     def __init__(self, k: int = 1, n_chains: int | None = None, beta_std: float = 0.5,
-                 beta_autocorr: float = 0.9, init: str = "random") -> None:
+                 beta_autocorr: float = 0.9, init: str = "random",
+                 readout_steps: int = 0) -> None:
         self.k = _check_k(k)
+        if not isinstance(readout_steps, int) or readout_steps < 0:
+            raise ConfigError(f"readout_steps must be an integer >= 0, got {readout_steps!r}")
+        self.readout_steps = readout_steps
         if n_chains is not None and (not isinstance(n_chains, int) or n_chains < 1):
             raise ConfigError(f"n_chains must be a positive integer, got {n_chains!r}")
         if init not in ("random", "data"):
@@ -140,6 +154,9 @@ class DrivenPCD(Sampler):
         self._beta_sum += float(self.betas.mean())
         self._beta_min = min(self._beta_min, float(self.betas.min()))
         self._updates += 1
+        if self.readout_steps:
+            v = rbm.gibbs(self.chains, self.readout_steps, generator=generator)
+            return v, rbm.hidden_field(v)
         return self.chains, rbm.hidden_field(self.chains)
 
     def stats(self):
