@@ -294,3 +294,17 @@ def test_loading_never_unpickles(saved, monkeypatch):
     monkeypatch.setattr(torch, "load", refuse)
     assert load_model(path).n_visible == 7
     assert os.path.getsize(path) > 0
+
+
+def test_written_files_get_the_umask_mode_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from boltzkit.io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -14,7 +14,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from boltzkit.errors import ConfigError, DataError
+from boltzkit.io import atomic_write
 
 __all__ = [
     "tile_images",
@@ -200,17 +200,7 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     fmt = _resolve_format(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
     return target
 
 
