@@ -100,10 +100,16 @@ def time_gemm(g: Gemm, budget_s: float, min_calls: int = 10, max_calls: int = 40
 _GEMM_CACHE: dict[Gemm, float] = {}
 
 
-def gemm_min_time(g: Gemm, budget_s: float, min_calls: int = 10) -> float:
-    """Cached per shape: jobs that share a shape share its measurement (same run)."""
-    if g not in _GEMM_CACHE:
-        _GEMM_CACHE[g] = time_gemm(g, budget_s, min_calls)
+def gemm_min_time(g: Gemm, budget_s: float, min_calls: int = 10, refresh: bool = False) -> float:
+    """Cached per shape: jobs that share a shape share its measurement (same run).
+
+    ``refresh=True`` times the shape again and keeps the smaller time: the benchmark
+    does that between the rounds of timed runs, so that on a machine whose load
+    drifts the roofline is the best rate seen while the job ran, not at its start.
+    """
+    if g not in _GEMM_CACHE or refresh:
+        t = time_gemm(g, budget_s, min_calls)
+        _GEMM_CACHE[g] = min(t, _GEMM_CACHE.get(g, math.inf))
     return _GEMM_CACHE[g]
 
 
@@ -113,8 +119,9 @@ def train_gemms(rows: int, n_hidden: int, k: int, persistent: bool, chains: int)
     CD-k : v0@W (rows) | h@W^T (m) | (k-1) x [v@W, h@W^T] (m) | vk@W (m) | grad: 2 x tn
     PCD-k: v0@W (rows) | k x [v@W, h@W^T] (m)               | vk@W (m) | grad: 2 x tn
     with m = rows model particles for CD and m = ``chains`` for PCD.  The weight gradient
-    counts as two GEMMs, data (v0^T @ h0) and model (vk^T @ hk); the tight loop stacks them
-    into one GEMM of the same FLOPs.
+    counts as two GEMMs, data (v0^T @ h0) and model (vk^T @ hk); boltzkit and the tight
+    loop stack them into one GEMM of the same FLOPs (boltzkit's also carries one extra
+    row and column for the two bias gradients, +0.3 % FLOPs, not counted).
     """
     nv, nh = N_VISIBLE, n_hidden
     m = chains if persistent else rows
@@ -544,17 +551,10 @@ def _split(res) -> tuple[float, dict]:
 def run_job(job: Job, args, contestants: set[str]) -> dict:
     runners = selected(job, contestants)
     budget, min_calls = (0.05, 3) if args.quick else (0.5, 20)
-    shapes = {}
-    for g, calls in job.gemms:
-        t = gemm_min_time(g, budget, min_calls)
-        shapes[str(g)] = {"calls": calls, "min_s": t, "gflops": g.flops / t / 1e9}
-    best_rate = max(s["gflops"] for s in shapes.values()) * 1e9
-    roofline = job.flops / best_rate
-    gemm_sum = sum(s["calls"] * s["min_s"] for s in shapes.values())
+    for g, _ in job.gemms:
+        gemm_min_time(g, budget, min_calls)
     out = {"title": job.title, "flops": job.flops, "flop_count": job.flop_note,
-           "gemm_shapes": shapes, "best_gflops": best_rate / 1e9, "roofline_s": roofline,
-           "gemm_sum_s": gemm_sum, "results": {}, "skipped": dict(job.skipped),
-           "errors": {}}
+           "results": {}, "skipped": dict(job.skipped), "errors": {}}
     if job.unit:
         out["throughput_unit"] = job.unit
     times: dict[str, list[float]] = {k: [] for k in runners}
@@ -583,6 +583,16 @@ def run_job(job: Job, args, contestants: set[str]) -> dict:
                 continue
             times[key].append(t)
             extras[key].append(extra)
+        for g, _ in job.gemms:  # the GEMMs again, between rounds (see gemm_min_time)
+            gemm_min_time(g, budget / 5, max(3, min_calls // 4), refresh=True)
+    shapes = {}
+    for g, calls in job.gemms:
+        t = gemm_min_time(g, budget, min_calls)
+        shapes[str(g)] = {"calls": calls, "min_s": t, "gflops": g.flops / t / 1e9}
+    best_rate = max(s["gflops"] for s in shapes.values()) * 1e9
+    roofline = job.flops / best_rate
+    out.update(gemm_shapes=shapes, best_gflops=best_rate / 1e9, roofline_s=roofline,
+               gemm_sum_s=sum(s["calls"] * s["min_s"] for s in shapes.values()))
     ref = min(times["boltzkit"]) if times.get("boltzkit") and "boltzkit" in runners else None
     for key, (label, _) in runners.items():
         ts = times[key]

@@ -298,3 +298,50 @@ def test_gradient_is_a_descent_direction_on_the_exact_negative_log_likelihood(ba
 def test_bad_options_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         LikelihoodGradient(**kwargs)
+
+
+# --- the reused buffers of the fast path ------------------------------------------------------
+@pytest.mark.parametrize("kind", ["bernoulli-bernoulli", "gaussian-bernoulli", "bernoulli-relu"])
+def test_reused_buffers_give_the_same_gradients_as_fresh_objectives(kind, batch, random_states):
+    """One objective over changing batch sizes (its buffers are reused and rebuilt)
+    agrees with a fresh objective and with autograd every time."""
+    rbm, v_data, v_model = batch(kind, seed=3)
+    reused = LikelihoodGradient(sparsity_target=0.2, sparsity_cost=0.3)
+    short = random_states(rbm.visible, 4, seed=9)
+    for vd, vm in ((v_data, v_model), (short, v_model), (v_data, short), (v_data, v_model)):
+        g_reused = run(reused, rbm, vd, vm)
+        g_fresh = run(LikelihoodGradient(sparsity_target=0.2, sparsity_cost=0.3), rbm, vd, vm)
+        g_auto = run(LikelihoodGradient(sparsity_target=0.2, sparsity_cost=0.3,
+                                        force_autograd=True), rbm, vd, vm)
+        for name in g_fresh:
+            assert torch.equal(g_reused[name], g_fresh[name]), name
+        assert_grads_close(g_reused, g_auto)
+
+
+def test_gradients_go_into_grad_tensors_owned_by_someone_else(batch):
+    """A .grad that is not one of the objective's buffers (e.g. a distributed run's flat
+    all-reduce buffer) is written in place, not replaced."""
+    rbm, v_data, v_model = batch("bernoulli-bernoulli", seed=4)
+    expected = run(LikelihoodGradient(), rbm, v_data, v_model)
+    owned = {}
+    for name, p in rbm.named_parameters():
+        p.grad = torch.full_like(p, 7.0)
+        owned[name] = p.grad
+    LikelihoodGradient().compute(rbm, v_data, v_model)
+    for name, p in rbm.named_parameters():
+        assert p.grad is owned[name]
+        assert torch.equal(p.grad, expected[name])
+
+
+def test_an_objective_pickles_without_its_buffers(batch):
+    import pickle
+
+    rbm, v_data, v_model = batch("bernoulli-bernoulli", seed=5)
+    obj = LikelihoodGradient(centering=True)
+    obj.setup(rbm, v_data)
+    run(obj, rbm, v_data, v_model)
+    assert obj._buffers
+    copy = pickle.loads(pickle.dumps(obj))
+    assert copy._buffers == {}
+    torch.testing.assert_close(copy.hidden_offset, obj.hidden_offset)
+    assert_grads_close(run(copy, rbm, v_data, v_model), run(obj, rbm, v_data, v_model))

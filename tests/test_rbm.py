@@ -401,3 +401,56 @@ def test_parameters_finite(tiny_rbm):
 def test_device_and_dtype(tiny_rbm):
     rbm = tiny_rbm("bernoulli-bernoulli")
     assert rbm.dtype == torch.float64 and rbm.device == torch.device("cpu")
+
+
+# --- the fused Bernoulli conditionals ------------------------------------------------------
+def _bernoulli_rbm_and_states(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rbm = make_rbm(30, 20, seed=seed)
+    with torch.no_grad():
+        rbm.visible.bias.normal_(0.0, 1.0, generator=gen)
+        rbm.hidden.bias.normal_(0.0, 1.0, generator=gen)
+        rbm.connection.weights.normal_(0.0, 0.5, generator=gen)
+    v = (torch.rand(64, 30, generator=gen) < 0.5).float()
+    h = (torch.rand(64, 20, generator=gen) < 0.5).float()
+    return rbm, v, h
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.6])
+def test_fused_bernoulli_conditionals_match_the_generic_route(beta):
+    """One addmm (bias fused into the GEMM) + sigmoid in place == field, bias, sigmoid."""
+    rbm, v, h = _bernoulli_rbm_and_states()
+    assert rbm.fused_activation(v, True, beta) is not None
+    torch.testing.assert_close(rbm.hidden_mean(v, beta),
+                               rbm.hidden.mean(rbm.hidden_field(v), beta))
+    torch.testing.assert_close(rbm.visible_mean(h, beta),
+                               rbm.visible.mean(rbm.visible_field(h), beta))
+    a = rbm.sample_hidden(v, beta, torch.Generator().manual_seed(1))
+    b = rbm.hidden.sample(rbm.hidden_field(v), beta, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    a = rbm.sample_visible(h, beta, torch.Generator().manual_seed(2))
+    b = rbm.visible.sample(rbm.visible_field(h), beta, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    out = torch.empty(64, 21)[:, :20]  # a strided preallocated result
+    with torch.no_grad():  # out= is not differentiable
+        res = rbm.fused_activation(v, True, 1.0, out=out)
+    assert res.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(out, rbm.hidden.activation(rbm.hidden_field(v)))
+
+
+def test_fusion_steps_aside_for_overrides_tensor_betas_and_other_couplings():
+    rbm, v, h = _bernoulli_rbm_and_states(1)
+
+    class Shifted(RBM):
+        def hidden_field(self, v):
+            return super().hidden_field(v) + 1.0
+
+    shifted = Shifted(rbm.visible, rbm.hidden, rbm.connection)
+    assert shifted.fused_activation(v) is None
+    torch.testing.assert_close(shifted.hidden_mean(v),
+                               torch.sigmoid(v @ rbm.connection.weights + 1.0 + rbm.hidden.bias))
+    assert shifted.fused_activation(h, to_hidden=False) is not None  # visible side untouched
+    assert rbm.fused_activation(v, True, torch.full((64, 1), 0.5)) is None
+    gauss = RBM(GaussianUnits(30, std=0.5), BernoulliUnits(20))
+    assert gauss.fused_activation(v) is None  # coupling v / sigma^2 is not the identity
+    assert gauss.fused_activation(h, to_hidden=False) is not None

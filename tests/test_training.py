@@ -423,3 +423,36 @@ def test_history_records_and_callbacks(tmp_path):
     # checkpoint every 2 epochs and at the end
     header = read_tensors(tmp_path / CHECKPOINT_NAME)[1]
     assert header["epoch"] == 3 and header["history"][-1]["custom"] == 1.5
+
+
+# --- the optimizer step -----------------------------------------------------------------------
+@pytest.mark.parametrize("momentum,weight_decay,nesterov", [
+    (0.0, 0.0, False), (0.5, 0.0, False), (0.9, 0.01, False), (0.5, 0.01, True)])
+def test_lean_sgd_matches_torch_sgd_bit_for_bit(momentum, weight_decay, nesterov):
+    from boltzkit.training import LeanSGD
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (7,), (5,)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    a = [torch.nn.Parameter(t.clone()) for t in start]
+    b = [torch.nn.Parameter(t.clone()) for t in start]
+    kw = {"lr": 0.1, "momentum": momentum, "nesterov": nesterov}
+    opt_a = torch.optim.SGD([{"params": a[:1], "weight_decay": weight_decay},
+                             {"params": a[1:], "weight_decay": 0.0}], **kw)
+    opt_b = LeanSGD([{"params": b[:1], "weight_decay": weight_decay},
+                     {"params": b[1:], "weight_decay": 0.0}], **kw)
+    for step in range(5):
+        for pa, pb in zip(a, b, strict=True):
+            g = torch.randn(pa.shape, generator=gen)
+            pa.grad, pb.grad = g.clone(), g.clone()
+        if step == 3:  # a parameter without a gradient is skipped by both
+            a[2].grad = b[2].grad = None
+        opt_a.step()
+        opt_b.step()
+        for pa, pb in zip(a, b, strict=True):
+            assert torch.equal(pa, pb)
+    sa, sb = opt_a.state_dict(), opt_b.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sa["state"]:
+        assert torch.equal(sa["state"][i]["momentum_buffer"], sb["state"][i]["momentum_buffer"])

@@ -601,3 +601,47 @@ def test_relu_samples_match_the_exact_mean_for_negative_fields(m):
     ref_mean, _ = _relu_reference(m)
     se = float(x.std()) / math.sqrt(len(x))
     assert abs(float(x.mean()) - ref_mean) < 5 * se, (float(x.mean()), ref_mean, se)
+
+
+# --- the bulk uniform source -------------------------------------------------------------
+@pytest.mark.parametrize("dtype,bits", [(torch.float32, 24), (torch.float64, 53)])
+def test_bulk_uniform_is_reproducible_in_range_and_full_resolution(dtype, bits):
+    from boltzkit.units import uniform_
+
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    a = uniform_(torch.empty(40001, dtype=dtype), gen)
+    gen.set_state(state)  # the state lives in the torch generator (checkpoints keep it)
+    b = uniform_(torch.empty(40001, dtype=dtype), gen)
+    assert torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    k = a.double() * 2.0**bits
+    assert torch.equal(k, k.floor())  # on the grid of 2^-bits ...
+    assert 0.48 < float((k % 2).mean()) < 0.52  # ... and the lowest bit is random
+    assert abs(float(a.double().mean()) - 0.5) < 0.01
+    assert abs(float(a.double().var()) - 1.0 / 12.0) < 0.005
+    # Consecutive values are not correlated (they come from one 64-bit word in pairs).
+    x = a.double() - 0.5
+    assert abs(float((x[:-1] * x[1:]).mean())) < 0.002
+
+
+def test_bulk_uniform_fills_strided_tensors_and_advances_the_generator():
+    from boltzkit.units import uniform_
+
+    gen = torch.Generator().manual_seed(4)
+    t = uniform_(torch.full((70, 30), -1.0).t(), gen)
+    assert float(t.min()) >= 0.0 and float(t.max()) < 1.0
+    u1, u2 = uniform_(torch.empty(1000), gen), uniform_(torch.empty(1000), gen)
+    assert not torch.equal(u1, u2)
+
+
+def test_bernoulli_samples_match_their_probabilities_at_bulk_size():
+    units = BernoulliUnits(50)
+    gen = torch.Generator().manual_seed(5)
+    p = torch.linspace(0.0, 1.0, 50).expand(4000, 50).contiguous()
+    x = units.sample(p, generator=gen, mean=p)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    freq = x.mean(0)
+    sd = (p[0] * (1 - p[0]) / 4000).sqrt()
+    assert bool(((freq - p[0]).abs() <= 5 * sd + 1e-12).all())
+    assert float(freq[0]) == 0.0 and float(freq[-1]) == 1.0

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .connections import DenseConnection, connection_from_config
 from .errors import ConfigError, DataError
-from .units import Beta, Units, make_units, units_from_config
+from .units import BernoulliUnits, Beta, Units, make_units, units_from_config
 
 
 class RBM(nn.Module):
@@ -77,19 +77,61 @@ class RBM(nn.Module):
         """Input to the visible layer from hidden states (without the visible bias)."""
         return self.connection.transpose(self.hidden.coupling(h))
 
+    def fused_activation(self, x: Tensor, to_hidden: bool = True, beta: Beta = 1.0,
+                         out: Tensor | None = None) -> Tensor | None:
+        """beta * (bias + field) of the target layer in one ``addmm``, or None.
+
+        Applies when the connection is a plain :class:`DenseConnection`, the source
+        layer's coupling is the identity, the target layer computes its activation
+        the default way and nothing overrides the field; otherwise None and callers
+        take the generic route (field, then ``units.activation``).  ``out``: an
+        optional preallocated result (it may be a strided view; not differentiable,
+        so under ``torch.no_grad()`` when the parameters require grad).
+        """
+        if isinstance(beta, Tensor) or type(self.connection) is not DenseConnection:
+            return None
+        cls = type(self)
+        if to_hidden:
+            src, dst, same = self.visible, self.hidden, cls.hidden_field is RBM.hidden_field
+            w = self.connection.weights
+        else:
+            src, dst, same = self.hidden, self.visible, cls.visible_field is RBM.visible_field
+            w = self.connection.weights.t()
+        if not (same and type(src).coupling is Units.coupling
+                and type(dst).activation is Units.activation):
+            return None
+        if beta == 1.0:
+            return torch.addmm(dst.bias, x, w, out=out)
+        return torch.addmm(dst.bias, x, w, beta=beta, alpha=beta, out=out)
+
+    def _fused_bernoulli_mean(self, x: Tensor, to_hidden: bool, beta: Beta) -> Tensor | None:
+        dst = self.hidden if to_hidden else self.visible
+        if type(dst) is not BernoulliUnits:
+            return None
+        a = self.fused_activation(x, to_hidden, beta)
+        return None if a is None else a.sigmoid_()
+
     def hidden_mean(self, v: Tensor, beta: Beta = 1.0) -> Tensor:
-        return self.hidden.mean(self.hidden_field(v), beta)
+        p = self._fused_bernoulli_mean(v, True, beta)
+        return self.hidden.mean(self.hidden_field(v), beta) if p is None else p
 
     def visible_mean(self, h: Tensor, beta: Beta = 1.0) -> Tensor:
-        return self.visible.mean(self.visible_field(h), beta)
+        p = self._fused_bernoulli_mean(h, False, beta)
+        return self.visible.mean(self.visible_field(h), beta) if p is None else p
 
     def sample_hidden(self, v: Tensor, beta: Beta = 1.0,
                       generator: torch.Generator | None = None) -> Tensor:
-        return self.hidden.sample(self.hidden_field(v), beta, generator)
+        p = self._fused_bernoulli_mean(v, True, beta)
+        if p is None:
+            return self.hidden.sample(self.hidden_field(v), beta, generator)
+        return self.hidden.sample(p, beta, generator, mean=p)
 
     def sample_visible(self, h: Tensor, beta: Beta = 1.0,
                        generator: torch.Generator | None = None) -> Tensor:
-        return self.visible.sample(self.visible_field(h), beta, generator)
+        p = self._fused_bernoulli_mean(h, False, beta)
+        if p is None:
+            return self.visible.sample(self.visible_field(h), beta, generator)
+        return self.visible.sample(p, beta, generator, mean=p)
 
     # --- energies ----------------------------------------------------------
     def energy(self, v: Tensor, h: Tensor, beta: Beta = 1.0) -> Tensor:

@@ -50,6 +50,7 @@ from .metrics import reconstruction_error
 from .objectives import LikelihoodGradient
 from .rbm import make_rbm
 from .sampling import SAMPLERS, make_sampler
+from .training import LeanSGD
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "BernoulliRBM", "DBNClassifier", "DBNTransformer",
            "DRBMClassifier", "GaussianRBM"]
@@ -182,8 +183,7 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                   {"params": [self.rbm_.visible.bias, self.rbm_.hidden.bias],
                    "weight_decay": 0.0}]
         if p["optimizer"] == "sgd":
-            self._optimizer = torch.optim.SGD(groups, lr=p["learning_rate"],
-                                              momentum=p["momentum"])
+            self._optimizer = LeanSGD(groups, lr=p["learning_rate"], momentum=p["momentum"])
         else:
             self._optimizer = torch.optim.Adam(groups, lr=p["learning_rate"],
                                                betas=(p["momentum"] or 0.9, 0.999))
