@@ -183,3 +183,35 @@ def test_helpers_without_group():
     assert [distributed.shard_bounds(11, r, 3) for r in range(3)] == [(0, 4), (4, 8), (8, 11)]
     assert distributed.shard_bounds(1, 1, 2) == (1, 1)
     assert distributed.init_from_env("cpu") == torch.device("cpu")  # WORLD_SIZE unset: no-op
+
+
+def test_cli_train_under_torchrun_is_data_parallel(tmp_path):
+    """``torchrun -m boltzkit.cli train``: one model written by rank 0, chains split."""
+    import json
+    import subprocess
+    import sys
+
+    x = (np.random.default_rng(0).random((120, 6)) < 0.4).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(port), "-m", "boltzkit.cli", "train", "--dataset",
+           str(tmp_path / "x.npy"), "--n-hidden", "4", "--epochs", "2", "--method", "pcd",
+           "--chains", "10", "--out", str(tmp_path / "m.safetensors"), "--checkpoint-dir",
+           str(tmp_path / "ck"), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summaries = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+    assert len(summaries) == 1  # rank 0 reports, rank 1 stays quiet
+    assert json.loads(summaries[0])["epochs"] == 2
+    from boltzkit.io import read_tensors
+
+    tensors, header = read_tensors(tmp_path / "ck" / "checkpoint.safetensors")
+    assert header["world_size"] == 2
+    assert tensors["sampler.rank0.chains"].shape[0] + tensors["sampler.rank1.chains"].shape[0] == 10
+    cmd[6] = str(_free_port())
+    bad = subprocess.run(cmd[:10] + ["--model", "drbm", "--dataset", str(tmp_path / "x.npy"),
+                                    "--out", str(tmp_path / "d.safetensors")],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert bad.returncode != 0 and "trains in one process only" in bad.stderr

@@ -231,3 +231,308 @@ def test_cli_train_recommend_eval(tmp_path, capsys):
     assert "unknown user 4242" in capsys.readouterr().err
     assert main(["recommend-eval", str(out), "--data-dir", str(ML100K), "--json"]) == 0
     assert "like_error" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- CD, conditional
+@torch.no_grad()
+def test_sparse_cd1_gradient_is_unbiased():
+    """The sparse negative phase estimates the exact CD-1 gradient (enumerated here)."""
+    import itertools
+
+    m = CFRBM(1, 2, n_hidden=3, init_std=0.8, seed=3)  # one user, two rated movies, K=5
+    m.visible.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+    m.hidden.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(5))
+    m.set_training_ratings([0, 0], [0, 1], [4.0, 2.0])
+    v, mask = m.batch(np.array([0]))
+    w = m.connection.weights
+    h0 = m.hidden_mean(v)
+    exact = torch.zeros_like(w)
+    # E over h ~ p(h | v0) and v1 ~ p(v | h) of v1 (x) p(h | v1): 8 x 25 states
+    for bits in itertools.product([0.0, 1.0], repeat=3):
+        h = torch.tensor([bits])
+        ph = torch.prod(torch.where(h > 0, h0, 1 - h0))
+        pv = m.visible_mean(h)[0].reshape(2, 5)
+        for a, b in itertools.product(range(5), range(5)):
+            v1 = torch.zeros(1, 10)
+            v1[0, a], v1[0, 5 + b] = 1.0, 1.0
+            exact -= ph * pv[0, a] * pv[1, b] * (v1.t() @ m.hidden_mean(v1))
+    exact += v.t() @ h0
+    n = 20000  # the same case n times in one batch: the batch mean is a Monte Carlo average
+    g = m.gradients(v.repeat(n, 1), mask.repeat(n, 1), steps=1,
+                    generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(g["weights"], exact, atol=0.012, rtol=0)
+    assert float((g["weights"] - exact).abs().max()) < 0.3 * float(exact.abs().max())
+
+
+@torch.no_grad()
+def test_exact_prediction_matches_enumeration():
+    m, users, items, ratings = _tiny_model()
+    m.connection.weights.normal_(0, 0.7, generator=torch.Generator().manual_seed(2))
+    m.prediction = "exact"
+    u = 0
+    rated = set(items[users == u].tolist())
+    q = next(i for i in range(8) if i not in rated)
+    v, _ = m.batch(np.array([u]))
+    logp = []
+    for k in range(5):  # p(v_q = k | v_u) ~ exp(-F(v_u with q set to k))
+        vk = v.clone()
+        vk[0, q * 5 + k] = 1.0
+        logp.append(-m.free_energy(vk))
+    p = torch.softmax(torch.cat(logp), 0)
+    expected = float(p @ torch.arange(1.0, 6.0))
+    assert m.predict_index([u], [q])[0] == pytest.approx(expected, abs=1e-5)
+    m.prediction = "mean-field"
+    assert m.predict_index([u], [q])[0] != pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ConfigError, match="unknown prediction"):
+        CFRBM(3, 3, prediction="sampled")
+
+
+def _conditional_model(item_based=False):
+    m, users, items, ratings = _tiny_model(item_based=item_based)
+    c = CFRBM(6, 8, n_hidden=5, item_based=item_based, conditional=True, init_std=0.1)
+    extra = (np.array([0, 1, 5]), np.array([7, 7, 0]))
+    c.set_training_ratings(users, items, ratings, implicit=extra)
+    with torch.no_grad():
+        c.implicit.weights.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return c, users, items, ratings, extra
+
+
+def test_conditional_rated_indicator_and_gradient():
+    c, users, items, ratings, extra = _conditional_model()
+    r = c.rated_batch(np.arange(6)).numpy()
+    want = np.zeros((6, 8))
+    want[users, items] = 1
+    want[extra] = 1
+    np.testing.assert_array_equal(r, want)
+    v, mask = c.batch(np.arange(6))
+    g = c.gradients(v, mask, steps=2, generator=torch.Generator().manual_seed(0),
+                    rated=c.rated_batch(np.arange(6)))
+    assert g["implicit"].shape == (8, 5)
+    # D's gradient for a group is r^T (h_data - h_model): zero for groups nobody rated
+    never = np.flatnonzero(want.sum(0) == 0)
+    assert torch.all(g["implicit"][never] == 0)
+    # the implicit pairs move the hidden units (and so the predictions) of their cases only
+    h_with = c.case_hidden(np.arange(6))
+    c.implicit_pairs = torch.zeros(0, 2, dtype=torch.int64)
+    c._cache = None
+    h_without = c.case_hidden(np.arange(6))
+    changed = (h_with - h_without).abs().sum(1) > 1e-6
+    new = {int(u) for u, i in zip(*extra, strict=True) if not ((users == u) & (items == i)).any()}
+    assert new and changed.tolist() == [u in new for u in range(6)]
+    plain, *_ = _tiny_model()
+    with pytest.raises(ConfigError, match="need a conditional model"):
+        plain.set_training_ratings(users, items, ratings, implicit=extra)
+
+
+@pytest.mark.parametrize("item_based", [False, True])
+def test_conditional_fit_and_roundtrip(tmp_path, item_based):
+    c, users, items, ratings, extra = _conditional_model(item_based)
+    c.fit(users, items, ratings, epochs=3, batch_size=2, lr=0.1, implicit=extra)
+    assert float(c.implicit.weights.detach().abs().sum()) > 0  # D learned
+    m2 = load_model(save_model(c, tmp_path / "c.safetensors"))
+    assert m2.conditional and m2.implicit_pairs.shape == (3, 2)
+    np.testing.assert_allclose(m2.predict(users + 1, items + 1), c.predict(users + 1, items + 1))
+
+
+def test_lr_factor_schedules():
+    from boltzkit.recommend.cf_rbm import lr_factor
+
+    assert lr_factor("constant", 0.1, 5, 10) == 1.0
+    assert [lr_factor("linear", 0.1, e, 3) for e in range(3)] == pytest.approx([1, 0.55, 0.1])
+    assert lr_factor("exponential", 0.01, 2, 3) == pytest.approx(0.01)
+    assert lr_factor("cosine", 0.1, 0, 5) == 1.0 and lr_factor("cosine", 0.1, 4, 5) == 0.1
+    with pytest.raises(ConfigError, match="unknown lr schedule"):
+        lr_factor("step", 0.1, 0, 3)
+    m, users, items, ratings = _tiny_model()
+    h = m.fit(users, items, ratings, epochs=3, batch_size=3, lr=0.1, lr_schedule="linear",
+              lr_final_factor=0.5)
+    assert [r["lr"] for r in h] == pytest.approx([0.1, 0.075, 0.05])
+
+
+# ----------------------------------------------------------------------------- metrics, kNN
+def _ratings(users, items, ratings, n_users, n_items):
+    from boltzkit.data.movielens import Ratings
+
+    return Ratings(np.asarray(users), np.asarray(items), np.asarray(ratings, np.float32),
+                   np.zeros(len(users), np.int64), n_users, n_items)
+
+
+def test_ranking_metrics_by_hand():
+    from boltzkit.recommend.evaluate import ranking_metrics
+
+    train = _ratings([0, 1], [0, 3], [5, 5], 2, 5)
+    # user 0: relevant items 2 and 4 (item 1 rated 3 is not); user 1: relevant item 0
+    test = _ratings([0, 0, 0, 1], [1, 2, 4, 0], [3, 4, 5, 4], 2, 5)
+    scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0],   # item 0 is a training item: skipped
+                       [1.0, 2.0, 3.0, 9.0, 0.0]])  # item 3 is a training item: skipped
+    r = ranking_metrics(scores, train, test, n=2)
+    # user 0 ranks 1, 2 -> one hit at rank 2; user 1 ranks 2, 1 -> no hit
+    assert r["precision@2"] == pytest.approx((1 / 2 + 0) / 2)
+    assert r["recall@2"] == pytest.approx((1 / 2 + 0) / 2)
+    ndcg0 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert r["ndcg@2"] == pytest.approx(ndcg0 / 2)
+    assert r["n_ranked_users"] == 2
+    perfect = ranking_metrics(np.array([[0, 0, 9, 0, 8.0], [9.0, 0, 0, 0, 0]]), train, test, n=2)
+    assert perfect["ndcg@2"] == pytest.approx(1.0) and perfect["recall@2"] == 1.0
+    with pytest.raises(DataError, match="no test rating is >= 4"):
+        ranking_metrics(scores, train, _ratings([0], [1], [2], 2, 5))
+
+
+def test_item_knn_formula():
+    from boltzkit.recommend import ItemKNN
+
+    rng = np.random.default_rng(0)
+    users, items = np.nonzero(rng.random((30, 6)) < 0.6)
+    ratings = rng.integers(1, 6, len(users)).astype(np.float32)
+    knn = ItemKNN(k=2, shrinkage=3.0).fit(users, items, ratings, 30, 6)
+    np.testing.assert_allclose(knn.sim, knn.sim.T, atol=1e-12)
+    # one prediction by hand: baseline + similarity-weighted residuals of the 2 nearest
+    u, i = int(users[0]), 5 if items[0] != 5 else 4
+    base = knn.base.predict_index([u], [i])[0]
+    js = items[users == u]
+    js = js[js != i]
+    res = ratings[users == u][items[users == u] != i] - knn.base.predict_index(
+        np.full(len(js), u), js)
+    s = np.clip(knn.sim[i, js], 0, None)
+    keep = np.argsort(-s)[:2]
+    want = base + (s[keep] @ res[keep]) / (s[keep].sum() + knn.reg)
+    assert knn.predict_index([u], [i])[0] == pytest.approx(np.clip(want, 1, 5), abs=1e-5)
+    np.testing.assert_allclose(knn.predict_all()[users, items],
+                               knn.predict_index(users, items), atol=1e-5)
+
+
+@needs_data
+def test_item_knn_and_ranking_on_u1_subset(u1):
+    from boltzkit.recommend import ItemKNN, Popularity
+    from boltzkit.recommend.evaluate import evaluate_recommender
+
+    full, val_full = u1.train.holdout(0.1, seed=0)
+    assert len(full) + len(val_full) == len(u1.train)
+    # the first 300 users and 800 items keep the test fast
+    def small(r):
+        return r.subset(np.flatnonzero((r.users < 300) & (r.items < 800)))
+
+    tr, val = small(full), small(val_full)
+    key = np.asarray(u1.n_items, np.int64)
+    assert not np.intersect1d(full.users * key + full.items,
+                              val_full.users * key + val_full.items).size
+    bias = BiasBaseline().fit(tr.users, tr.items, tr.ratings, u1.n_users, u1.n_items)
+    knn = ItemKNN().fit(tr.users, tr.items, tr.ratings, u1.n_users, u1.n_items)
+    b = evaluate_recommender(bias, tr, val, ["rmse", "ndcg"])
+    k = evaluate_recommender(knn, tr, val, ["rmse", "mae", "precision", "recall", "ndcg"])
+    assert k["rmse"] < b["rmse"] - 0.005
+    pop = evaluate_recommender(Popularity().fit(tr.users, tr.items, tr.ratings, u1.n_users,
+                                                u1.n_items), tr, val, ["ndcg"])
+    assert 0 < b["ndcg@10"] < pop["ndcg@10"] < 1  # popularity is a strong top-N baseline
+    assert set(k) >= {"precision@10", "recall@10", "ndcg@10", "n_ranked_users"}
+    with pytest.raises(ConfigError, match="unknown recommender metric"):
+        evaluate_recommender(knn, tr, val, ["auc"])
+
+
+# ----------------------------------------------------------------------------- CLI, configs
+@needs_data
+def test_boltzkit_train_and_evaluate_cf_rbm(tmp_path, capsys):
+    import json
+
+    from boltzkit.cli import main
+
+    out = tmp_path / "cf.safetensors"
+    assert main(["train", "--model", "cf-rbm", "--dataset", "ml-100k", "--data-dir", str(ML100K),
+                 "--fold", "2", "--item-based", "--n-hidden", "10", "--epochs", "1",
+                 "--batch-size", "50", "--out", str(out), "--quiet"]) == 0
+    final = json.loads(capsys.readouterr().out)["final"]
+    assert 0.8 < final["test_rmse"] < 1.2
+    m = load_model(out)
+    assert m.item_based and m.info["fold"] == "u2"
+    assert main(["evaluate", str(out), "--dataset", "ml-100k", "--data-dir", str(ML100K),
+                 "--fold", "2", "--metrics", "rmse,mae,ndcg", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["rmse"] == pytest.approx(final["test_rmse"]) and 0 < res["ndcg@10"] < 1
+    assert res["fold"] == "u2" and "precision@10" not in res
+    assert main(["evaluate", str(out), "--data-dir", str(ML100K)]) == 0  # model's fold, rmse
+    assert "rmse" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--data-dir", str(ML100K), "--metrics", "auc"]) == 2
+    assert "unknown recommender metric" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--data-dir", str(ML100K), "--fold", "c"]) == 2
+    assert "unknown ml-100k split" in capsys.readouterr().err
+    assert main(["train", "--model", "cf-rbm", "--dataset", "digits", "--out",
+                 str(tmp_path / "x.safetensors"), "--quiet"]) == 2
+    assert "cf-rbm trains on MovieLens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cf-rbm-ml100k.toml", "like-rbm-ml100k.toml"])
+def test_shipped_recommender_configs_serve_both_commands(name):
+    import argparse
+
+    from boltzkit.cli import load_config_file
+    from boltzkit.recommend.cli import _options
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
+    cfg = load_config_file(path)  # valid for `boltzkit train --config`
+    assert cfg["model"] == "cf-rbm"
+    args = argparse.Namespace(config=str(path), model=None)
+    o = _options(args)  # and for `boltzkit recommend-train --config`
+    assert o["mode"] == cfg.get("cf_mode", "softmax")
+    assert o["model"] == ("like-rbm" if o["mode"] == "like" else "cf-rbm")
+
+
+def test_bad_rating_inputs():
+    m, users, items, ratings = _tiny_model()
+    with pytest.raises(DataError, match="2 training pairs but 1 ratings"):
+        m.set_training_ratings([0, 1], [0, 1], [3.0])
+    with pytest.raises(DataError, match="indices must lie in"):
+        m.set_training_ratings([0, 9], [0, 1], [3.0, 4.0])
+    with pytest.raises(DataError, match="unknown item 99"):
+        m.predict([1], [99])
+    with pytest.raises(DataError, match="test set is empty"):
+        from boltzkit.recommend.evaluate import evaluate_model
+
+        evaluate_model(m, _ratings([], [], [], 6, 8))
+
+
+def test_mf_als_reaches_a_stationary_point():
+    from boltzkit.recommend import MatrixFactorization
+
+    rng = np.random.default_rng(1)
+    users, items = np.nonzero(rng.random((25, 15)) < 0.5)
+    ratings = torch.as_tensor(rng.integers(1, 6, len(users)), dtype=torch.float64)
+    u, i = torch.as_tensor(users), torch.as_tensor(items)
+
+    def objective(mf):
+        params = [t.detach().clone().double().requires_grad_() for t in (mf.P, mf.Q, mf.bu,
+                                                                         mf.bi)]
+        p, q, bu, bi = params
+        pred = mf.mu + bu[u] + bi[i] + (p[u] * q[i]).sum(-1)
+        loss = ((pred - ratings) ** 2).sum() + 0.2 * (
+            (p[u] ** 2).sum() + (q[i] ** 2).sum() + (bu[u] ** 2).sum() + (bi[i] ** 2).sum())
+        loss.backward()
+        return float(loss.detach()), max(float(t.grad.abs().max()) for t in params)
+
+    als = MatrixFactorization(rank=3, reg=0.2, epochs=200, solver="als")
+    loss, grad = objective(als.fit(users, items, ratings.numpy(), 25, 15))
+    assert grad < 1e-3  # a stationary point of the regularised squared error
+    adam = MatrixFactorization(rank=3, reg=0.2, epochs=150).fit(users, items, ratings.numpy(),
+                                                                25, 15)
+    assert loss <= objective(adam)[0] + 1e-6
+    with pytest.raises(ConfigError, match="unknown MF solver"):
+        MatrixFactorization(solver="sgd")
+
+
+def test_ml100k_bad_files_name_the_line(tmp_path):
+    d = tmp_path / "ml-100k"
+    d.mkdir()
+    (d / "u.data").write_text("1\t1\t5\t1\n2\t1\t3\t2\n2\t2\t4\t3\n")
+    (d / "u1.test").write_text("2\t2\t4\t3\n")
+    (d / "u1.base").write_text("1\t1\t5\t1\n2\t1\t3\n")
+    with pytest.raises(DataError, match=r"u1\.base, line 2: expected 4 fields"):
+        load_ml100k(tmp_path, 1)
+    (d / "u1.base").write_text("1\t1\t5\t1\n2\t1\t9\t2\n")
+    with pytest.raises(DataError, match=r"u1\.base, line 2: rating 9 is outside"):
+        load_ml100k(tmp_path, 1)
+    (d / "u1.base").write_text("1\t1\t5\t1\n7\t1\t3\t2\n")
+    with pytest.raises(DataError, match="user id 7 does not appear"):
+        load_ml100k(tmp_path, "u1")
+    (d / "u1.base").write_text("1\t1\t5\t1\n2\t1\t3\t2\n")
+    assert len(load_ml100k(tmp_path, "1").train) == 2
+    with pytest.raises(DataError, match="ua.base does not exist"):
+        load_ml100k(tmp_path, "a")

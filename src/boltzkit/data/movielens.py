@@ -78,6 +78,22 @@ class Ratings:
     def mean(self) -> float:
         return float(self.ratings.mean())
 
+    def subset(self, index: np.ndarray) -> Ratings:
+        """The ratings at positions ``index`` (same index space)."""
+        return Ratings(self.users[index], self.items[index], self.ratings[index],
+                       self.timestamps[index], self.n_users, self.n_items)
+
+    def holdout(self, fraction: float = 0.1, seed: int = 0) -> tuple[Ratings, Ratings]:
+        """Seeded random (rest, held-out) split, e.g. a validation set carved from a fold's
+        training ratings so that settings are tuned without touching its test ratings."""
+        if not 0 < fraction < 1:
+            raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
+        perm = np.random.default_rng(seed).permutation(len(self))
+        n = int(round(fraction * len(self)))
+        if n == 0 or n == len(self):
+            raise DataError(f"cannot hold out {fraction:g} of {len(self)} ratings: too few")
+        return self.subset(np.sort(perm[n:])), self.subset(np.sort(perm[:n]))
+
 
 @dataclass
 class MovieLens:
@@ -195,12 +211,14 @@ def _kfold(raw, fold: int, seed: int, n_folds: int = 5):
 
 # ----------------------------------------------------------------------------- loaders
 def load_ml100k(data_dir=None, split: str | int = "u1") -> MovieLens:
-    """ml-100k with an official split: ``"u1"``..``"u5"`` (or 1..5), ``"ua"``, ``"ub"``."""
+    """ml-100k with an official split: ``"u1"``..``"u5"`` (or 1..5), ``"ua"``, ``"ub"`` (a, b)."""
     if isinstance(split, int) or (isinstance(split, str) and split.isdigit()):
         split = f"u{int(split)}"
+    elif isinstance(split, str) and split.lower() in ("a", "b"):
+        split = f"u{split.lower()}"
     if split not in ML100K_SPLITS:
         raise ConfigError(f"unknown ml-100k split {split!r}: choose one of {list(ML100K_SPLITS)} "
-                          "(or fold 1..5)")
+                          "(or fold 1..5, a, b)")
     folder = resolve_movielens_dir("ml-100k", data_dir)
     scale = _SCALES["ml-100k"]
     full = _parse_ratings(folder / "u.data", "\t", scale)

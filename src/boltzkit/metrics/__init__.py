@@ -5,7 +5,7 @@ otherwise) as the quality figure; reconstruction error is a cheap monitor only.
 """
 
 from .divergence import forward_kl, knn_kl_divergence, mode_coverage, reverse_kl
-from .evaluate import METRICS, LikelihoodMonitor, evaluate
+from .evaluate import METRICS, LikelihoodMonitor, evaluate, evaluate_model
 from .likelihood import (
     AISResult,
     ais_log_z,
@@ -20,6 +20,7 @@ from .likelihood import (
 
 __all__ = [
     "METRICS", "AISResult", "LikelihoodMonitor", "ais_log_z", "ais_schedule", "evaluate",
+    "evaluate_model",
     "exact_log_z", "forward_kl", "free_energies", "free_energy_gap", "knn_kl_divergence",
     "log_likelihood", "mode_coverage", "pseudo_likelihood", "reconstruction_error",
     "reverse_kl",

@@ -132,7 +132,7 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     return _json_value(out)
 
 
-def _features_accuracy(model: RBM, v: Tensor, labels, train_data, train_labels,
+def _features_accuracy(model, v: Tensor, labels, train_data, train_labels,
                        batch_size: int, seed: int) -> float:
     """Test accuracy of a logistic regression on the standardised hidden means E[h | v]."""
     from sklearn.linear_model import LogisticRegression
@@ -144,13 +144,90 @@ def _features_accuracy(model: RBM, v: Tensor, labels, train_data, train_labels,
                           "classifier (data/labels are the test set)")
     y_test = _labels(labels, v.shape[0], "labels").cpu().numpy()
     y_train = _labels(train_labels, train_data.shape[0], "train_labels").cpu().numpy()
-    x_train = model.transform(train_data, batch_size).double().cpu().numpy()
-    x_test = model.transform(v, batch_size).double().cpu().numpy()
+    x_train = model.transform(train_data, batch_size=batch_size).double().cpu().numpy()
+    x_test = model.transform(v, batch_size=batch_size).double().cpu().numpy()
     # Standardised features: hidden means of a young model vary little around 0.5, and
     # an unscaled, L2-regularised classifier would then just predict the majority class.
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     clf.fit(x_train, y_train)
     return float(clf.score(x_test, y_test))
+
+
+#: What :func:`evaluate_model` measures for each family of model (the first entry of each
+#: tuple is the default when no metrics are named).
+MODEL_METRICS: dict[str, tuple[str, ...]] = {
+    "rbm": ("loglik", "pl", "recon", "knn", "modes", "features"),
+    "classifier": ("error",),
+    "dbm": ("loglik", "features"),
+    "dbn": ("features",),
+}
+_DEFAULT_METRICS = {"rbm": ("loglik", "pl", "recon"), "classifier": ("error",),
+                    "dbm": ("loglik",), "dbn": ("features",)}
+
+
+def model_family(model) -> str:
+    """"rbm", "classifier" (p(y|x) models: DRBM, fine-tuned DBN), "dbm" or "dbn"."""
+    from ..stacks.dbm import DBM
+    from ..stacks.dbn import DBN
+
+    if isinstance(model, RBM):
+        return "rbm"
+    if isinstance(model, DBM):
+        return "dbm"
+    if isinstance(model, DBN):
+        return "dbn"
+    if callable(getattr(model, "predict_proba", None)):
+        return "classifier"
+    raise ConfigError(f"cannot evaluate a {type(model).__name__}: boltzkit evaluates RBMs, "
+                      "classifiers, DBMs and DBNs")
+
+
+@torch.no_grad()
+def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
+                   labels: Tensor | None = None, train_data: Tensor | None = None,
+                   train_labels: Tensor | None = None, ais_chains: int = 100,
+                   ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0, batch_size: int = 1000,
+                   **rbm_options) -> dict:
+    """:func:`evaluate` for any boltzkit model, with the metrics that make sense for it.
+
+    RBMs (and the zoo's RBM-based kinds) go to :func:`evaluate`; classifiers report
+    ``error`` (``test_error`` and ``nll`` = mean -log p(y|x), from ``labels``); DBMs
+    report ``loglik`` (the variational lower bound on log p(v) with log Z by AIS, or
+    exact for tiny models: :func:`boltzkit.stacks.dbm.dbm_log_likelihood_bound`) and
+    ``features``; DBNs report ``features`` (logistic regression on the top layer's
+    features; a DBN's likelihood has no tractable bound here).  ``metrics=None``
+    takes each family's default (see ``MODEL_METRICS``).
+    """
+    family = model_family(model)
+    if metrics is None:
+        metrics = _DEFAULT_METRICS[family]
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    unknown = [m for m in metrics if m not in MODEL_METRICS[family]]
+    if unknown:
+        raise ConfigError(f"metric(s) {unknown} do not apply to a {type(model).__name__}: "
+                          f"choose from {list(MODEL_METRICS[family])}")
+    if family == "rbm":
+        return evaluate(model, data, metrics, train_data=train_data, labels=labels,
+                        train_labels=train_labels, ais_chains=ais_chains, ais_steps=ais_steps,
+                        seed=seed, batch_size=batch_size, **rbm_options)
+    v = model.prepare(data) if hasattr(model, "prepare") else model.layers[0].prepare(data)
+    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
+    if "error" in metrics:
+        y = _labels(labels, v.shape[0], "labels").to(v.device).long()
+        proba = torch.cat([model.predict_proba(b) for b in v.split(batch_size)]).double()
+        out["test_error"] = float((proba.argmax(1) != y).double().mean())
+        out["nll"] = float(-proba.gather(1, y[:, None]).clamp_min(1e-300).log().mean())
+    if "loglik" in metrics:
+        from ..stacks.dbm import dbm_log_likelihood_bound
+
+        train = None if train_data is None else model.prepare(train_data, "train_data")
+        out.update(dbm_log_likelihood_bound(model, v, ais_chains, ais_steps, seed=seed,
+                                            train_data=train))
+    if "features" in metrics:
+        out["features_accuracy"] = _features_accuracy(model, v, labels, train_data, train_labels,
+                                                      batch_size, seed)
+    return _json_value(out)
 
 
 class LikelihoodMonitor:

@@ -11,6 +11,8 @@ Each kind maps to the module that implements it. A kind's module exposes:
   from a resolved config.  ``load(split)`` returns ``(data, labels)`` for ``"train"`` or
   ``"test"`` (raising :class:`boltzkit.DataError` when the split does not exist).  The CLI
   saves the returned model, its config and history.
+- optionally ``DATA_PARALLEL = True``: the kind trains through :class:`boltzkit.Trainer`, so
+  ``boltzkit train`` launched by torchrun trains it data-parallel; other kinds refuse torchrun.
 
 The plain ``rbm`` kind is built into :mod:`boltzkit.cli` and :mod:`boltzkit.rbm`.
 """

@@ -152,6 +152,9 @@ def make_objective(target: float | None, cost: float, on: str = "all") -> Likeli
 
 MODEL_CLASSES = {"conv-rbm": ConvRBM}
 
+#: ``boltzkit train`` under torchrun trains this kind data-parallel (it uses the Trainer).
+DATA_PARALLEL = True
+
 TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
     "conv_filters": (24, "conv-rbm: number of shared filters (feature maps)"),
     "conv_filter_size": (7, "conv-rbm: filter side in pixels (valid convolution)"),

@@ -539,6 +539,9 @@ def training_parts(sampler: Sampler, objective: LikelihoodGradient | None = None
 
 
 # --------------------------------------------------------------------------- CLI
+#: ``boltzkit train`` under torchrun trains this kind data-parallel (it uses the Trainer).
+DATA_PARALLEL = True
+
 TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
     "dropout_rate": (0.5, "dropout-rbm: probability of dropping a hidden unit per case and "
                           "batch (the keep probability is p = 1 - rate; test time scales "

@@ -15,11 +15,24 @@ are multiplied by the mask first.
 
 **Training** is CD-T with T increasing during training (``cd_schedule``, e.g.
 ``[[0, 1], [20, 3], [35, 5]]``: T=1 from epoch 0, 3 from epoch 20, 5 from 35), SGD with
-momentum and weight decay on the weights.  The hand-written gradient is the exact
-CD gradient for these units (data minus model statistics).
+momentum and weight decay on the weights, an optional learning-rate decay
+(``lr_schedule``) and optional Polyak averaging of the parameters over the last epochs
+(``average_from``).  The hand-written gradient is the exact CD gradient for these units
+(data minus model statistics); the negative phase samples only the P rated groups of a
+batch, so a step costs O(P K F) rather than O(batch x all visibles x F).
+
+**Conditional RBM** (``conditional=True``, section 4 of the paper): which movies a user
+rated is information even where the rating is unknown (the paper uses the Netflix
+qualifying pairs).  A binary indicator ``r`` over the visible groups (1 = rated, in the
+training data *or* among the extra pairs passed to :meth:`CFRBM.fit` as ``implicit``, e.g.
+the test pairs without their ratings) adds ``r @ D`` to the hidden field; ``D`` is a
+second :class:`~boltzkit.connections.DenseConnection` (groups x hidden, starting at zero)
+and learns by ``dD = r^T (h_data - h_model)``.
 
 **Prediction** of user u's rating of item i: ``h = E[h | v_u]`` (mean field), then
 ``p(v_i = k | h)``; the prediction is ``sum_k p_k * scale_k`` (like mode: ``p(like)``).
+``prediction="exact"`` sums the hidden units out instead, ``p(v_i = k | v_u)`` proportional to
+``exp(b_ik) prod_j (1 + exp(a_j + W_ikj))`` (a = the hidden input from v_u), as cheap.
 
 **Item-based** (``item_based=True``, the I-RBM): items are the cases and users are the
 visible softmax groups; predicting (u, i) runs item i's ratings up and reads user u's
@@ -49,6 +62,7 @@ from ..units import BernoulliUnits, SoftmaxUnits
 log = logging.getLogger(__name__)
 
 MODES = ("softmax", "like")
+PREDICTIONS = ("mean-field", "exact")
 
 
 class CFRBM(RBM):
@@ -62,6 +76,9 @@ class CFRBM(RBM):
     mode: ``"softmax"`` (K-level groups) or ``"like"`` (one Bernoulli unit per movie,
         rating >= ``like_threshold`` is a like).
     item_based: items are the cases, users the visible groups (I-RBM).
+    conditional: condition the hidden units on which groups a case rated (matrix ``D``).
+    prediction: ``"mean-field"`` (h = E[h | v], then p(v_i | h)) or ``"exact"`` (p(v_i | v)
+        with the hidden units summed out); both cost one pass.
     """
 
     def __init__(self, n_users: int, n_items: int, n_hidden: int = 100,
@@ -70,7 +87,11 @@ class CFRBM(RBM):
                  init_std: float = 0.01, seed: int | None = 0,
                  user_ids: Sequence[int] | None = None, item_ids: Sequence[int] | None = None,
                  titles: Sequence[str] | None = None, n_train: int = 0,
-                 info: dict | None = None) -> None:
+                 conditional: bool = False, n_implicit: int = 0,
+                 prediction: str = "mean-field", info: dict | None = None) -> None:
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"unknown prediction {prediction!r}: choose one of "
+                              f"{list(PREDICTIONS)}")
         if mode not in MODES:
             raise ConfigError(f"unknown CF-RBM mode {mode!r}: choose one of {list(MODES)}")
         for name, value in (("n_users", n_users), ("n_items", n_items), ("n_hidden", n_hidden)):
@@ -88,7 +109,7 @@ class CFRBM(RBM):
         self.n_users, self.n_items, self.mode = n_users, n_items, mode
         self.item_based, self.like_threshold, self.scale = item_based, float(like_threshold), scale
         self.n_cases, self.n_groups, self.k = n_cases, n_groups, k
-        self.seed, self.init_std = seed, init_std
+        self.seed, self.init_std, self.prediction = seed, init_std, prediction
         self.titles = list(titles) if titles is not None else []
         self.info = dict(info or {})
         uids = np.arange(1, n_users + 1) if user_ids is None else np.asarray(user_ids)
@@ -99,6 +120,11 @@ class CFRBM(RBM):
             raise ConfigError("user_ids / item_ids must have n_users / n_items entries")
         # The training ratings: (user index, item index, level index) triples.
         self.register_buffer("train_ratings", torch.zeros(n_train, 3, dtype=torch.int64))
+        self.conditional = bool(conditional)
+        if self.conditional:  # D: rated-indicator over the groups -> hidden field
+            self.implicit = DenseConnection(n_groups, n_hidden, init_std=0.0)
+            # Extra (user index, item index) pairs known to be rated, rating unknown.
+            self.register_buffer("implicit_pairs", torch.zeros(n_implicit, 2, dtype=torch.int64))
         self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ config / io
@@ -107,7 +133,9 @@ class CFRBM(RBM):
                 "n_hidden": self.n_hidden, "scale": list(self.scale), "mode": self.mode,
                 "item_based": self.item_based, "like_threshold": self.like_threshold,
                 "init_std": self.init_std, "seed": self.seed, "titles": self.titles,
-                "n_train": int(self.train_ratings.shape[0]), "info": self.info}
+                "n_train": int(self.train_ratings.shape[0]), "conditional": self.conditional,
+                "n_implicit": int(self.implicit_pairs.shape[0]) if self.conditional else 0,
+                "prediction": self.prediction, "info": self.info}
 
     @classmethod
     def from_config(cls, cfg: dict) -> CFRBM:
@@ -134,22 +162,41 @@ class CFRBM(RBM):
     def _split(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (items, users) if self.item_based else (users, items)
 
-    def set_training_ratings(self, users, items, ratings) -> None:
-        """Store the ratings the model conditions on (called by :meth:`fit`)."""
+    def _check_pairs(self, users, items, what: str) -> tuple[np.ndarray, np.ndarray]:
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-        if len(users) == 0:
-            raise DataError("no training ratings: pass a non-empty fold")
-        if users.min() < 0 or users.max() >= self.n_users or items.min() < 0 \
-                or items.max() >= self.n_items:
-            raise DataError(f"user/item indices must lie in 0..{self.n_users - 1} / "
+        if users.shape != items.shape or users.ndim != 1:
+            raise DataError(f"{what}: users and items must be 1-d arrays of one length, got "
+                            f"{users.shape} and {items.shape}")
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users or items.min() < 0
+                           or items.max() >= self.n_items):
+            raise DataError(f"{what}: user/item indices must lie in 0..{self.n_users - 1} / "
                             f"0..{self.n_items - 1}: load train and test from the same "
                             "MovieLens object")
+        return users, items
+
+    def set_training_ratings(self, users, items, ratings, implicit=None) -> None:
+        """Store the ratings the model conditions on (called by :meth:`fit`).
+
+        ``implicit``: optional ``(users, items)`` pairs known to be rated whose ratings are
+        not given (conditional model only; e.g. the test pairs).
+        """
+        users, items = self._check_pairs(users, items, "training ratings")
+        if len(users) == 0:
+            raise DataError("no training ratings: pass a non-empty fold")
+        if len(np.asarray(ratings)) != len(users):
+            raise DataError(f"{len(users)} training pairs but {len(np.asarray(ratings))} ratings")
         lv = self.levels(ratings)
         self.train_ratings = torch.as_tensor(np.stack([users, items, lv], 1), dtype=torch.int64)
+        if implicit is not None:
+            if not self.conditional:
+                raise ConfigError("implicit (rated, rating unknown) pairs need a conditional "
+                                  "model: CFRBM(..., conditional=True)")
+            iu, ii = self._check_pairs(*implicit, "implicit pairs")
+            self.implicit_pairs = torch.as_tensor(np.stack([iu, ii], 1), dtype=torch.int64)
         self._cache = None
 
-    def _matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """(values, mask) as CSR over cases x visible columns, built once."""
+    def _matrices(self) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix | None]:
+        """(values, mask, rated indicator or None) as CSR over cases, built once."""
         if self._cache is None:
             t = self.train_ratings.cpu().numpy()
             cases, groups = self._split(t[:, 0], t[:, 1])
@@ -164,15 +211,36 @@ class CFRBM(RBM):
                 like = (np.asarray(self.scale)[lv] >= self.like_threshold).astype(np.float32)
                 values = sp.csr_matrix((like, (cases, groups)), shape=shape)
                 mask = sp.csr_matrix((np.ones(len(lv), np.float32), (cases, groups)), shape=shape)
-            self._cache = (values, mask)
+            rated = None
+            if self.conditional:
+                extra = self.implicit_pairs.cpu().numpy()
+                ec, eg = self._split(extra[:, 0], extra[:, 1])
+                rated = sp.csr_matrix((np.ones(len(lv) + len(ec), np.float32),
+                                       (np.concatenate([cases, ec]), np.concatenate([groups, eg]))),
+                                      shape=(self.n_cases, self.n_groups))
+                rated.data[:] = 1.0  # duplicates (a pair in both lists) were summed
+            self._cache = (values, mask, rated)
         return self._cache
+
+    def _dense(self, m: sp.csr_matrix, case_index: np.ndarray) -> Tensor:
+        return torch.from_numpy(m[case_index].toarray()).to(self.device, self.dtype)
 
     def batch(self, case_index: np.ndarray) -> tuple[Tensor, Tensor]:
         """Dense (values, group mask) for some cases; mask is (B, n_groups)."""
-        values, mask = self._matrices()
-        v = torch.from_numpy(values[case_index].toarray()).to(self.device, self.dtype)
-        m = torch.from_numpy(mask[case_index].toarray()).to(self.device, self.dtype)
-        return v, m
+        values, mask, _ = self._matrices()
+        return self._dense(values, case_index), self._dense(mask, case_index)
+
+    def rated_batch(self, case_index: np.ndarray) -> Tensor | None:
+        """Dense rated indicator (B, n_groups) of the conditional model (None otherwise)."""
+        rated = self._matrices()[2]
+        return None if rated is None else self._dense(rated, case_index)
+
+    def case_hidden_mean(self, v: Tensor, rated: Tensor | None = None) -> Tensor:
+        """E[h | v] with the conditional model's ``rated @ D`` added to the hidden field."""
+        field = self.hidden_field(v)
+        if rated is not None:
+            field = field + self.implicit(rated)
+        return self.hidden.mean(field)
 
     def _expand(self, mask: Tensor) -> Tensor:
         """Group mask (B, n_groups) -> unit mask (B, n_visible)."""
@@ -181,42 +249,94 @@ class CFRBM(RBM):
     # ------------------------------------------------------------------ learning
     @torch.no_grad()
     def gradients(self, v: Tensor, mask: Tensor, steps: int = 1,
-                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                  generator: torch.Generator | None = None,
+                  rated: Tensor | None = None) -> dict[str, Tensor]:
         """CD-``steps`` ascent directions (data minus model statistics), batch-averaged.
 
         ``v``: (B, n_visible) data, anything in masked positions (it is ignored);
-        ``mask``: (B, n_groups) 1 where rated.  Returns ``weights``, ``visible_bias``,
-        ``hidden_bias`` directions; masked visibles contribute exactly nothing.
+        ``mask``: (B, n_groups) 1 where rated; ``rated``: the conditional model's indicator
+        (B, n_groups).  Returns ``weights``, ``visible_bias``, ``hidden_bias`` (and
+        ``implicit`` for D) directions; masked visibles contribute exactly nothing.
         """
-        um = self._expand(mask)
-        v0 = v * um
-        h0 = self.hidden_mean(v0)
-        vk, hk = v0, h0
+        # Only the rated groups take part (unrated ones are 0 in data and reconstruction),
+        # so the phases work on the P rated (case, group) pairs: sparse and cheap.
+        b = v.shape[0]
+        rows, groups = mask.nonzero(as_tuple=True)
+        cols = self._columns(groups)                      # (P, K) visible columns
+        wc = self.connection.weights[cols]                # (P, K, F)
+        extra = self.implicit(rated) if rated is not None else 0.0
+
+        def up(vals: Tensor) -> Tensor:                   # (P, K) states -> E[h] (B, F)
+            field = torch.zeros(b, self.n_hidden, dtype=wc.dtype, device=wc.device)
+            field.index_add_(0, rows, torch.einsum("pk,pkf->pf", vals, wc))
+            return self.hidden.mean(field + extra)
+
+        vals0 = v[rows[:, None], cols]
+        h0 = up(vals0)
+        valsk, hk = vals0, h0
         for _ in range(steps):
             hs = self.hidden.sample(None, mean=hk, generator=generator)
-            vk = self.visible.sample(self.visible_field(hs), generator=generator) * um
-            hk = self.hidden_mean(vk)
-        b = v.shape[0]
-        return {"weights": (v0.t() @ h0 - vk.t() @ hk) / b,
-                "visible_bias": (v0 - vk).sum(0) / b,
-                "hidden_bias": (h0 - hk).sum(0) / b}
+            logits = self._logits(hs[rows], cols, wc=wc)
+            if self.mode == "softmax":
+                pick = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                valsk = torch.zeros_like(logits).scatter_(1, pick, 1.0)
+            else:
+                p = torch.sigmoid(logits)
+                valsk = (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
+            hk = up(valsk)
+        flat = cols.reshape(-1)
+        stats = (vals0[:, :, None] * h0[rows][:, None, :]
+                 - valsk[:, :, None] * hk[rows][:, None, :]).reshape(len(flat), -1)
+        g = {"weights": torch.zeros_like(self.connection.weights).index_add_(0, flat, stats) / b,
+             "visible_bias": torch.zeros_like(self.visible.bias).index_add_(
+                 0, flat, (vals0 - valsk).reshape(-1)) / b,
+             "hidden_bias": (h0 - hk).sum(0) / b}
+        if rated is not None:
+            g["implicit"] = rated.t() @ (h0 - hk) / b
+        return g
+
+    @torch.no_grad()
+    def _assign(self, values: dict[str, Tensor]) -> None:
+        for name, p in self._parameter_of().items():
+            p.copy_(values[name])
+
+    def _parameter_of(self) -> dict[str, Tensor]:
+        """Gradient name -> parameter."""
+        p = {"weights": self.connection.weights, "visible_bias": self.visible.bias,
+             "hidden_bias": self.hidden.bias}
+        if self.conditional:
+            p["implicit"] = self.implicit.weights
+        return p
 
     def fit(self, users, items, ratings, epochs: int = 50, batch_size: int = 10,
             lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.001,
             cd_schedule: Sequence[Sequence[int]] = ((0, 1),), seed: int = 0,
-            eval_fn=None, eval_every: int = 0, verbose: bool = False) -> list[dict]:
-        """Train by CD-T on the given ratings (indices + raw values).  Returns a history."""
+            lr_schedule: str = "constant", lr_final_factor: float = 0.1,
+            average_from: int = 0, implicit=None, eval_fn=None, eval_every: int = 0,
+            verbose: bool = False) -> list[dict]:
+        """Train by CD-T on the given ratings (indices + raw values).  Returns a history.
+
+        ``lr_schedule`` (constant, linear, exponential, cosine) decays the learning rate
+        per epoch towards ``lr_final_factor * lr``; ``average_from`` (> 0): the model ends with
+        (and ``eval_fn`` sees) the mean of the parameters after each epoch from that one
+        (1-based) on, Polyak averaging that damps the CD noise; ``implicit``: ``(users,
+        items)`` pairs known to be rated, ratings unknown (conditional model).
+        """
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not lr > 0:
             raise ConfigError(f"lr must be positive, got {lr}")
+        lr_factor(lr_schedule, lr_final_factor, 0, epochs)  # validates the schedule
+        if not isinstance(average_from, int) or not 0 <= average_from <= epochs:
+            raise ConfigError(f"average_from must be an epoch 1..{epochs} (0: no averaging), "
+                              f"got {average_from!r}")
         schedule = sorted((int(e), int(t)) for e, t in cd_schedule)
         if not schedule or schedule[0][0] != 0 or any(t < 1 for _, t in schedule):
             raise ConfigError(f"cd_schedule must start at epoch 0 with steps >= 1, e.g. "
                               f"[[0, 1], [20, 3]], got {cd_schedule!r}")
-        self.set_training_ratings(users, items, ratings)
-        values, mask = self._matrices()
+        self.set_training_ratings(users, items, ratings, implicit)
+        values, mask, _ = self._matrices()
         with torch.no_grad():  # visible biases start at the (smoothed) log rating frequencies
             counts = np.asarray(values.sum(0)).reshape(-1)
             if self.mode == "softmax":
@@ -226,31 +346,55 @@ class CFRBM(RBM):
                 n = np.asarray(mask.sum(0)).reshape(-1)
                 p = np.clip((counts + 1.0) / (n + 2.0), 1e-3, 1 - 1e-3)
                 self.visible.bias.copy_(torch.as_tensor(np.log(p / (1 - p))))
-        opt = torch.optim.SGD([{"params": [self.connection.weights], "weight_decay": weight_decay},
+        params = self._parameter_of()
+        decayed = [p for k, p in params.items() if k in ("weights", "implicit")]
+        opt = torch.optim.SGD([{"params": decayed, "weight_decay": weight_decay},
                                {"params": [self.visible.bias, self.hidden.bias]}],
                               lr=lr, momentum=momentum)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         rng = np.random.default_rng(seed)
         active = np.flatnonzero(np.asarray(mask.sum(1)).reshape(-1) > 0)
-        history = []
+        history: list[dict] = []
+        mean: dict[str, Tensor] = {}
         for epoch in range(epochs):
             steps = [t for e, t in schedule if e <= epoch][-1]
+            rate = lr * lr_factor(lr_schedule, lr_final_factor, epoch, epochs)
+            for group in opt.param_groups:
+                group["lr"] = rate
             start = time.perf_counter()
             order = rng.permutation(active)
             for lo in range(0, len(order), batch_size):
-                v, m = self.batch(order[lo:lo + batch_size])
-                g = self.gradients(v, m, steps, gen)
-                self.connection.weights.grad = -g["weights"]
-                self.visible.bias.grad = -g["visible_bias"]
-                self.hidden.bias.grad = -g["hidden_bias"]
+                idx = order[lo:lo + batch_size]
+                v, m = self.batch(idx)
+                g = self.gradients(v, m, steps, gen, self.rated_batch(idx))
+                for name, p in params.items():
+                    p.grad = -g[name]
                 opt.step()
             if not self.parameters_finite():
                 raise TrainingDiverged(f"CF-RBM parameters became NaN/inf in epoch {epoch + 1}: "
                                        "lower lr (e.g. halve it) or raise weight_decay")
-            row = {"epoch": epoch + 1, "cd_steps": steps, "seconds": time.perf_counter() - start}
-            if eval_fn is not None and eval_every and ((epoch + 1) % eval_every == 0
-                                                      or epoch + 1 == epochs):
-                row.update(eval_fn(self))
+            row = {"epoch": epoch + 1, "cd_steps": steps, "lr": rate,
+                   "seconds": time.perf_counter() - start}
+            if average_from and epoch + 1 >= average_from:
+                n = epoch + 2 - average_from
+                with torch.no_grad():
+                    for name, p in params.items():
+                        if name in mean:
+                            mean[name] += (p - mean[name]) / n
+                        else:
+                            mean[name] = p.detach().clone()
+                row["averaged_epochs"] = n
+            last = epoch + 1 == epochs
+            if last and mean:
+                self._assign(mean)
+            if eval_fn is not None and eval_every and ((epoch + 1) % eval_every == 0 or last):
+                if mean and not last:  # score the running average, then carry on training
+                    current = {k: p.detach().clone() for k, p in params.items()}
+                    self._assign(mean)
+                    row.update(eval_fn(self))
+                    self._assign(current)
+                else:
+                    row.update(eval_fn(self))
             history.append(row)
             if verbose:
                 print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -259,33 +403,67 @@ class CFRBM(RBM):
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
-    def case_hidden(self, cases: np.ndarray, batch_size: int = 1024) -> Tensor:
-        """Mean-field hidden activations E[h | v_case] for some cases."""
+    def case_hidden(self, cases: np.ndarray, batch_size: int = 1024,
+                    activation: bool = False) -> Tensor:
+        """Mean-field hidden activations E[h | v_case] for some cases (``activation``: the
+        hidden units' total input, bias included, instead)."""
         out = []
         for lo in range(0, len(cases), batch_size):
-            v, m = self.batch(cases[lo:lo + batch_size])
-            out.append(self.hidden_mean(v * self._expand(m)))
+            idx = cases[lo:lo + batch_size]
+            v, m = self.batch(idx)
+            field = self.hidden_field(v * self._expand(m))
+            rated = self.rated_batch(idx)
+            if rated is not None:
+                field = field + self.implicit(rated)
+            out.append(self.hidden.activation(field) if activation else self.hidden.mean(field))
         return torch.cat(out) if out else torch.zeros(0, self.n_hidden)
+
+    def _columns(self, groups: Tensor) -> Tensor:
+        """Visible columns (P, K) of some groups."""
+        return groups[:, None] * self.k + torch.arange(self.k, device=groups.device)
+
+    def _logits(self, x: Tensor, cols: Tensor, exact: bool = False,
+                wc: Tensor | None = None) -> Tensor:
+        """Visible logits (P, K) of one group per row given hidden states / means ``x``
+        (``exact``: given the hidden input, with the hidden units summed out); ``wc`` is
+        ``weights[cols]`` when the caller has it."""
+        wc = self.connection.weights[cols] if wc is None else wc
+        b = self.visible.bias[cols]
+        if exact:
+            return torch.nn.functional.softplus(x[:, None, :] + wc).sum(-1) + b
+        return torch.einsum("pf,pkf->pk", x, wc) + b
+
+    def _group_prediction(self, x: Tensor, groups: Tensor) -> Tensor:
+        """Expected rating (like mode: p(like)) of one visible group per row.
+
+        Mean field: ``x`` = E[h | v], ``p(k) ~ exp(b_k + x . W_k)``.  Exact: ``x`` = the
+        hidden input a, ``p(k) ~ exp(b_k) prod_j (1 + exp(a_j + W_jk))`` (the hidden units
+        summed out; eq. 3 of the paper), for a group the case has not rated.
+        """
+        logits = self._logits(x, self._columns(groups), exact=self.prediction == "exact")
+        if self.mode == "softmax":
+            return torch.softmax(logits, -1) @ torch.as_tensor(self.scale, dtype=logits.dtype)
+        if self.prediction == "exact":  # against the all-off state of the unit
+            logits = logits - torch.nn.functional.softplus(x).sum(-1, keepdim=True)
+        return torch.sigmoid(logits[:, 0])
 
     @torch.no_grad()
     def _predict_index(self, users: np.ndarray, items: np.ndarray,
                        chunk: int = 4096) -> np.ndarray:
         cases, groups = self._split(users, items)
         uniq, inv = np.unique(cases, return_inverse=True)
-        h_all = self.case_hidden(uniq)
-        w = self.connection.weights
+        x_all = self.case_hidden(uniq, activation=self.prediction == "exact")
         out = []
         for lo in range(0, len(cases), chunk):
-            h = h_all[torch.as_tensor(inv[lo:lo + chunk])]
-            g = torch.as_tensor(groups[lo:lo + chunk])
-            if self.mode == "softmax":
-                cols = g[:, None] * self.k + torch.arange(self.k)
-                logits = torch.einsum("pf,pkf->pk", h, w[cols]) + self.visible.bias[cols]
-                p = torch.softmax(logits, -1)
-                out.append(p @ torch.as_tensor(self.scale, dtype=p.dtype))
-            else:
-                out.append(torch.sigmoid((h * w[g]).sum(-1) + self.visible.bias[g]))
+            x = x_all[torch.as_tensor(inv[lo:lo + chunk])]
+            out.append(self._group_prediction(x, torch.as_tensor(groups[lo:lo + chunk])))
         return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+
+    def predict_all(self) -> np.ndarray:
+        """Predictions for every (user index, item index) pair, shape (n_users, n_items)."""
+        users = np.repeat(np.arange(self.n_users), self.n_items)
+        items = np.tile(np.arange(self.n_items), self.n_users)
+        return self._predict_index(users, items).reshape(self.n_users, self.n_items)
 
     def predict_index(self, users, items) -> np.ndarray:
         """Predictions for (user index, item index) pairs: expected rating, or p(like)."""
@@ -342,6 +520,26 @@ class CFRBM(RBM):
                  "prediction": float(pred[j])} for j in order]
 
 
+LR_SCHEDULES = ("constant", "linear", "exponential", "cosine")
+
+
+def lr_factor(schedule: str, final: float, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier in ``epoch`` (0-based) of ``epochs``: 1 at the start,
+    decaying towards ``final`` (linear, exponential or cosine; constant stays 1)."""
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr schedule {schedule!r}: choose one of {list(LR_SCHEDULES)}")
+    if schedule == "constant":
+        return 1.0
+    if not 0 < final <= 1:
+        raise ConfigError(f"lr_final_factor must be in (0, 1], got {final}")
+    t = epoch / max(epochs - 1, 1)
+    if schedule == "linear":
+        return 1.0 + (final - 1.0) * t
+    if schedule == "exponential":
+        return final ** t
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def rmse_mae(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     err = np.asarray(pred, np.float64) - np.asarray(truth, np.float64)
     return float(math.sqrt(np.mean(err**2))), float(np.mean(np.abs(err)))
@@ -350,6 +548,88 @@ def rmse_mae(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 def like_error(p_like: np.ndarray, truth: np.ndarray, threshold: float = 3.0) -> float:
     """Fraction of wrong like/dislike predictions (p > 0.5 vs rating >= threshold)."""
     return float(np.mean((np.asarray(p_like) > 0.5) != (np.asarray(truth) >= threshold)))
+
+
+def parse_schedule(text: str | Sequence[Sequence[int]]) -> list[list[int]]:
+    """``"0:1,15:3"`` -> [[0, 1], [15, 3]] (from epoch: CD steps); lists pass through."""
+    if not isinstance(text, str):
+        return [[int(a), int(b)] for a, b in text]
+    try:
+        return [[int(a), int(b)] for a, b in (p.split(":") for p in text.split(",") if p)]
+    except ValueError:
+        raise ConfigError(f"cd_schedule {text!r} is not EPOCH:STEPS[,EPOCH:STEPS...], "
+                          "e.g. 0:1,15:3,24:5") from None
+
+
+def fit_movielens(data, o: dict, verbose: bool = False) -> tuple[CFRBM, list[dict]]:
+    """Build the CF-RBM that options ``o`` describe for a MovieLens split, train it on the
+    split's training ratings and score its test ratings (in the last history row).
+
+    ``o`` keys: mode, item_based, conditional, prediction, n_hidden, epochs, batch_size, lr,
+    momentum, weight_decay, cd_schedule, lr_schedule, lr_final_factor, average_from, seed
+    (and optional model, device).  The conditional model learns from which pairs the test set holds
+    (not their ratings), as in the paper.
+    """
+    from .evaluate import evaluate_model
+
+    conditional = bool(o.get("conditional", False))
+    model = CFRBM(data.n_users, data.n_items, n_hidden=o["n_hidden"], scale=data.scale,
+                  mode=o["mode"], item_based=bool(o["item_based"]), conditional=conditional,
+                  prediction=o.get("prediction", "mean-field"), seed=o["seed"],
+                  user_ids=data.user_ids, item_ids=data.item_ids, titles=data.titles,
+                  info={"dataset": data.name, "fold": data.split,
+                        "model": o.get("model", "cf-rbm"),
+                        **({"implicit": "test pairs"} if conditional else {})})
+    if o.get("device"):
+        model = model.to(o["device"])
+    tr = data.train
+
+    def score(m: CFRBM) -> dict:
+        return {f"test_{k}": v for k, v in evaluate_model(m, data.test).items()}
+
+    history = model.fit(tr.users, tr.items, tr.ratings, epochs=o["epochs"],
+                        batch_size=o["batch_size"], lr=o["lr"], momentum=o["momentum"],
+                        weight_decay=o["weight_decay"],
+                        cd_schedule=parse_schedule(o["cd_schedule"]),
+                        lr_schedule=o.get("lr_schedule", "constant"),
+                        lr_final_factor=o.get("lr_final_factor", 0.1),
+                        average_from=int(o.get("average_from", 0)), seed=o["seed"],
+                        implicit=(data.test.users, data.test.items) if conditional else None,
+                        eval_fn=score, eval_every=o["epochs"], verbose=verbose)
+    return model, history
+
+
+# ``boltzkit train --model cf-rbm`` (see boltzkit.models): options only this kind reads.
+TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
+    "fold": ("1", "cf-rbm: MovieLens split; ml-100k 1..5 (u1..u5), a, b (ua, ub); ml-1m and "
+                  "ml-latest-small 1..5 (seeded)"),
+    "cf_mode": ("softmax", "cf-rbm: softmax (K rating levels per movie) or like (ratings >= 3 "
+                           "are likes, binary units)"),
+    "item_based": (False, "cf-rbm: items are the cases, users the visible groups (I-RBM)"),
+    "conditional": (False, "cf-rbm: condition the hidden units on which movies were rated, "
+                           "test pairs included (the paper's conditional RBM)"),
+    "cd_schedule": ("0:1", "cf-rbm: CD steps by epoch, FROM_EPOCH:STEPS,... e.g. 0:1,20:3"),
+    "prediction": ("mean-field", "cf-rbm: mean-field (h = E[h|v]) or exact (h summed out)"),
+    "average_from": (0, "cf-rbm: end with the mean of the parameters after each epoch from "
+                        "this one on (0: off)"),
+}
+
+
+def train_from_config(cfg: dict, load, quiet: bool) -> tuple[CFRBM, list[dict]]:
+    """Train a cf-rbm from a resolved ``boltzkit train`` config on a MovieLens split.
+
+    ``load`` (the CLI's array loader) is not used: MovieLens splits share one index space
+    and are read by :func:`boltzkit.data.movielens.load_movielens`.
+    """
+    from ..data.movielens import MOVIELENS_DATASETS, load_movielens
+
+    if cfg["dataset"] not in MOVIELENS_DATASETS:
+        raise ConfigError(f"cf-rbm trains on MovieLens ratings: pass --dataset one of "
+                          f"{list(MOVIELENS_DATASETS)}, got {cfg['dataset']!r}")
+    if cfg["cf_mode"] not in MODES:
+        raise ConfigError(f"unknown cf_mode {cfg['cf_mode']!r}: choose one of {list(MODES)}")
+    data = load_movielens(cfg["dataset"], cfg["data_dir"], str(cfg["fold"]), seed=cfg["seed"])
+    return fit_movielens(data, {**cfg, "mode": cfg["cf_mode"]}, verbose=not quiet)
 
 
 MODEL_CLASSES = {"cf-rbm": CFRBM}

@@ -6,23 +6,23 @@ import argparse
 import json
 import time
 
+from .cf_rbm import parse_schedule
+
+_COMMON = {"conditional": False, "prediction": "mean-field", "lr_schedule": "constant",
+           "lr_final_factor": 0.1, "average_from": 0}
 MODEL_DEFAULTS = {
-    "cf-rbm": {"mode": "softmax", "n_hidden": 100, "epochs": 20, "batch_size": 20, "lr": 0.05,
-               "momentum": 0.9, "weight_decay": 0.001, "cd_schedule": "0:1,10:3,16:5"},
-    "like-rbm": {"mode": "like", "n_hidden": 100, "epochs": 10, "batch_size": 100, "lr": 0.1,
-                 "momentum": 0.5, "weight_decay": 0.0, "cd_schedule": "0:10"},
+    # chosen on a validation split of u1.base (see examples/configs/cf-rbm-ml100k.toml)
+    "cf-rbm": {**_COMMON, "mode": "softmax", "n_hidden": 200, "epochs": 60, "batch_size": 20,
+               "lr": 0.03, "momentum": 0.9, "weight_decay": 0.005, "cd_schedule": "0:1",
+               "lr_schedule": "linear", "lr_final_factor": 0.1, "average_from": 30},
+    "like-rbm": {**_COMMON, "mode": "like", "n_hidden": 100, "epochs": 10, "batch_size": 100,
+                 "lr": 0.1, "momentum": 0.5, "weight_decay": 0.0, "cd_schedule": "0:10"},
 }
+# ``boltzkit train`` config keys that mean the same here (so one TOML serves both commands).
+_ALIASES = {"cf_mode": "mode"}
 
-
-def parse_schedule(text: str) -> list[list[int]]:
-    """``"0:1,15:3"`` -> [[0, 1], [15, 3]] (epoch: CD steps)."""
-    from ..errors import ConfigError
-
-    try:
-        return [[int(a), int(b)] for a, b in (p.split(":") for p in text.split(",") if p)]
-    except ValueError:
-        raise ConfigError(f"--cd-schedule {text!r} is not EPOCH:STEPS[,EPOCH:STEPS...], "
-                          "e.g. 0:1,15:3,24:5") from None
+__all__ = ["MODEL_DEFAULTS", "add_parsers", "parse_schedule", "COMMANDS",
+           "evaluate_recommender_command", "options_from_file"]
 
 
 def add_parsers(sub) -> None:
@@ -42,6 +42,15 @@ def add_parsers(sub) -> None:
     t.add_argument("--momentum", type=float, default=None)
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--cd-schedule", default=None, help="EPOCH:STEPS,... e.g. 0:1,15:3,24:5")
+    t.add_argument("--lr-schedule", default=None,
+                   choices=("constant", "linear", "exponential", "cosine"))
+    t.add_argument("--lr-final-factor", type=float, default=None)
+    t.add_argument("--conditional", action="store_true", default=None,
+                   help="condition the hidden units on which movies were rated (test pairs "
+                        "included), the paper's conditional RBM")
+    t.add_argument("--prediction", default=None, choices=("mean-field", "exact"))
+    t.add_argument("--average-from", type=int, default=None,
+                   help="end with the mean of the parameters after each epoch from this one")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--out", default=None, help="model file (.safetensors)")
     t.add_argument("--quiet", action="store_true")
@@ -74,7 +83,10 @@ def _options(args: argparse.Namespace) -> dict:
             raise ConfigError(f"config file {path} does not exist")
         with path.open("rb") as f:
             file_opts = {k.replace("-", "_"): v for k, v in tomllib.load(f).items()}
+        file_opts = {_ALIASES.get(k, k): v for k, v in file_opts.items()}
     model = args.model or file_opts.get("model", "cf-rbm")
+    if model == "cf-rbm" and file_opts.get("mode") == "like" and not args.model:
+        model = "like-rbm"
     if model not in MODEL_DEFAULTS:
         raise ConfigError(f"unknown model {model!r}: choose one of {sorted(MODEL_DEFAULTS)}")
     opts.update(MODEL_DEFAULTS[model])
@@ -89,29 +101,27 @@ def _options(args: argparse.Namespace) -> dict:
         if value is not None:
             opts[key] = value
     opts["model"] = model
-    if isinstance(opts["cd_schedule"], str):
-        opts["cd_schedule"] = parse_schedule(opts["cd_schedule"])
+    opts["cd_schedule"] = parse_schedule(opts["cd_schedule"])
     opts["fold"] = str(opts["fold"])
     return opts
+
+
+def options_from_file(path: str | None = None, model: str | None = None, **overrides) -> dict:
+    """Resolved recommend-train options from a TOML config (as ``--config`` reads it)."""
+    args = argparse.Namespace(config=path, model=model, **overrides)
+    return _options(args)
 
 
 def cmd_recommend_train(args: argparse.Namespace) -> int:
     from ..data.movielens import load_movielens
     from ..io import save_model
-    from .cf_rbm import CFRBM
+    from .cf_rbm import fit_movielens
     from .evaluate import evaluate_model
 
     o = _options(args)
     data = load_movielens(o["dataset"], o["data_dir"], o["fold"], seed=o["seed"])
-    tr = data.train
-    model = CFRBM(data.n_users, data.n_items, n_hidden=o["n_hidden"], scale=data.scale,
-                  mode=o["mode"], item_based=bool(o["item_based"]), seed=o["seed"],
-                  user_ids=data.user_ids, item_ids=data.item_ids, titles=data.titles,
-                  info={"dataset": data.name, "fold": data.split, "model": o["model"]})
     start = time.perf_counter()
-    model.fit(tr.users, tr.items, tr.ratings, epochs=o["epochs"], batch_size=o["batch_size"],
-              lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
-              cd_schedule=o["cd_schedule"], seed=o["seed"], verbose=not args.quiet)
+    model, _ = fit_movielens(data, o, verbose=not args.quiet)
     seconds = time.perf_counter() - start
     save_model(model, o["out"])
     res = evaluate_model(model, data.test)
@@ -122,10 +132,9 @@ def cmd_recommend_train(args: argparse.Namespace) -> int:
 def _load(path):
     from ..errors import ModelFileError
     from ..io import load_model
-    from .cf_rbm import CFRBM
 
     model = load_model(path)
-    if not isinstance(model, CFRBM):
+    if not is_recommender(model):
         raise ModelFileError(f"{path} is not a recommender model: train one with "
                              "boltzkit recommend-train")
     return model
@@ -144,25 +153,84 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_recommend_eval(args: argparse.Namespace) -> int:
+def is_recommender(model) -> bool:
+    """Whether ``model`` is a recommender (a :class:`~.cf_rbm.CFRBM`)."""
+    from .cf_rbm import CFRBM
+
+    return isinstance(model, CFRBM)
+
+
+def _model_data(model, dataset: str | None, data_dir, fold: str | None):
+    """The MovieLens split to score ``model`` on (default: the one it was trained on)."""
     from ..data.movielens import load_movielens
-    from .evaluate import evaluate_model
+    from ..errors import DataError
 
-    model = _load(args.model)
     info = model.info
-    fold = args.fold or info.get("fold", "1")
-    data = load_movielens(info.get("dataset", "ml-100k"), args.data_dir, fold)
+    data = load_movielens(dataset or info.get("dataset", "ml-100k"), data_dir,
+                          fold or info.get("fold", "1"))
     if data.n_users != model.n_users or data.n_items != model.n_items:
-        from ..errors import DataError
-
         raise DataError(f"the data ({data.n_users} users, {data.n_items} items) do not match the "
                         f"model ({model.n_users}, {model.n_items}): use the model's data set")
-    res = evaluate_model(model, data.test)
-    if fold != info.get("fold"):
-        res["warning"] = (f"model was trained on {info.get('fold')}; test ratings of {fold} may "
+    return data
+
+
+def _evaluate(model, data, metrics) -> dict:
+    from .evaluate import evaluate_recommender
+
+    trained_on = model.info.get("fold")
+    if model.conditional and data.split != trained_on:
+        from ..errors import DataError
+
+        raise DataError(f"this conditional model learned from the test pairs of {trained_on}; "
+                        f"it cannot be scored on {data.split}: train one on that fold")
+    res = evaluate_recommender(model, data.train, data.test, metrics)
+    if trained_on is not None and data.split != trained_on:
+        res["warning"] = (f"model was trained on {trained_on}; test ratings of {data.split} may "
                           "overlap its training data")
+    return res
+
+
+def _default_metrics(model) -> list[str]:
+    return ["like_error"] if model.mode == "like" else ["rmse", "mae"]
+
+
+def cmd_recommend_eval(args: argparse.Namespace) -> int:
+    model = _load(args.model)
+    data = _model_data(model, None, args.data_dir, args.fold)
+    res = _evaluate(model, data, _default_metrics(model))
     print(json.dumps(res) if args.json else "  ".join(f"{k}={v}" for k, v in res.items()))
     return 0
+
+
+#: ``boltzkit evaluate``'s default --metrics (for plain RBMs); recommenders then get theirs.
+_RBM_DEFAULT_METRICS = "loglik,pl,recon"
+
+
+def evaluate_recommender_command(model, args: argparse.Namespace) -> dict | None:
+    """``boltzkit evaluate MODEL`` for a recommender (None when ``model`` is not one).
+
+    ``--dataset`` (default: the model's), ``--fold`` (default: the model's), ``--metrics``
+    from rmse, mae, like_error, precision, recall, ndcg (@10; test ratings >= 4 relevant).
+    """
+    from ..data.movielens import MOVIELENS_DATASETS
+    from ..errors import ConfigError
+
+    if not is_recommender(model):
+        return None
+    dataset = getattr(args, "dataset", None)
+    if dataset == "digits":  # the evaluate parser's default: use the model's data set
+        dataset = None
+    if dataset is not None and dataset not in MOVIELENS_DATASETS:
+        raise ConfigError(f"{args.model_path} is a recommender: evaluate it on a MovieLens "
+                          f"data set {list(MOVIELENS_DATASETS)}, not {dataset!r}")
+    if getattr(args, "split", "test") != "test":
+        raise ConfigError("recommenders are evaluated on a fold's test ratings: drop --split")
+    text = args.metrics or _RBM_DEFAULT_METRICS
+    metrics = (_default_metrics(model) if text == _RBM_DEFAULT_METRICS
+               else [m for m in text.split(",") if m.strip()])
+    data = _model_data(model, dataset, args.data_dir, getattr(args, "fold", None))
+    return {**_evaluate(model, data, metrics), "model": str(args.model_path),
+            "dataset": data.name, "fold": data.split}
 
 
 COMMANDS = {"recommend-train": cmd_recommend_train, "recommend": cmd_recommend,
