@@ -305,3 +305,23 @@ def test_cli_beam_config_trains_and_resumes(tmp_path, capsys):
     assert model.n_visible == 1 and model.n_hidden == 20
     assert main(args + ["--epochs", "4", "--resume", "--gamma", "0.9"]) != 0  # changed run
     capsys.readouterr()
+
+
+def test_readout_steps_reach_the_driven_sampler_from_config_and_flags(tmp_path):
+    from pathlib import Path
+
+    from boltzkit.cli import main
+    from boltzkit.errors import ConfigError
+    from boltzkit.sampling import make_sampler
+
+    assert make_sampler("tds", readout_steps=2).readout_steps == 2
+    with pytest.raises(ConfigError, match="readout_steps applies"):
+        make_sampler("pcd", readout_steps=1)
+    cfg = Path(__file__).resolve().parents[1] / "examples" / "configs" / "tds-mog-1d.toml"
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--config", str(cfg), "--limit", "200", "--epochs", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "readout_steps = 1" in out.with_suffix(".config.toml").read_text()
+    assert main(["train", "--dataset", "mog-1d", "--visible", "gaussian", "--limit", "200",
+                 "--epochs", "1", "--method", "pcd", "--readout-steps", "1",
+                 "--out", str(out), "--quiet"]) == 2

@@ -46,6 +46,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "beta_min": 0.1,
     "beta_std": 0.5,
     "beta_autocorr": 0.9,
+    "readout_steps": 0,
     "epochs": 10,
     "batch_size": 100,
     "lr": 0.05,
@@ -83,7 +84,7 @@ RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "
                  "n_temperatures", "beta_min", "batch_size", "lr", "optimizer", "momentum",
                  "weight_decay", "lr_schedule", "lr_final_factor", "sparsity_target",
                  "sparsity_cost", "centering", "seed", "beta_std", "beta_autocorr",
-                 "objective", "critic", "critic_k", "gamma", "gamma_warmup")
+                 "readout_steps", "objective", "critic", "critic_k", "gamma", "gamma_warmup")
 
 _CHOICES = {"binarize": ("threshold", "stochastic", "none"),
             "method": ("cd", "pcd", "pt", "tds"),
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tds: std of each chain's inverse temperature (mean 1)")
     t.add_argument("--beta-autocorr", type=float, default=None,
                    help="tds: lag-1 autocorrelation of the inverse temperatures")
+    t.add_argument("--readout-steps", type=int, default=None,
+                   help="tds: beta = 1 Gibbs sweeps of each driven chain before its statistics "
+                        "enter the gradient (0: the driven states themselves)")
     t.add_argument("--objective", choices=_CHOICES["objective"], default=None,
                    help="ml (likelihood) or beam (adversarial, Fisher et al. 2018)")
     t.add_argument("--critic", choices=_CHOICES["critic"], default=None, help="beam critic")
@@ -431,7 +435,8 @@ def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
     model = build_model(cfg, train.shape[1]).to(device)
     sampler = make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
                            cfg["beta_min"], beta_std=cfg["beta_std"],
-                           beta_autocorr=cfg["beta_autocorr"])
+                           beta_autocorr=cfg["beta_autocorr"],
+                           readout_steps=cfg["readout_steps"])
     objective = LikelihoodGradient(cfg["sparsity_target"], cfg["sparsity_cost"],
                                    centering=bool(cfg["centering"]))
     if cfg["objective"] == "beam":

@@ -216,13 +216,21 @@ SAMPLERS = ("cd", "pcd", "pt", "tds")
 def make_sampler(method: str, k: int = 1, chains: int | None = None,
                  n_temperatures: int = 10, beta_min: float = 0.1,
                  betas: list[float] | None = None, chain_init: str = "random",
-                 beta_std: float = 0.5, beta_autocorr: float = 0.9) -> Sampler:
-    """Build a sampler by name: "cd", "pcd", "pt" or "tds" (temperature-driven PCD)."""
+                 beta_std: float = 0.5, beta_autocorr: float = 0.9,
+                 readout_steps: int = 0) -> Sampler:
+    """Build a sampler by name: "cd", "pcd", "pt" or "tds" (temperature-driven PCD).
+
+    ``beta_std``, ``beta_autocorr`` and ``readout_steps`` only apply to "tds"
+    (see :class:`boltzkit.driven.DrivenPCD`).
+    """
     if method == "tds":
         from .driven import DrivenPCD
 
         return DrivenPCD(k, chains, beta_std=beta_std, beta_autocorr=beta_autocorr,
-                         init=chain_init)
+                         init=chain_init, readout_steps=readout_steps)
+    if readout_steps:
+        raise ConfigError(f"readout_steps applies to the temperature-driven sampler ('tds'), "
+                          f"not to {method!r}: drop it or use method 'tds'")
     if method == "cd":
         return ContrastiveDivergence(k)
     if method == "pcd":
