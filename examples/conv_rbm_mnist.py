@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     sums = w.flatten(1).sum(1)
     print(f"filters: {int((sums < 0).sum())}/{args.filters} have a negative weight sum; "
           f"filter biases mean {float(model.hidden.filter_bias.detach().mean()):.3f} "
-          f"(min {float(model.hidden.filter_bias.min()):.3f}, "
-          f"max {float(model.hidden.filter_bias.max()):.3f})", flush=True)
+          f"(min {float(model.hidden.filter_bias.detach().min()):.3f}, "
+          f"max {float(model.hidden.filter_bias.detach().max()):.3f})", flush=True)
     mosaic = weight_mosaic(model.filter_images(), args.out / "filters.png",
                            image_shape=(args.filter_size, args.filter_size),
                            title=f"{args.filters} conv-RBM filters ({args.visible})")

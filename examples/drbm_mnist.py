@@ -8,7 +8,10 @@ filters and a confusion matrix of the test set.
 Run (MNIST files in $BOLTZKIT_DATA or --data-dir)::
 
     python examples/drbm_mnist.py                          # DRBM, 500 hidden
-    python examples/drbm_mnist.py --objective hybrid --alpha 0.01 --n-hidden 1500
+    python examples/drbm_mnist.py --n-hidden 1000 --dropout 0.5 \
+        --epochs 30                                        # configs/drbm-mnist.toml
+    python examples/drbm_mnist.py --objective hybrid --alpha 0.01 --n-hidden 1500 \
+        --patience 5 --dropout 0.5                         # configs/hybrid-drbm-mnist.toml
     python examples/drbm_mnist.py --limit 5000 --epochs 2  # a quick look
 """
 
@@ -63,8 +66,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-hidden", type=int, default=500)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate")
-    p.add_argument("--lr-final-factor", type=float, default=0.02, help="linear decay to this")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum / Adam beta1")
+    p.add_argument("--lr", type=float, default=0.005, help="learning rate")
+    p.add_argument("--lr-schedule", default="linear",
+                   choices=("constant", "linear", "cosine", "exponential"))
+    p.add_argument("--lr-final-factor", type=float, default=0.02, help="decay to this x lr")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 on the weights")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="hidden-unit dropout in the discriminative term")
+    p.add_argument("--init-std", type=float, default=0.05)
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after N epochs without validation improvement")
     p.add_argument("--val-size", type=int, default=10000)
     p.add_argument("--limit", type=int, default=None, help="use only the first N train rows")
     p.add_argument("--seed", type=int, default=0)
@@ -79,13 +92,15 @@ def main(argv: list[str] | None = None) -> dict:
     val = (x[-n_val:], y[-n_val:]) if n_val else None
     if n_val:
         x, y = x[:-n_val], y[:-n_val]
-    model = DiscriminativeRBM(784, 10, args.n_hidden, init_std=0.05,
+    model = DiscriminativeRBM(784, 10, args.n_hidden, init_std=args.init_std,
                               generator=torch.Generator().manual_seed(args.seed))
     start = time.perf_counter()
     history = fit_drbm(model, x, y, objective=args.objective, alpha=args.alpha,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       optimizer="adam", momentum=0.9, lr_schedule="linear",
-                       lr_final_factor=args.lr_final_factor, seed=args.seed, val=val,
+                       optimizer=args.optimizer, momentum=args.momentum,
+                       weight_decay=args.weight_decay, dropout=args.dropout,
+                       lr_schedule=args.lr_schedule, lr_final_factor=args.lr_final_factor,
+                       seed=args.seed, val=val, patience=args.patience,
                        callback=lambda r: print(json.dumps(r), flush=True))
     wall = time.perf_counter() - start
     err, nll = model.error_rate(xt, yt)

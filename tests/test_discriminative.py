@@ -166,6 +166,54 @@ def test_generative_gradient_is_exact_with_exact_negative_statistics():
         model.free_energy(x, y).mean() - model.free_energy(states_x, states_y).mean())
 
 
+
+def test_reused_hidden_field_gives_the_same_chain_and_gradient():
+    """Passing the data's precomputed hidden field (the training loop does, to save two
+    passes per batch) changes neither the CD chain nor the generative gradient."""
+    model = _tiny(seed=12, scale=0.5)
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand(8, N_VIS, generator=gen) < 0.5).double()
+    y = torch.randint(N_CLS, (8,), generator=gen)
+    field = model.hidden_field(x)
+    for steps in (1, 3):
+        a = model.gibbs(x, y, steps, torch.Generator().manual_seed(5))
+        b = model.gibbs(x, y, steps, torch.Generator().manual_seed(5), field=field)
+        for u, v in zip(a, b, strict=True):
+            torch.testing.assert_close(u, v, rtol=0, atol=0)
+    xn, yn = a
+    params = list(model.parameters())
+    g1 = torch.autograd.grad(model.generative_loss(x, y, xn, yn), params)
+    g2 = torch.autograd.grad(model.generative_loss(x, y, xn, yn, model.hidden_field(x)),
+                             params)
+    for u, v in zip(g1, g2, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.free_energy(x, y, field), model.free_energy(x, y))
+
+
+def test_hidden_dropout_mask_removes_units_from_the_posterior():
+    """A 0/1 hidden mask gives the posterior of the model without the dropped units, and
+    an all-ones mask the unmasked posterior."""
+    model = _tiny(seed=13)
+    x = _bits(N_VIS)[:7]
+    ones = torch.ones(len(x), N_HID, dtype=torch.float64)
+    torch.testing.assert_close(model.class_logits(x, hidden_mask=ones), model.class_logits(x))
+    keep = [0, 2]
+    small = DiscriminativeRBM(N_VIS, N_CLS, len(keep)).double()
+    with torch.no_grad():
+        small.connection.weights.copy_(model.connection.weights[:, keep])
+        small.label_connection.weights.copy_(model.label_connection.weights[:, keep])
+        small.hidden.bias.copy_(model.hidden.bias[keep])
+        small.visible.bias.copy_(model.visible.bias)
+        small.label.bias.copy_(model.label.bias)
+    mask = torch.zeros(len(x), N_HID, dtype=torch.float64)
+    mask[:, keep] = 1.0
+    torch.testing.assert_close(torch.log_softmax(model.class_logits(x, hidden_mask=mask), 1),
+                               torch.log_softmax(small.class_logits(x), 1))
+    y = torch.arange(len(x)) % N_CLS
+    with torch.no_grad():
+        assert float(model.discriminative_loss(x, y, hidden_mask=mask)) == pytest.approx(
+            float(small.discriminative_loss(x, y)))
+
 # --- training -----------------------------------------------------------------------------
 # Chance error is 0.9; the bounds sit well above what these seeds reach (about 0.10, 0.13
 # and 0.36 after 5 epochs) and far below chance, so they test "learns", not luck.
@@ -196,6 +244,20 @@ def test_hybrid_training_early_stopping_restores_best(digits_binary):
     err, _ = model.error_rate(X[800:], y[800:])
     assert err == pytest.approx(best["val_error"])
     assert hist[-1]["best_test_error"] == best["test_error"] < 0.3
+
+
+def test_dropout_training_learns_and_checks_its_rate(digits_binary):
+    X, y, Xt, yt = digits_binary
+    model = DiscriminativeRBM(64, 10, 30, init_std=0.05,
+                              generator=torch.Generator().manual_seed(0))
+    hist = fit_drbm(model, X, y, epochs=5, seed=0, test=(Xt, yt), dropout=0.3, **ADAM)
+    assert hist[-1]["test_error"] < 0.25, hist
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="dropout"):
+            fit_drbm(model, X, y, epochs=1, dropout=bad)
+    gauss = DiscriminativeRBM(64, 10, 5, hidden=GaussianUnits(5))
+    with pytest.raises(ConfigError, match="Bernoulli hidden"):
+        fit_drbm(gauss, X, y, epochs=1, dropout=0.5)
 
 
 def test_generative_objective_learns_the_joint(digits_binary):
@@ -278,7 +340,8 @@ def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
     code = main(["train", "--model", "drbm", "--dataset", "digits", "--n-hidden", "30",
                  "--epochs", "3", "--batch-size", "20", "--optimizer", "adam", "--lr", "0.003",
                  "--momentum", "0.9", "--init-std", "0.05", "--drbm-objective", "hybrid",
-                 "--drbm-alpha", "0.01", "--drbm-val-size", "300", "--out", str(out), "--quiet"])
+                 "--drbm-alpha", "0.01", "--drbm-val-size", "300", "--drbm-dropout", "0.2",
+                 "--out", str(out), "--quiet"])
     assert code == 0
     capsys.readouterr()
     model = load_model(out)
@@ -287,6 +350,7 @@ def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert "best_epoch" in history[-1] and history[-1]["best_test_error"] < 0.3
     assert read_header(out)["train_config"]["drbm_objective"] == "hybrid"
+    assert read_header(out)["train_config"]["drbm_dropout"] == 0.2
     # what --plots draws (filters, samples from the joint, curves), with short chains here
     paths = write_plots(model, history, tmp_path / "d", steps=5)
     assert sorted(p.name for p in paths) == ["d.curves.png", "d.samples.png", "d.weights.png"]

@@ -162,26 +162,39 @@ class DiscriminativeRBM(nn.Module):
         """Input to the hidden layer from x alone (no label, no hidden bias)."""
         return self.connection(self.visible.coupling(x))
 
-    def free_energy(self, x: Tensor, y: Tensor) -> Tensor:
-        """F(x, y) = -log sum_h exp(-E(x, y, h)); y as indices or one-hot rows, (batch,)."""
+    def free_energy(self, x: Tensor, y: Tensor, field: Tensor | None = None) -> Tensor:
+        """F(x, y) = -log sum_h exp(-E(x, y, h)); y as indices or one-hot rows, (batch,).
+
+        ``field`` is :meth:`hidden_field` of ``x`` when the caller already has it.
+        """
         y1 = self.one_hot(y)
-        field = self.hidden_field(x) + self.label_connection(y1)
+        if field is None:
+            field = self.hidden_field(x)
+        field = field + self.label_connection(y1)
         return self.visible.energy(x) + self.label.energy(y1) - self.hidden.log_partition(field)
 
-    def class_logits(self, x: Tensor, field: Tensor | None = None) -> Tensor:
+    def class_logits(self, x: Tensor, field: Tensor | None = None,
+                     hidden_mask: Tensor | None = None) -> Tensor:
         """-F(x, y) + E_v(x) for every class y, shape (batch, n_classes).
 
         Differences between columns are exact log-odds: the softmax over classes is p(y | x).
+        ``hidden_mask`` (batch, n_hidden) weights each hidden unit's term of the sum over h
+        (dropout; Bernoulli hidden units only): 0 drops the unit for that row.
         """
         if field is None:
             field = self.hidden_field(x)
         per_class = field.unsqueeze(1) + self.label_connection.weights.unsqueeze(0)
-        return self.label.bias + self.hidden.log_partition(per_class)
+        if hidden_mask is None:
+            return self.label.bias + self.hidden.log_partition(per_class)
+        if not isinstance(self.hidden, BernoulliUnits):
+            raise ConfigError("hidden dropout needs Bernoulli hidden units")
+        terms = nn.functional.softplus(self.hidden.activation(per_class))
+        return self.label.bias + (terms * hidden_mask.unsqueeze(1)).sum(-1)
 
-    def discriminative_loss(self, x: Tensor, y: Tensor,
-                            field: Tensor | None = None) -> Tensor:
+    def discriminative_loss(self, x: Tensor, y: Tensor, field: Tensor | None = None,
+                            hidden_mask: Tensor | None = None) -> Tensor:
         """Mean -log p(y | x) over the batch (y: class indices)."""
-        return nn.functional.cross_entropy(self.class_logits(x, field), y)
+        return nn.functional.cross_entropy(self.class_logits(x, field, hidden_mask), y)
 
     @torch.no_grad()
     def predict_log_proba(self, x: Any, batch_size: int = 1000, strict: bool = True) -> Tensor:
@@ -212,12 +225,18 @@ class DiscriminativeRBM(nn.Module):
     # --- the joint model: Gibbs chain and generative objective ---------------------
     @torch.no_grad()
     def gibbs(self, x: Tensor, y: Tensor, steps: int = 1,
-              generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``steps`` block-Gibbs sweeps (x, y) -> h -> (x, y) of the joint; y one-hot."""
+              generator: torch.Generator | None = None,
+              field: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``steps`` block-Gibbs sweeps (x, y) -> h -> (x, y) of the joint; y one-hot.
+
+        ``field`` is :meth:`hidden_field` of the starting ``x`` when the caller has it
+        (used by the first sweep only).
+        """
         y = self.one_hot(y)
-        for _ in range(steps):
-            field = self.hidden_field(x) + self.label_connection(y)
-            h = self.hidden.coupling(self.hidden.sample(field, generator=generator))
+        for step in range(steps):
+            vis_field = self.hidden_field(x) if step or field is None else field.detach()
+            field_h = vis_field + self.label_connection(y)
+            h = self.hidden.coupling(self.hidden.sample(field_h, generator=generator))
             x = self.visible.sample(self.connection.transpose(h), generator=generator)
             y = self.label.sample(self.label_connection.transpose(h), generator=generator)
         return x, y
@@ -248,9 +267,13 @@ class DiscriminativeRBM(nn.Module):
                 y = self.label.sample(self.label_connection.transpose(h), generator=generator)
         return self.visible.mean(vis_field) if return_mean else x
 
-    def generative_loss(self, x: Tensor, y: Tensor, x_neg: Tensor, y_neg: Tensor) -> Tensor:
-        """Surrogate whose gradient is the CD/PCD estimate of -d log p(x, y) / d theta."""
-        return (self.free_energy(x, y).mean()
+    def generative_loss(self, x: Tensor, y: Tensor, x_neg: Tensor, y_neg: Tensor,
+                        field: Tensor | None = None) -> Tensor:
+        """Surrogate whose gradient is the CD/PCD estimate of -d log p(x, y) / d theta.
+
+        ``field``: :meth:`hidden_field` of the data ``x`` if already computed (saves a pass).
+        """
+        return (self.free_energy(x, y, field).mean()
                 - self.free_energy(x_neg.detach(), y_neg.detach()).mean())
 
     def parameters_finite(self) -> bool:
@@ -265,7 +288,7 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
              k: int = 1, sampler: str = "cd", seed: int = 0,
              val: tuple[Any, Any] | None = None, test: tuple[Any, Any] | None = None,
              patience: int | None = None, restore_best: bool = True, strict: bool = True,
-             callback: Callable[[dict], None] | None = None) -> list[dict]:
+             dropout: float = 0.0, callback: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place by minibatch gradient descent; returns per-epoch history.
 
     Each record has ``epoch``, ``time``, ``train_loss`` (the objective's mean over the
@@ -278,9 +301,14 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
     training stops after ``patience`` epochs without improvement (None: never).
     ``strict=False`` accepts inputs outside the visible units' values (see
     :meth:`DiscriminativeRBM.prepare`).
-    ``weight_decay`` is L2 on the two weight matrices only.  ``lr_schedule`` decays the
-    learning rate per epoch as in :class:`boltzkit.training.Trainer` ("constant", "linear"
-    or "cosine" to ``lr_final_factor`` x lr, "exponential" by ``lr_final_factor**(1/epochs)``).
+    ``weight_decay`` is L2 on the two weight matrices only.  ``dropout`` drops each hidden
+    unit from the discriminative term's sum over h with this probability, per row and batch,
+    scaling the kept ones by 1 / (1 - dropout) ("inverted" dropout, Bernoulli hidden units).
+    The class log-odds are linear in the mask, so the unmasked model used at test time
+    gives exactly the normalised geometric mean of the dropped-out models' p(y | x).
+    ``lr_schedule`` decays the learning rate per epoch as in
+    :class:`boltzkit.training.Trainer` ("constant", "linear" or "cosine" to
+    ``lr_final_factor`` x lr, "exponential" by ``lr_final_factor**(1/epochs)``).
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown drbm objective {objective!r}: choose one of "
@@ -300,6 +328,10 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
         raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
     if not (weight_decay >= 0 and math.isfinite(weight_decay)):
         raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+    if dropout and not isinstance(model.hidden, BernoulliUnits):
+        raise ConfigError("drbm dropout needs Bernoulli hidden units")
     x = model.prepare(x, "training data", strict)
     y = model.prepare_labels(y, x.shape[0], "training labels")
     sets = {}
@@ -340,7 +372,12 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             field = model.hidden_field(xb)
             loss = field.new_zeros(())
             if use_disc:
-                nll = model.discriminative_loss(xb, yb, field)
+                mask = None
+                if dropout:
+                    keep = torch.rand(xb.shape[0], model.n_hidden, generator=gen,
+                                      device=model.device, dtype=model.dtype) >= dropout
+                    mask = keep.to(model.dtype) / (1.0 - dropout)
+                nll = model.discriminative_loss(xb, yb, field, mask)
                 total_nll += nll.detach()
                 loss = loss + nll
             if use_gen:
@@ -350,10 +387,12 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
                     start = chains
                 else:
                     start = (xb, model.one_hot(yb))
-                xn, yn = model.gibbs(start[0], start[1], k, gen)
+                # CD starts at the data, whose hidden field is already computed
+                xn, yn = model.gibbs(start[0], start[1], k, gen,
+                                     field=field if sampler == "cd" else None)
                 if sampler == "pcd":
                     chains = (xn, yn)
-                loss = loss + gen_weight * model.generative_loss(xb, yb, xn, yn)
+                loss = loss + gen_weight * model.generative_loss(xb, yb, xn, yn, field)
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
@@ -418,6 +457,8 @@ TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
     "drbm_val_size": (10000, "drbm: hold out the last N training rows for validation / "
                              "early stopping (0: none)"),
     "drbm_patience": (0, "drbm: stop after N epochs without validation improvement (0: never)"),
+    "drbm_dropout": (0.0, "drbm: drop each hidden unit from the discriminative term with "
+                          "this probability (training only)"),
 }
 
 
@@ -488,7 +529,8 @@ def train_from_config(cfg: dict, load: Callable[[str], tuple[Any, Any]],
         lr_schedule=cfg.get("lr_schedule", "constant"),
         lr_final_factor=float(cfg.get("lr_final_factor", 0.01)), k=int(cfg.get("k", 1)),
         sampler=cfg.get("drbm_sampler", "cd"), seed=seed, val=val, test=test,
-        patience=int(cfg.get("drbm_patience") or 0) or None, callback=show)
+        patience=int(cfg.get("drbm_patience") or 0) or None,
+        dropout=float(cfg.get("drbm_dropout") or 0.0), callback=show)
     if history and "best_epoch" in history[-1]:
         show({k: v for k, v in history[-1].items() if k.startswith("best_")})
     return model, history
