@@ -274,6 +274,27 @@ def _ess(log_w: Tensor) -> float:
 
 
 @torch.no_grad()
+def _weight_problems(log_w: Tensor, ess: float, lower: float, min_ess_fraction: float,
+                     max_log_weight_std: float) -> list[str]:
+    """Why an AIS run's importance weights cannot be trusted (empty when they can).
+
+    Shared by every AIS in boltzkit (RBM, DBM, lateral models) so all report the same
+    reliability test: effective sample size, spread of the log-weights, and a lower
+    bound that the error bars push below zero.
+    """
+    n = log_w.numel()
+    problems = []
+    if ess / n < min_ess_fraction:
+        problems.append(f"effective sample size {ess:.1f} of {n} chains is below "
+                        f"{min_ess_fraction:.0%}")
+    lw_std = float(log_w.std()) if n > 1 else 0.0
+    if lw_std > max_log_weight_std:
+        problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
+    if not math.isfinite(lower):
+        problems.append("the -3 sigma end of the interval is below zero (lower bound -inf)")
+    return problems
+
+
 def _anneal(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Run one AIS pass over ``betas`` from states ``v``; return (log weights, final v).
@@ -362,15 +383,7 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     lme, log_se, upper, lower = _log_weight_stats(log_w)
     log_z = log_z_base + lme
     ess = _ess(log_w)
-    problems = []
-    if ess / n_chains < min_ess_fraction:
-        problems.append(f"effective sample size {ess:.1f} of {n_chains} chains is below "
-                        f"{min_ess_fraction:.0%}")
-    lw_std = float(log_w.std()) if n_chains > 1 else 0.0
-    if lw_std > max_log_weight_std:
-        problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
-    if not math.isfinite(lower):
-        problems.append("the -3 sigma end of the interval is below zero (lower bound -inf)")
+    problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
     rev = rev_w = None
     if reverse:
         if data is not None:

@@ -61,6 +61,7 @@ from ..metrics.likelihood import (
     AISResult,
     _ess,
     _log_weight_stats,
+    _weight_problems,
     ais_schedule,
 )
 from ..rbm import RBM
@@ -716,12 +717,7 @@ def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: in
             v = model._sweep(v, const, beta * j, blocks, generator)
     lme, _, upper, lower = _log_weight_stats(log_w)
     ess = _ess(log_w)
-    problems = []
-    if ess / n_chains < min_ess_fraction:
-        problems.append(f"effective sample size {ess:.1f} of {n_chains} chains")
-    lw_std = float(log_w.std()) if n_chains > 1 else 0.0
-    if lw_std > max_log_weight_std:
-        problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
+    problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
     warning = ("AIS estimate may be unreliable: " + "; ".join(problems)) if problems else None
     return AISResult(log_z=log_z_base + lme, log_z_lower=log_z_base + lower,
                      log_z_upper=log_z_base + upper, log_z_base=log_z_base, log_weights=log_w,

@@ -53,6 +53,7 @@ from ..metrics.likelihood import (
     _check_schedule,
     _ess,
     _log_weight_stats,
+    _weight_problems,
     ais_schedule,
 )
 from ..rbm import RBM
@@ -443,15 +444,7 @@ class DBM(nn.Module):
                     states[i] = self.layers[i].sample(f, 1.0, generator)
         lme, _, upper, lower = _log_weight_stats(log_w)
         ess = _ess(log_w)
-        problems = []
-        if ess / n_chains < min_ess_fraction:
-            problems.append(f"effective sample size {ess:.1f} of {n_chains} chains is below "
-                            f"{min_ess_fraction:.0%}")
-        lw_std = float(log_w.std()) if n_chains > 1 else 0.0
-        if lw_std > max_log_weight_std:
-            problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
-        if not math.isfinite(lower):
-            problems.append("the -3 sigma end of the interval is below zero (lower bound -inf)")
+        problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
         warning = None
         if problems:
             warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
