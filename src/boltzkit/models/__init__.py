@@ -20,7 +20,9 @@ The plain ``rbm`` kind is built into :mod:`boltzkit.cli` and :mod:`boltzkit.rbm`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 # kind -> module implementing it (one line per kind; keep sorted by module).
 KINDS: dict[str, str] = {
@@ -35,6 +37,24 @@ KINDS: dict[str, str] = {
     "dbm": "boltzkit.stacks.dbm",
     "dbn": "boltzkit.stacks.dbn", "dbn-classifier": "boltzkit.stacks.dbn",
 }
+
+
+def load_splits(load: Callable[[str], tuple[Any, Any]]) -> tuple[Any, Any, Any, Any]:
+    """``(train, train_labels, test, test_labels)`` from a ``train_from_config`` loader.
+
+    The training split must exist and be non-empty (DataError otherwise); a missing
+    test split gives ``None, None``.
+    """
+    from ..errors import DataError
+
+    train, train_labels = load("train")
+    if len(train) == 0:
+        raise DataError("training data is empty: pass at least one sample")
+    try:
+        test, test_labels = load("test")
+    except DataError:
+        test, test_labels = None, None
+    return train, train_labels, test, test_labels
 
 
 def kind_module(kind: str) -> ModuleType:

@@ -205,14 +205,9 @@ def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[ConvRBM, li
     from ..cli import RUN_SIGNATURE, TRAIN_DEFAULTS, _device
     from ..sampling import make_sampler
     from ..training import Trainer
+    from . import load_splits
 
-    train, _ = load("train")
-    try:
-        test, _ = load("test")
-    except DataError:
-        test = None
-    if train.shape[0] == 0:
-        raise DataError("training data is empty")
+    train, _, test, _ = load_splits(load)
     channels = int(cfg.get("conv_channels", 1))
     shape = parse_image_shape(cfg.get("conv_image_shape"), train.shape[1], channels)
     visible = cfg.get("visible", "bernoulli")

@@ -575,9 +575,9 @@ def build(cfg: dict[str, Any], n_visible: int) -> _MaskedRBM:
 def train_from_config(cfg: dict[str, Any], load, quiet: bool = False):
     """Train a dropout kind from a resolved ``boltzkit train`` config; (model, history)."""
     from ..cli import RUN_SIGNATURE, TRAIN_DEFAULTS, _device, _print_epoch
-    from ..errors import DataError
     from ..sampling import make_sampler
     from ..training import Trainer
+    from . import load_splits
 
     kind = cfg["model"]
     hidden_masks = kind == "edropout-rbm" or cfg.get("dropout_rate", 0.5) > 0
@@ -587,13 +587,7 @@ def train_from_config(cfg: dict[str, Any], load, quiet: bool = False):
     if cfg.get("objective", "ml") != "ml":
         raise ConfigError(f"{kind} trains with the likelihood objective (--objective ml)")
     device = _device(cfg["device"])
-    train, _ = load("train")
-    try:
-        test, _ = load("test")
-    except DataError:
-        test = None
-    if train.shape[0] == 0:
-        raise DataError("training data is empty")
+    train, _, test, _ = load_splits(load)
     model = build(cfg, train.shape[1]).to(device)
     sampler, objective = training_parts(
         make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],

@@ -902,14 +902,10 @@ def _build(cfg: dict, data: Tensor) -> tuple[LateralModel, Tensor]:
 
 def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[LateralModel, list[dict]]:
     """Train an ising/potts/srbm model from a resolved ``boltzkit train`` config."""
+    from . import load_splits
+
     method = _check_choice("lateral_method", cfg.get("lateral_method", "pl"), METHODS)
-    train, _ = load("train")
-    if train.shape[0] == 0:
-        raise DataError("training data is empty")
-    try:
-        test, _ = load("test")
-    except DataError:
-        test = None
+    train, _, test, _ = load_splits(load)
     model, x = _build(cfg, train)
     if test is not None and isinstance(model, PottsModel):
         test = model.one_hot(test)

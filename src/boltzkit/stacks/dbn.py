@@ -727,19 +727,14 @@ def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[nn.Module, 
     from pathlib import Path
 
     from ..io import save_model
+    from ..models import load_splits
 
     if cfg.get("objective", "ml") != "ml":
         raise ConfigError("--model dbn trains each layer by likelihood: use --objective ml")
     device = torch.device(cfg.get("device") or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
-    train, y_train = load("train")
-    try:
-        test, y_test = load("test")
-    except DataError:
-        test, y_test = None, None
-    if train.shape[0] == 0:
-        raise DataError("training data is empty")
+    train, y_train, test, y_test = load_splits(load)
     dbn = _cfg_layers(cfg, train.shape[1]).to(device)
     n = len(dbn.layers)
     epochs = _per_layer(cfg.get("dbn_layer_epochs"), n, int, "dbn_layer_epochs")
