@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import sys
 import time
 import tomllib
@@ -250,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model_path", metavar="MODEL")
     i.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("download", help="fetch a public data set (needs internet; MD5-checked)")
+    dl.add_argument("dataset", choices=["mnist", "ml-100k", "ml-1m", "ml-latest-small"])
+    dl.add_argument("--data-dir", default=None,
+                    help="where to put it (default: $BOLTZKIT_DATA)")
+    dl.add_argument("--url", default=None,
+                    help="MovieLens: the archive's URL (default: GroupLens'); "
+                         "MNIST: a mirror folder's URL")
+    dl.add_argument("--md5", default=None, help="MovieLens: the archive's expected MD5")
+    dl.add_argument("--timeout", type=float, default=60.0)
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn's 8x8 digits")
     d.add_argument("--out-dir", default="boltzkit-demo")
@@ -643,6 +654,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from .data import download_mnist, download_movielens
+    from .data.mnist import MNIST_MIRRORS
+    from .data.paths import ENV_VAR
+
+    data_dir = args.data_dir or os.environ.get(ENV_VAR)
+    if not data_dir:
+        raise ConfigError(f"say where to put the data: --data-dir DIR or set {ENV_VAR}")
+    if args.dataset == "mnist":
+        if args.md5:
+            raise ConfigError("--md5 is for a MovieLens archive; MNIST files are checked "
+                              "against their published digests")
+        mirrors = (args.url,) if args.url else MNIST_MIRRORS
+        folder = download_mnist(data_dir, mirrors, timeout=args.timeout)
+    else:
+        folder = download_movielens(args.dataset, data_dir, url=args.url, md5=args.md5,
+                                    timeout=args.timeout)
+    print(folder)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -652,7 +684,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "reconstruct": cmd_reconstruct, "score": cmd_score, "info": cmd_info,
-            "demo": cmd_demo}
+            "download": cmd_download, "demo": cmd_demo}
 
 from .recommend.cli import COMMANDS as _RECOMMEND_COMMANDS  # noqa: E402
 

@@ -20,6 +20,7 @@ from boltzkit.data.mnist import (
     read_idx,
     resolve_mnist_dir,
 )
+from boltzkit.data.movielens import download_movielens
 from boltzkit.data.registry import DATASETS, load_dataset
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MIXTURES",
     "binarize",
     "download_mnist",
+    "download_movielens",
     "load_array",
     "load_dataset",
     "load_digits",

@@ -19,14 +19,9 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
-import http.client
 import logging
 import math
 import os
-import shutil
-import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -34,6 +29,7 @@ import numpy as np
 import torch
 
 from boltzkit.data.arrays import binarize_array, check_binarize, check_seed
+from boltzkit.data.download import fetch
 from boltzkit.data.paths import ENV_VAR, resolve_data_dir
 from boltzkit.errors import ConfigError, DataError
 
@@ -250,31 +246,25 @@ def load_mnist(
     return torch.from_numpy(x), y
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_mnist(
     data_dir: str | os.PathLike[str],
     mirrors: tuple[str, ...] = MNIST_MIRRORS,
     timeout: float = 60.0,
+    checksums: dict[str, str] | None = None,
 ) -> Path:
     """Download the four official MNIST gzip files into ``data_dir`` (needs internet).
 
     Each download is checked against the official MD5 in :data:`MNIST_MD5` (the widely
-    published values, also used by torchvision) and then decoded as IDX to verify its
-    structure; a file failing either check is discarded and the next mirror tried. Files
-    already present that decode as valid IDX are kept (their MD5 is not checked). Every
-    file is attempted; DataError lists those that failed. Returns the directory.
+    published values, also used by torchvision; ``checksums`` replaces them, e.g. for a
+    private mirror) and then decoded as IDX to verify its structure; a file failing
+    either check is discarded and the next mirror tried. Files already present that
+    decode as valid IDX are kept (their MD5 is not checked). Every file is attempted;
+    DataError lists those that failed. Returns the directory.
     """
     folder = Path(data_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
-    for name, md5 in MNIST_MD5.items():
+    for name, md5 in (checksums or MNIST_MD5).items():
         target = folder / name
         if target.is_file():
             try:
@@ -283,31 +273,15 @@ def download_mnist(
                 continue
             except DataError:
                 logger.warning("%s is corrupted; downloading it again", target)
-        errors: list[str] = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + name
-            fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-                    shutil.copyfileobj(r, out)
-                got = _md5(tmp)
-                if got != md5:
-                    raise DataError(f"MD5 mismatch for {url}: got {got}, expected {md5}")
-                parse_idx(_read_bytes(tmp), source=url)
-                tmp.replace(target)
-                logger.info("downloaded %s", url)
-                break
-            except (OSError, http.client.HTTPException, DataError) as exc:
-                errors.append(f"{url}: {exc}")
-                logger.warning("download of %s failed: %s", url, exc)
-            finally:
-                tmp.unlink(missing_ok=True)
-        else:
-            failed.append(f"{name} ({'; '.join(errors)})")
+        urls = [mirror.rstrip("/") + "/" + name for mirror in mirrors]
+        try:
+            fetch(urls, target, md5, lambda p: parse_idx(_read_bytes(p), source=str(p)),
+                  timeout=timeout)
+        except DataError as exc:
+            failed.append(str(exc))
     if failed:
         raise DataError(
-            f"could not download {', '.join(failed)}; check the internet connection, or copy "
+            f"{'; '.join(failed)}; check the internet connection, or copy "
             f"the official MNIST files into {folder} by hand"
         )
     return folder

@@ -24,12 +24,16 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from boltzkit.data.download import fetch, parse_md5, read_url_text
 from boltzkit.data.paths import ENV_VAR, resolve_data_dir
 from boltzkit.errors import ConfigError, DataError
 
@@ -50,6 +54,15 @@ _SCALES = {
     "ml-latest-small": tuple(float(x) / 2 for x in range(1, 11)),
 }
 _MARKERS = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "ml-latest-small": "ratings.csv"}
+
+#: Where GroupLens publishes each archive (``NAME.zip`` holding ``NAME/``).
+MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
+#: Published MD5 of the fixed releases (GroupLens' ``.zip.md5`` files).  ml-latest-small
+#: is re-released from time to time, so its digest is read from GroupLens' ``.md5`` file.
+MOVIELENS_MD5: dict[str, str] = {
+    "ml-100k": "0e33842e24a9c977be4e0107933c0723",
+    "ml-1m": "c4d9eecfca2ab87c1945afe126590906",
+}
 
 
 @dataclass
@@ -350,3 +363,76 @@ def load_movielens(name: str = "ml-100k", data_dir=None, fold: int | str = 1,
         return load_ml_latest_small(data_dir, fold, seed)
     raise ConfigError(f"unknown MovieLens data set {name!r}: choose one of "
                       f"{list(MOVIELENS_DATASETS)}")
+
+
+# ----------------------------------------------------------------------------- download
+def download_movielens(name: str, data_dir: str | os.PathLike[str], url: str | None = None,
+                       md5: str | None = None, timeout: float = 60.0,
+                       keep_archive: bool = False) -> Path:
+    """Download and unpack MovieLens data set ``name`` into ``data_dir/name`` (needs internet).
+
+    The archive (``url``, default GroupLens' :data:`MOVIELENS_URL`) must match ``md5``
+    (default: the published digest, :data:`MOVIELENS_MD5`, or for ml-latest-small the
+    one in GroupLens' ``URL.md5`` file); its members must all lie inside ``name/``; the
+    unpacked files must load with :func:`load_movielens` (every line parsed) before
+    they are moved into place.  A folder that already loads is kept and nothing is
+    fetched.  Returns the data set's folder.
+    """
+    if name not in MOVIELENS_DATASETS:
+        raise ConfigError(f"unknown MovieLens data set {name!r}: choose one of "
+                          f"{list(MOVIELENS_DATASETS)}")
+    base = Path(data_dir).expanduser()
+    folder = base / name
+    if (folder / _MARKERS[name]).is_file():
+        try:
+            load_movielens(name, folder)
+            return folder
+        except DataError as exc:
+            raise DataError(f"{folder} exists but does not load ({exc}); move it away and "
+                            "download again") from exc
+    url = url or MOVIELENS_URL.format(name=name)
+    if md5 is None:
+        md5 = MOVIELENS_MD5.get(name) or parse_md5(read_url_text(url + ".md5", timeout),
+                                                   url + ".md5")
+    base.mkdir(parents=True, exist_ok=True)
+    archive = fetch([url], base / f"{name}.zip", md5, _check_zip, timeout=timeout)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+    try:
+        _extract(archive, name, staging)
+        try:
+            load_movielens(name, staging / name)
+        except DataError as exc:
+            raise DataError(f"{url}: the unpacked files do not load: {exc}") from exc
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not keep_archive:
+            archive.unlink(missing_ok=True)
+    return folder
+
+
+def _check_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"not a zip archive ({exc})") from exc
+    if bad is not None:
+        raise DataError(f"corrupted member {bad!r} in the archive")
+
+
+def _extract(archive: Path, name: str, dest: Path) -> None:
+    """Unpack the members under ``name/`` into ``dest``; refuse any that escape it (zip slip)."""
+    with zipfile.ZipFile(archive) as zf:
+        members = []
+        for member in zf.namelist():
+            path = Path(member)
+            if path.is_absolute() or ".." in path.parts or "\\" in member:
+                raise DataError(f"{archive}: member {member!r} points outside the archive's "
+                                "folder; refusing to unpack it")
+            if path.parts and path.parts[0] == name:
+                members.append(member)
+        if not members:
+            raise DataError(f"{archive}: no {name}/ folder in the archive")
+        zf.extractall(dest, members=members)
