@@ -364,3 +364,19 @@ def test_digits_example_runs(capsys):
         assert r["accuracy"] > 0.6 and r["fit_time"] > 0 and r["rbm_fit_time"] > 0
     out = capsys.readouterr().out
     assert "boltzkit" in out and "ratio" in out
+
+
+def test_fit_does_not_import_torch_dynamo():
+    """torch.optim's add_param_group imports torch._dynamo on first use (1.2-1.5 s, most
+    of a small pipeline's first fit); LeanSGD skips that wrapper outside torch.compile."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from boltzkit.sklearn import BernoulliRBM\n"
+            "X = (np.random.RandomState(0).rand(30, 5) < 0.5).astype(float)\n"
+            "BernoulliRBM(n_components=3, n_iter=1, momentum=0.5).fit(X).partial_fit(X)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False", out.stderr

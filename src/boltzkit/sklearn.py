@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed versio
                       "(sklearn.utils.validation.validate_data)") from exc
 
 from .metrics import reconstruction_error
-from .objectives import LikelihoodGradient
+from .objectives import FusedBernoulliSGD, LikelihoodGradient
 from .rbm import make_rbm
 from .sampling import SAMPLERS, make_sampler
 from .training import LeanSGD
@@ -205,18 +205,23 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         self._optimizer.step()
 
     def _epoch(self, X, batch_size: int, shuffle: bool) -> None:
+        # The plain case (Bernoulli units, CD/PCD, SGD) takes the fused step, the same
+        # update in fewer torch calls (boltzkit.objectives.FusedBernoulliSGD); built per
+        # pass, it reads the learning rate of the optimizer then.
+        step = FusedBernoulliSGD.build(self.rbm_, self._sampler, self._objective,
+                                       self._optimizer, self._generator) or self._step
         n = X.shape[0]
         if sparse.issparse(X):
             order = (torch.randperm(n, generator=self._generator, device=self.rbm_.device)
                      .cpu().numpy() if shuffle else np.arange(n))
             for start in range(0, n, batch_size):
-                self._step(self._tensor(X[order[start:start + batch_size]]))
+                step(self._tensor(X[order[start:start + batch_size]]))
             return
         # X is the whole data set as a (scaled) tensor already.
         if shuffle:
             X = X[torch.randperm(n, generator=self._generator, device=X.device)]
         for batch in X.split(batch_size):
-            self._step(batch)
+            step(batch)
 
     def _check_finite(self) -> None:
         if not self.rbm_.parameters_finite():

@@ -414,6 +414,16 @@ class LeanSGD(torch.optim.SGD):
     dicts and checkpoints are those of ``torch.optim.SGD``.
     """
 
+    def add_param_group(self, param_group):  # noqa: D102 - the parent's contract
+        # torch.optim wraps add_param_group in torch._disable_dynamo, whose first call
+        # imports torch._dynamo (1.2-1.5 s, once per process: most of the first fit of
+        # a small scikit-learn pipeline) only to keep torch.compile from tracing it.
+        # Outside torch.compile the wrapped function is the whole behaviour: call it.
+        plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+        if plain is None or torch.compiler.is_compiling():
+            return super().add_param_group(param_group)
+        return plain(self, param_group)
+
     def step(self, closure=None):  # noqa: D102 - the parent's contract
         groups = self.param_groups
         if closure is not None or any(
