@@ -31,10 +31,11 @@ def main(layers: str = "784,500,500,2000", pretrain_epochs: str = "2,2,1", lr: f
          momentum: float = 0.5, weight_decay: float = 2e-4, finetune_epochs: int = 8,
          finetune_lr: float = 0.5, dropout: float = 0.0, residual: bool = False,
          limit: int | None = None, seed: int = 0, out: str | None = None,
-         device: str = "cpu") -> dict:
+         device: str = "cpu", binarize: str = "threshold", optimizer: str = "sgd") -> dict:
     """Pretrain and fine-tune; returns per-phase wall times and the final test error."""
-    x, y = load_dataset("mnist", split="train", binarize="threshold", limit=limit)
-    xt, yt = load_dataset("mnist", split="test", binarize="threshold")
+    # binarize="none": grey levels, taken as probabilities by the Bernoulli bottom layer.
+    x, y = load_dataset("mnist", split="train", binarize=binarize, limit=limit)
+    xt, yt = load_dataset("mnist", split="test", binarize=binarize)
     sizes = parse_layer_sizes(layers, x.shape[1])
     epochs = [int(e) for e in pretrain_epochs.split(",")]
     if len(epochs) == 1:
@@ -48,15 +49,17 @@ def main(layers: str = "784,500,500,2000", pretrain_epochs: str = "2,2,1", lr: f
         print(f"pretrain layer {trainer.dbn_layer} epoch {rec['epoch']}: "
               f"recon {rec['recon_error']:.4f}  {rec['time']:.0f} s", flush=True)
 
-    dbn.fit(x, settings, callbacks=[show])
+    dbn.fit(x, settings, callbacks=[show], fractional=binarize == "none")
     pretrain_s = time.perf_counter() - t0
     clf = dbn.to_classifier(10, dropout=dropout, generator=torch.Generator().manual_seed(seed))
     t0 = time.perf_counter()
     clf, hist = fine_tune(clf, x, y, epochs=finetune_epochs, lr=finetune_lr, momentum=0.9,
+                          optimizer=optimizer,
                           batch_size=100, schedule="cosine", test=(xt, yt), seed=seed,
                           quiet=False)
     finetune_s = time.perf_counter() - t0
-    result = {"layers": sizes, "residual": residual, "pretrain_epochs": epochs,
+    result = {"layers": sizes, "residual": residual, "binarize": binarize,
+              "pretrain_epochs": epochs,
               "pretrain_wall_s": round(pretrain_s, 1), "finetune_epochs": finetune_epochs,
               "finetune_wall_s": round(finetune_s, 1),
               "test_error": clf.error_rate(xt, yt), "train_rows": int(x.shape[0])}
@@ -73,6 +76,9 @@ if __name__ == "__main__":
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--finetune-lr", type=float, default=0.5)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--binarize", default="threshold", choices=["threshold", "stochastic", "none"],
+                   help="none: grey levels as probabilities")
     p.add_argument("--residual", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training rows")
     p.add_argument("--seed", type=int, default=0)
@@ -83,4 +89,5 @@ if __name__ == "__main__":
     torch.set_num_threads(a.threads)
     print(json.dumps(main(a.layers, a.pretrain_epochs, a.lr, finetune_epochs=a.finetune_epochs,
                           finetune_lr=a.finetune_lr, dropout=a.dropout, residual=a.residual,
-                          limit=a.limit, seed=a.seed, out=a.out, device=a.device), indent=1))
+                          limit=a.limit, seed=a.seed, out=a.out, device=a.device,
+                          binarize=a.binarize, optimizer=a.optimizer), indent=1))

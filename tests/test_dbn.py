@@ -377,6 +377,20 @@ def test_train_from_config_pretrains_and_fine_tunes():
         train_from_config(_cfg(dbn_layer_epochs="1,2,3"), load, quiet=True)
 
 
+def test_train_from_config_takes_grey_levels_as_probabilities_only_when_asked():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(160, 10, generator=g)
+    y = torch.randint(0, 3, (160,), generator=g)
+
+    def load(split):
+        return (x[:120], y[:120]) if split == "train" else (x[120:], y[120:])
+
+    with pytest.raises(DataError, match="must be binary"):
+        train_from_config(_cfg(binarize="threshold"), load, quiet=True)
+    model, _ = train_from_config(_cfg(binarize="none", finetune_epochs=1), load, quiet=True)
+    assert isinstance(model, DBNClassifier)
+
+
 # --- the MNIST example (skipped without the data) -----------------------------------------
 def _mnist_dir():
     import os

@@ -744,7 +744,11 @@ def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[nn.Module, 
                  **({"lr": lrs[i]} if lrs else {})} for i in range(n)]
     callbacks = [] if quiet else [_print_layer_epoch]
     t0 = time.perf_counter()
-    history = dbn.fit(train, settings, val=test, callbacks=callbacks, quiet=quiet)
+    # binarize = "none" on a Bernoulli bottom layer: grey levels enter as probabilities
+    # (Hinton & Salakhutdinov 2006), the stack's own mean-field treatment of inputs.
+    fractional = cfg.get("binarize") == "none"
+    history = dbn.fit(train, settings, val=test, callbacks=callbacks, quiet=quiet,
+                      fractional=fractional)
     pre_wall = time.perf_counter() - t0
     history.append({"phase": "pretrain_done", "wall_time": pre_wall})
     ft_epochs = int(cfg.get("finetune_epochs") or 0)
