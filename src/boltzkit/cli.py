@@ -39,6 +39,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "n_hidden": 64,
     "visible_std": 1.0,
     "learn_variance": False,
+    "standardize": False,
+    "std_floor": 0.05,
+    "max_singular_value": None,
     "group_size": None,
     "method": "pcd",
     "k": 1,
@@ -81,7 +84,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 # Settings that define a run: resuming with any of them changed is refused.
 RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "n_hidden",
-                 "visible_std", "learn_variance", "group_size", "method", "k", "chains",
+                 "visible_std", "learn_variance", "standardize", "std_floor",
+                 "max_singular_value", "group_size", "method", "k", "chains",
                  "n_temperatures", "beta_min", "batch_size", "lr", "optimizer", "momentum",
                  "weight_decay", "lr_schedule", "lr_final_factor", "sparsity_target",
                  "sparsity_cost", "centering", "seed", "beta_std", "beta_autocorr",
@@ -151,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-hidden", type=int, default=None)
     t.add_argument("--visible-std", type=float, default=None, help="std of Gaussian visibles")
     t.add_argument("--learn-variance", action="store_const", const=True, default=None)
+    t.add_argument("--standardize", action="store_const", const=True, default=None,
+                   help="gaussian visibles: standardise each feature with the training data's "
+                        "mean and std (stored in the model file as 'standardizer')")
+    t.add_argument("--std-floor", type=float, default=None,
+                   help="with --standardize: features with a smaller std (e.g. constant "
+                        "border pixels) are scaled by this instead (default 0.05)")
+    t.add_argument("--max-singular-value", type=float, default=None,
+                   help="after every step, scale the weights so their largest singular "
+                        "value stays <= this (e.g. 0.99: keeps a Gaussian-ReLU RBM proper)")
     t.add_argument("--group-size", type=int, default=None, help="softmax group size K")
     t.add_argument("--method", choices=_CHOICES["method"], default=None)
     t.add_argument("--k", type=int, default=None, help="Gibbs steps per update")
@@ -403,9 +416,12 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
         # each rank on its own device (cuda:LOCAL_RANK for GPUs)
         cfg = {**cfg, "device": str(distributed.init_from_env(cfg["device"]))}
     start = time.perf_counter()
+    extra: dict[str, Any] = {}
     if cfg["model"] == "rbm":
-        model, history = _train_rbm(cfg, resume, quiet)
+        model, history, extra = _train_rbm(cfg, resume, quiet)
     else:
+        if cfg.get("standardize"):
+            raise ConfigError(f"--standardize applies to --model rbm, not {cfg['model']}")
         from .models import kind_module
 
         if resume:
@@ -420,7 +436,7 @@ def train_from_config(cfg: dict[str, Any], resume: bool = False, quiet: bool = F
     if not distributed.is_main():  # every rank holds the same model: rank 0 writes it
         return model, history, wall
     save_model(model, out, extra={"train_config": cfg, "history": history,
-                                  "wall_time": wall})
+                                  "wall_time": wall, **extra})
     _write_config(cfg, out.with_suffix(".config.toml"))
     hist_path = out.with_suffix(".history.json")
     atomic_write(hist_path, lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
@@ -443,6 +459,18 @@ def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
         test = None
     if train.shape[0] == 0:
         raise DataError("training data is empty")
+    extra: dict[str, Any] = {}
+    if cfg.get("standardize"):
+        if cfg["visible"] != "gaussian":
+            raise ConfigError(f"--standardize is for gaussian visible units, not "
+                              f"{cfg['visible']!r}")
+        from .data import Standardizer
+
+        std = Standardizer(float(cfg["std_floor"])).fit(train)
+        train = std.transform(train)
+        test = None if test is None else std.transform(test)
+        # the model sees z = (x - mean) / scale: log p(x) = log p(z) + log_jacobian
+        extra["standardizer"] = {**std.to_dict(), "log_jacobian": std.log_jacobian}
     model = build_model(cfg, train.shape[1]).to(device)
     sampler = make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
                            cfg["beta_min"], beta_std=cfg["beta_std"],
@@ -486,8 +514,16 @@ def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
                       progress=False if quiet else None,
                       signature={k: cfg[k] for k in RUN_SIGNATURE},
                       signature_defaults={k: TRAIN_DEFAULTS[k] for k in RUN_SIGNATURE})
+    limit = None
+    if cfg.get("max_singular_value"):
+        from .constraints import SpectralNormLimit
+
+        limit = SpectralNormLimit(model.connection.weights, float(cfg["max_singular_value"]))
+        limit.attach(trainer.optimizer)
     history = trainer.fit(train, test, resume=resume)
-    return model, history
+    if limit is not None:
+        extra["max_singular_value"] = limit.project()
+    return model, history, extra
 
 
 def write_plots(model, history, stem: Path, seed: int = 0, steps: int = 1000) -> list[Path]:
@@ -542,6 +578,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _standardizer(path):
+    """The Standardizer a model was trained behind (``train --standardize``), or None."""
+    from .data import Standardizer
+    from .io import read_header
+
+    stored = read_header(path).get("standardizer")
+    return None if stored is None else Standardizer.from_dict(stored)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io import load_model
     from .metrics import evaluate_model
@@ -562,6 +607,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if isinstance(model, RBM):
         rbm_options = {"method": args.method, "ais_reverse": args.ais_reverse,
                        "exact_dtype": getattr(torch, args.exact_dtype)}
+        std = _standardizer(args.model_path)
+        if std is not None:  # the model saw z = (x - mean) / scale: score x's density
+            data, train = std.transform(data), std.transform(train)
+            rbm_options["log_jacobian"] = std.log_jacobian
     result = evaluate_model(model, data, metrics=metrics, train_data=train, labels=labels,
                             train_labels=train_labels, ais_chains=args.ais_chains,
                             ais_steps=args.ais_steps, seed=args.seed, **rbm_options)
@@ -593,6 +642,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
                           "drop --beta")
     else:
         samples = model.sample(args.n, steps=args.steps, generator=gen)
+    std = _standardizer(args.model_path)
+    if std is not None:  # back to the data's own units
+        samples = std.inverse_transform(samples.cpu())
     if args.npy:
         import numpy as np
 
@@ -613,8 +665,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     model = load_model(args.model_path)
     data, _ = _load_data(args, args.split)
-    data = model.prepare(data[: args.n])
-    recon = model.reconstruct(data)
+    std = _standardizer(args.model_path)
+    data = data[: args.n]
+    if std is not None:  # reconstruct in the model's space, show and score in the data's
+        recon = std.inverse_transform(model.reconstruct(model.prepare(std.transform(data))))
+        data = torch.as_tensor(data, dtype=recon.dtype)
+    else:
+        data = model.prepare(data)
+        recon = model.reconstruct(data)
     visual.reconstruction_grid(data, recon, args.out,
                                image_shape=_image_shape(args.image_shape, model.n_visible),
                                n=args.n)
@@ -628,7 +686,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     model = load_model(args.model_path)
     data, _ = _load_data(args, args.split)
-    data = model.prepare(data)
+    std = _standardizer(args.model_path)
+    data = model.prepare(data if std is None else std.transform(data))
     with torch.no_grad():
         scores = torch.cat([model.free_energy(b) for b in data.split(4096)]).tolist()
     if args.json:

@@ -437,9 +437,31 @@ class SigmoidUnits(Units):
             raise DataError(f"{name} must lie in [0, 1] for sigmoid units: rescale it "
                             "(e.g. pixel / 255)")
 
+    @staticmethod
+    def _mean_of(a: Tensor) -> Tensor:
+        """E[x] of the truncated exponential on [0, 1] with natural parameter ``a``."""
+        small = SigmoidUnits._small(a)
+        safe = torch.where(small, torch.ones_like(a), a)
+        return torch.where(small, 0.5 + a / 12.0, -1.0 / torch.expm1(-safe) - 1.0 / safe)
+
     def fit_bias(self, x: Tensor) -> Tensor:
-        # Invert the mean function near 1/2 (mean ~ 1/2 + a/12), clipped.
-        return (12.0 * (x.float().mean(0) - 0.5)).clamp(-20.0, 20.0)
+        """The bias whose independent layer has the data's means (clipped to [1e-3, 1 - 1e-3]).
+
+        The mean function 1 / (1 - e^-a) - 1 / a is increasing, so it is inverted
+        by bisection in float64 (|a| <= 1000 covers the clipped range: the mean
+        is about -1/a far below zero).  This is the base rate of AIS and the
+        trainer's initial visible bias; a linearisation near 1/2 would leave a pixel
+        that is almost always 0 at a mean of 0.05-0.3 instead.
+        """
+        target = x.double().mean(0).clamp(1e-3, 1.0 - 1e-3)
+        lo = torch.full_like(target, -1000.0)
+        hi = torch.full_like(target, 1000.0)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            above = self._mean_of(mid) > target
+            hi = torch.where(above, mid, hi)
+            lo = torch.where(above, lo, mid)
+        return (0.5 * (lo + hi)).to(self.bias.dtype)
 
 
 class SoftmaxUnits(Units):

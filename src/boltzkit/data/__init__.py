@@ -22,12 +22,14 @@ from boltzkit.data.mnist import (
 )
 from boltzkit.data.movielens import download_movielens
 from boltzkit.data.registry import DATASETS, load_dataset
+from boltzkit.data.standardize import Standardizer
 
 __all__ = [
     "BINARIZE_MODES",
     "DATASETS",
     "DATA_KINDS",
     "MIXTURES",
+    "Standardizer",
     "binarize",
     "download_mnist",
     "download_movielens",

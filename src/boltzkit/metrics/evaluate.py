@@ -62,7 +62,7 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
              labels: Tensor | None = None, train_labels: Tensor | None = None,
              n_model_samples: int | None = None, sample_steps: int = 1000, knn_k: int = 1,
              batch_size: int = 1000, ais_reverse: bool = False,
-             exact_dtype: torch.dtype = torch.float64) -> dict:
+             exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0) -> dict:
     """Evaluate ``model`` on ``data``; returns a JSON-serialisable dict of plain numbers.
 
     Always: ``n_samples``, ``free_energy`` (mean F(data)) and, with
@@ -80,6 +80,8 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     ``ais_reverse`` also runs reverse AIS from data (``ais_log_z_reverse``), a
     second estimate that brackets the forward one when both are sound.
     ``exact_dtype`` is the precision of an exact enumeration (float64 or float32).
+    ``log_jacobian`` is added to the log-likelihood (a model of standardised data
+    scored as a density of the original values: ``Standardizer.log_jacobian``).
     Non-finite values (e.g. an AIS lower bound of -inf) become None.
     """
     if not isinstance(model, RBM):
@@ -101,7 +103,7 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
         res = log_likelihood(model, v, method=method, ais_chains=ais_chains, ais_steps=ais_steps,
                              train_data=train_data, generator=_generator(model, seed, "loglik"),
                              batch_size=batch_size, reverse=ais_reverse,
-                             exact_dtype=exact_dtype)
+                             exact_dtype=exact_dtype, log_jacobian=log_jacobian)
         res.pop("n_samples")
         out.update(res)
     if "pl" in metrics:

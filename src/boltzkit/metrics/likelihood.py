@@ -380,10 +380,22 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
                                                        device=dev), 0.0)[0])
     v0 = vis.sample(d.expand(n_chains, -1), 1.0, generator)
     log_w, v_end = _anneal(model, v0, betas, d, generator)
-    lme, log_se, upper, lower = _log_weight_stats(log_w)
-    log_z = log_z_base + lme
-    ess = _ess(log_w)
-    problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
+    finite = torch.isfinite(log_w)
+    if bool(finite.all()):
+        lme, log_se, upper, lower = _log_weight_stats(log_w)
+        log_z = log_z_base + lme
+        ess = _ess(log_w)
+        problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
+    else:
+        # Chains that run off to infinity mean the annealed densities do not normalise:
+        # report log Z = +inf (so log-likelihoods are -inf), never a NaN.
+        log_z = upper = lower = math.inf
+        ess = 0.0
+        problems = [f"{int((~finite).sum())} of {n_chains} chains' log-weights are NaN/inf: "
+                    "the annealing chains diverged, so the model's density is probably "
+                    "improper (Z is infinite; e.g. Gaussian visible units with ReLU or Gaussian "
+                    "hidden units and weights too large: with unit variances, a largest "
+                    "singular value of W below 1 guarantees a proper model)"]
     rev = rev_w = None
     if reverse:
         if data is not None:
@@ -393,8 +405,10 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
             start = v_end  # approximate model samples from the forward chains
         rev_w, _ = _anneal(model, start, betas[::-1], d, generator)
         rev = log_z_base - _logmeanexp(rev_w)
+        if not math.isfinite(rev):
+            rev = None  # reported as missing; an improper model is flagged above
         tol = max(reverse_tolerance, upper - lower if math.isfinite(lower) else math.inf)
-        if abs(rev - log_z) > tol:
+        if rev is not None and math.isfinite(log_z) and abs(rev - log_z) > tol:
             problems.append(f"reverse AIS gives log Z = {rev:.3f}, {rev - log_z:+.3f} nats from "
                             f"the forward estimate {log_z:.3f}")
     warning = None
@@ -402,6 +416,8 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
         warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
                    + ". Use more steps (n_steps / ais_steps) and chains, or a base model fitted "
                    "to the training data.")
+    if not math.isfinite(log_z):
+        lower = upper = math.inf
     return AISResult(log_z=log_z, log_z_lower=log_z_base + lower, log_z_upper=log_z_base + upper,
                      log_z_base=log_z_base, log_weights=log_w, n_chains=n_chains,
                      n_steps=len(betas) - 1, ess=ess, reliable=not problems, warning=warning,
@@ -415,7 +431,7 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
                    ais_steps: int = DEFAULT_AIS_STEPS, train_data: Tensor | None = None,
                    generator: torch.Generator | None = None, batch_size: int = 1000,
                    exact_threshold: int = AUTO_EXACT_STATES, reverse: bool = False,
-                   exact_dtype: torch.dtype = torch.float64) -> dict:
+                   exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0) -> dict:
     """Average log p(v) over ``data`` in nats per sample, with log Z exact or by AIS.
 
     log p(v) = -F(v) - log Z with F in float64.  ``log_z`` may be given (a
@@ -428,8 +444,15 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
     (the data's sampling error is ``log_likelihood_std_err``, reported apart).
     ``exact_dtype`` is the enumeration's precision (see :func:`exact_log_z`):
     float32 halves the time of a 2^25-state enumeration at ~1e-4 nats of error.
+    ``log_jacobian`` (nats per sample) is added to the log-likelihood and its bounds:
+    for a model of transformed data z = T(x), pass log |det dT/dx| to get the density
+    of the original x, e.g. ``Standardizer.log_jacobian`` (-sum log scale_i) when the
+    model saw standardised data.  It is reported as ``log_jacobian``.
     """
     rbm = _check_rbm(rbm)
+    log_jacobian = float(log_jacobian)
+    if not math.isfinite(log_jacobian):
+        raise ConfigError(f"log_jacobian must be finite, got {log_jacobian}")
     if exact_dtype not in (torch.float64, torch.float32):
         raise ConfigError(f"exact_dtype must be torch.float64 or torch.float32, got {exact_dtype}")
     if method not in METHODS:
@@ -458,11 +481,13 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
     if ais is not None:
         lz, lo, hi = ais.log_z, ais.log_z_lower, ais.log_z_upper
     neg_f = float((-fe).mean())
+    neg_f += log_jacobian
     out = {
         "log_likelihood": neg_f - lz,
         "log_likelihood_std_err": float(fe.std()) / math.sqrt(n) if n > 1 else 0.0,
         "log_likelihood_lower": neg_f - hi,
         "log_likelihood_upper": neg_f - lo,
+        "log_jacobian": log_jacobian,
         "log_z": lz, "log_z_lower": lo, "log_z_upper": hi,
         "method": used, "n_samples": n,
         "ais_chains": None, "ais_steps": None, "ais_ess": None, "ais_reliable": None,
