@@ -31,7 +31,8 @@ def main(layers: str = "784,500,500,2000", pretrain_epochs: str = "2,2,1", lr: f
          momentum: float = 0.5, weight_decay: float = 2e-4, finetune_epochs: int = 8,
          finetune_lr: float = 0.5, dropout: float = 0.0, residual: bool = False,
          limit: int | None = None, seed: int = 0, out: str | None = None,
-         device: str = "cpu", binarize: str = "threshold", optimizer: str = "sgd") -> dict:
+         device: str = "cpu", binarize: str = "threshold", optimizer: str = "sgd",
+         input_dropout: float = 0.0) -> dict:
     """Pretrain and fine-tune; returns per-phase wall times and the final test error."""
     # binarize="none": grey levels, taken as probabilities by the Bernoulli bottom layer.
     x, y = load_dataset("mnist", split="train", binarize=binarize, limit=limit)
@@ -51,7 +52,8 @@ def main(layers: str = "784,500,500,2000", pretrain_epochs: str = "2,2,1", lr: f
 
     dbn.fit(x, settings, callbacks=[show], fractional=binarize == "none")
     pretrain_s = time.perf_counter() - t0
-    clf = dbn.to_classifier(10, dropout=dropout, generator=torch.Generator().manual_seed(seed))
+    clf = dbn.to_classifier(10, dropout=dropout, generator=torch.Generator().manual_seed(seed),
+                            input_dropout=input_dropout)
     t0 = time.perf_counter()
     clf, hist = fine_tune(clf, x, y, epochs=finetune_epochs, lr=finetune_lr, momentum=0.9,
                           optimizer=optimizer,
@@ -76,6 +78,7 @@ if __name__ == "__main__":
     p.add_argument("--finetune-epochs", type=int, default=8)
     p.add_argument("--finetune-lr", type=float, default=0.5)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--input-dropout", type=float, default=0.0)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--binarize", default="threshold", choices=["threshold", "stochastic", "none"],
                    help="none: grey levels as probabilities")
@@ -90,4 +93,5 @@ if __name__ == "__main__":
     print(json.dumps(main(a.layers, a.pretrain_epochs, a.lr, finetune_epochs=a.finetune_epochs,
                           finetune_lr=a.finetune_lr, dropout=a.dropout, residual=a.residual,
                           limit=a.limit, seed=a.seed, out=a.out, device=a.device,
-                          binarize=a.binarize, optimizer=a.optimizer), indent=1))
+                          binarize=a.binarize, optimizer=a.optimizer,
+                          input_dropout=a.input_dropout), indent=1))

@@ -377,6 +377,23 @@ def test_train_from_config_pretrains_and_fine_tunes():
         train_from_config(_cfg(dbn_layer_epochs="1,2,3"), load, quiet=True)
 
 
+def test_input_dropout_only_in_training_and_round_trips(tmp_path):
+    dbn = make_dbn([12, 6, 4], seed=0)
+    clf = dbn.to_classifier(3, dropout=0.0, input_dropout=0.5,
+                            generator=torch.Generator().manual_seed(0))
+    plain = dbn.to_classifier(3, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(50, 12, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(clf.predict_proba(x), plain.predict_proba(x))  # eval: no dropout
+    clf.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(clf(x), plain(x))
+    path = tmp_path / "c.safetensors"
+    save_model(clf, path)
+    assert load_model(path).input_dropout == 0.5
+    with pytest.raises(ConfigError, match="input_dropout"):
+        dbn.to_classifier(3, input_dropout=1.0)
+
+
 def test_train_from_config_takes_grey_levels_as_probabilities_only_when_asked():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(160, 10, generator=g)

@@ -368,12 +368,13 @@ class DBN(nn.Module):
 
     # -- classification --------------------------------------------------------------
     def to_classifier(self, n_classes: int, dropout: float = 0.0,
-                      generator: torch.Generator | None = None) -> DBNClassifier:
+                      generator: torch.Generator | None = None,
+                      input_dropout: float = 0.0) -> DBNClassifier:
         """A feed-forward classifier whose hidden layers start as this stack's up pass."""
         clf = DBNClassifier(self.n_visible, [copy.deepcopy(r.hidden) for r in self.layers],
                             n_classes, residual=self.residual,
                             residual_weights=self.residual_weights, dropout=dropout,
-                            generator=generator)
+                            generator=generator, input_dropout=input_dropout)
         clf = clf.to(device=self.device, dtype=self.dtype)
         with torch.no_grad():
             for layer, rbm in zip(clf.features, self.layers, strict=True):
@@ -416,14 +417,16 @@ class DBNClassifier(nn.Module):
     layer holds a copy of an RBM's hidden units (their bias is the layer's bias,
     their mean function the non-linearity: a sigmoid for Bernoulli units), so the
     untrained classifier's features equal :meth:`DBN.transform` exactly.
-    ``dropout`` is applied to every hidden layer's output while training.
+    ``dropout`` is applied to every hidden layer's output while training,
+    ``input_dropout`` to the inputs (Srivastava et al. 2014 use 0.5 and 0.2).
     """
 
     kind = "dbn-classifier"
 
     def __init__(self, n_inputs: int, hidden_units: Sequence[Units], n_classes: int,
                  residual: bool = False, residual_weights: Sequence[float] = (1.0, 1.0),
-                 dropout: float = 0.0, generator: torch.Generator | None = None) -> None:
+                 dropout: float = 0.0, generator: torch.Generator | None = None,
+                 input_dropout: float = 0.0) -> None:
         super().__init__()
         if not isinstance(n_inputs, int) or n_inputs < 1:
             raise ConfigError(f"n_inputs must be a positive integer, got {n_inputs!r}")
@@ -431,6 +434,8 @@ class DBNClassifier(nn.Module):
             raise ConfigError(f"n_classes must be an integer >= 2, got {n_classes!r}")
         if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not (isinstance(input_dropout, int | float) and 0 <= input_dropout < 1):
+            raise ConfigError(f"input_dropout must be in [0, 1), got {input_dropout!r}")
         hidden_units = list(hidden_units)
         if not hidden_units:
             raise ConfigError("a DBN classifier needs at least one hidden layer")
@@ -439,11 +444,13 @@ class DBNClassifier(nn.Module):
         self.residual = bool(residual)
         self.residual_weights = _residual_weights(residual_weights)
         self.dropout = float(dropout)
+        self.input_dropout = float(input_dropout)
         sizes = [n_inputs, *(u.n for u in hidden_units)]
         self.features = nn.ModuleList(
             FeatureLayer(sizes[i], u, self.residual, self.residual_weights)
             for i, u in enumerate(hidden_units))
         self.drop = nn.Dropout(self.dropout)
+        self.drop_input = nn.Dropout(self.input_dropout)
         self.head = nn.Linear(sizes[-1], n_classes)
         with torch.no_grad():
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * 0.01)
@@ -453,7 +460,8 @@ class DBNClassifier(nn.Module):
         return {"model": self.kind, "n_inputs": self.n_inputs,
                 "hidden_units": [f.units.config() for f in self.features],
                 "n_classes": self.n_classes, "residual": self.residual,
-                "residual_weights": list(self.residual_weights), "dropout": self.dropout}
+                "residual_weights": list(self.residual_weights), "dropout": self.dropout,
+                "input_dropout": self.input_dropout}
 
     @classmethod
     def from_config(cls, cfg: dict) -> DBNClassifier:
@@ -462,7 +470,8 @@ class DBNClassifier(nn.Module):
         return cls(int(cfg["n_inputs"]), [units_from_config(u) for u in cfg["hidden_units"]],
                    int(cfg["n_classes"]), residual=cfg.get("residual", False),
                    residual_weights=cfg.get("residual_weights", (1.0, 1.0)),
-                   dropout=float(cfg.get("dropout", 0.0)))
+                   dropout=float(cfg.get("dropout", 0.0)),
+                   input_dropout=float(cfg.get("input_dropout", 0.0)))
 
     @property
     def device(self) -> torch.device:
@@ -488,6 +497,7 @@ class DBNClassifier(nn.Module):
 
     def hidden(self, x: Tensor) -> Tensor:
         """Top hidden-layer features (dropout only in training mode)."""
+        x = self.drop_input(x)
         for layer in self.features:
             x = self.drop(layer(x))
         return x
@@ -679,6 +689,7 @@ TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
     "finetune_batch_size": (100, "dbn: fine-tuning minibatch size"),
     "finetune_weight_decay": (0.0, "dbn: fine-tuning L2 weight decay"),
     "finetune_dropout": (0.0, "dbn: dropout on hidden layers while fine-tuning"),
+    "finetune_input_dropout": (0.0, "dbn: dropout on the inputs while fine-tuning"),
     "finetune_schedule": ("constant", "dbn: fine-tuning lr schedule (constant or cosine)"),
     "finetune_val_fraction": (0.0, "dbn: training rows held out to pick the best epoch"),
     "finetune_patience": (0, "dbn: early stop after N epochs without validation gain"),
@@ -764,7 +775,8 @@ def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[nn.Module, 
     y_train = torch.as_tensor(y_train)
     n_classes = max(int(y_train.max()) + 1, 2)
     clf = dbn.to_classifier(n_classes, dropout=float(cfg.get("finetune_dropout") or 0.0),
-                            generator=torch.Generator().manual_seed(int(cfg.get("seed", 0))))
+                            generator=torch.Generator().manual_seed(int(cfg.get("seed", 0))),
+                            input_dropout=float(cfg.get("finetune_input_dropout") or 0.0))
     t0 = time.perf_counter()
     clf, ft_hist = fine_tune(
         clf, train, y_train, epochs=ft_epochs, lr=float(cfg["finetune_lr"]),
