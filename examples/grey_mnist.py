@@ -54,14 +54,13 @@ import torch
 from _common import add_data_args, load, out_dir
 
 from boltzkit import visual
-from boltzkit.cli import load_config_file
+from boltzkit.cli import TRAIN_DEFAULTS, build_model, load_config_file
 from boltzkit.constraints import SpectralNormLimit, spectral_norm
 from boltzkit.data import Standardizer
 from boltzkit.errors import TrainingDiverged
 from boltzkit.io import save_model
 from boltzkit.metrics import ais_log_z, forward_kl, log_likelihood, reverse_kl
 from boltzkit.objectives import LikelihoodGradient
-from boltzkit.rbm import make_rbm
 from boltzkit.sampling import make_sampler
 from boltzkit.training import Trainer
 
@@ -99,13 +98,8 @@ def model_config(name: str, args) -> dict:
 
 
 def build(cfg: dict, n_visible: int):
-    vis_opts = {}
-    if cfg.get("visible") == "gaussian":
-        vis_opts = {"std": float(cfg.get("visible_std", 1.0)),
-                    "learn_variance": bool(cfg.get("learn_variance", False))}
-    return make_rbm(n_visible, int(cfg["n_hidden"]), visible=cfg["visible"],
-                    hidden=cfg.get("hidden", "bernoulli"), visible_options=vis_opts,
-                    seed=int(cfg.get("seed", 0)))
+    """The model ``boltzkit train --config`` builds from this config."""
+    return build_model({**TRAIN_DEFAULTS, **cfg}, n_visible)
 
 
 def train(cfg: dict, lr: float, data: torch.Tensor, val: torch.Tensor) -> dict:

@@ -10,6 +10,8 @@ matrix or a swapped layer cannot go unnoticed.
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +30,20 @@ from boltzkit import (
 # every small GEMM waits for a descheduled worker thread (milliseconds per call).
 # One thread makes the suite fast and its timing stable.
 torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def mnist_root() -> Path:
+    """A folder holding ``mnist/`` (or the MNIST files), else the test is skipped."""
+    for cand in (os.environ.get("BOLTZKIT_DATA"), REPO.parent / "shared" / "data"):
+        if not cand:
+            continue
+        for folder in (Path(cand), Path(cand) / "mnist"):
+            if (folder / "t10k-images-idx3-ubyte.gz").is_file():
+                return folder
+    pytest.skip("MNIST files not available (set BOLTZKIT_DATA)")
 
 
 # --- layer and model specifications ---------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,18 +26,6 @@ def _examples_on_path(monkeypatch):
 def _module(name: str):
     sys.modules.pop(name, None)
     return importlib.import_module(name)
-
-
-@pytest.fixture(scope="module")
-def mnist_root() -> Path:
-    """A folder holding ``mnist/`` (or the MNIST files), else the test is skipped."""
-    for cand in (os.environ.get("BOLTZKIT_DATA"), REPO.parent / "shared" / "data"):
-        if not cand:
-            continue
-        for folder in (Path(cand), Path(cand) / "mnist"):
-            if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-                return folder
-    pytest.skip("MNIST files not available (set BOLTZKIT_DATA)")
 
 
 def test_ising_recovery_fits_couplings_by_pl_and_pcd(tmp_path):
@@ -59,7 +46,8 @@ def test_srbm_digits_reports_exact_and_ais_likelihoods(tmp_path):
     assert lo - 1.0 <= res["check_log_z_exact"] <= hi + 1.0
 
 
-def test_conv_rbm_mnist_scores_pooled_features(tmp_path, mnist_root):
+def test_conv_rbm_mnist_scores_pooled_features(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.setenv("BOLTZKIT_DATA", str(mnist_root))  # the example reads it from there
     res = _module("conv_rbm_mnist").main([str(tmp_path), "--filters", "4", "--filter-size",
                                           "7", "--train-size", "300", "--epochs", "1",
                                           "--clf-train", "300", "--test-size", "200"])

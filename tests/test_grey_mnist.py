@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -18,17 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 CONFIGS = ("gaussian-rbm", "gaussian-lv-rbm", "gaussian-relu-rbm", "sigmoid-rbm")
-
-
-@pytest.fixture(scope="module")
-def mnist_root() -> Path:
-    for cand in (os.environ.get("BOLTZKIT_DATA"), REPO.parent / "shared" / "data"):
-        if not cand:
-            continue
-        for folder in (Path(cand), Path(cand) / "mnist"):
-            if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-                return folder
-    pytest.skip("MNIST files not available (set BOLTZKIT_DATA)")
 
 
 def test_grey_mnist_example_trains_and_scores_all_four_models(tmp_path, mnist_root,

@@ -20,8 +20,6 @@ expects.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
@@ -29,7 +27,7 @@ from .connections import DenseConnection
 from .errors import ConfigError
 from .rbm import RBM
 from .sampling import ContrastiveDivergence, PersistentCD
-from .units import _BULK_UNIFORM, BernoulliUnits, Units, uniform_
+from .units import BernoulliUnits, Units, uniform_filler
 
 
 class LikelihoodGradient:
@@ -412,9 +410,5 @@ class _FusedWorkspace:
         self.model_scale = -B / M
         self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -B / M, **kw)])
         self.ones = torch.ones(B + M, **kw)
-        # The draws of boltzkit.units.uniform_ (the general path's), minus its dispatch
-        # per call: its plain branch is the tensor's own uniform_.
-        self.fill_hs, self.fill_vm = (
-            t.uniform_ if (t.device.type != "cpu" or t.numel() < _BULK_UNIFORM
-                           or t.dtype not in (torch.float32, torch.float64))
-            else functools.partial(uniform_, t) for t in (self.hs, self.Vm))
+        # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
+        self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)

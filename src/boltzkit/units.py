@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,6 +57,20 @@ _MASK24 = (1 << 24) - 1
 _MASK53 = (1 << 53) - 1
 
 
+def _bulk_uniform(out: Tensor) -> bool:
+    """Whether :func:`uniform_` fills ``out`` from 64-bit words (else ``Tensor.uniform_``)."""
+    return (out.device.type == "cpu" and out.numel() >= _BULK_UNIFORM
+            and out.dtype in (torch.float32, torch.float64))
+
+
+def uniform_filler(out: Tensor) -> Callable[..., Tensor]:
+    """``fill(generator=g)`` drawing into ``out`` exactly as ``uniform_(out, g)`` does.
+
+    For a buffer filled every step: the branch is chosen once, not per call.
+    """
+    return functools.partial(uniform_, out) if _bulk_uniform(out) else out.uniform_
+
+
 def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Fill ``out`` in place with U[0, 1) draws from ``generator``; returns ``out``.
 
@@ -71,8 +85,7 @@ def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
     Other devices and dtypes, and small tensors, use ``Tensor.uniform_``.
     """
     n = out.numel()
-    if out.device.type != "cpu" or n < _BULK_UNIFORM or out.dtype not in (torch.float32,
-                                                                           torch.float64):
+    if not _bulk_uniform(out):
         return out.uniform_(generator=generator)
     flat = out.view(-1) if out.is_contiguous() else torch.empty(n, dtype=out.dtype)
     f = flat.detach().numpy()
