@@ -171,3 +171,17 @@ def test_shipped_configs_are_valid():
             continue
         cfg = load_config_file(path)
         assert set(cfg) <= set(_train_defaults()), path.name
+
+
+def test_every_subcommand_prints_its_help(capsys):
+    """argparse formats help strings with %: a stray % in any option's help breaks --help."""
+    from boltzkit.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert "train" in sub.choices
+    for name in [None, *sub.choices]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--help"] if name is None else [name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert "usage:" in capsys.readouterr().out

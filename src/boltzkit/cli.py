@@ -59,6 +59,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "lr_schedule": "constant",
     "lr_final_factor": 0.01,
+    "average_from": 0,
     "sparsity_target": None,
     "sparsity_cost": 0.0,
     "centering": False,
@@ -87,9 +88,10 @@ RUN_SIGNATURE = ("model", "dataset", "binarize", "limit", "visible", "hidden", "
                  "visible_std", "learn_variance", "standardize", "std_floor",
                  "max_singular_value", "group_size", "method", "k", "chains",
                  "n_temperatures", "beta_min", "batch_size", "lr", "optimizer", "momentum",
-                 "weight_decay", "lr_schedule", "lr_final_factor", "sparsity_target",
-                 "sparsity_cost", "centering", "seed", "beta_std", "beta_autocorr",
-                 "readout_steps", "objective", "critic", "critic_k", "gamma", "gamma_warmup")
+                 "weight_decay", "lr_schedule", "lr_final_factor", "average_from",
+                 "sparsity_target", "sparsity_cost", "centering", "seed", "beta_std",
+                 "beta_autocorr", "readout_steps", "objective", "critic", "critic_k", "gamma",
+                 "gamma_warmup")
 
 _CHOICES = {"binarize": ("threshold", "stochastic", "none"),
             "method": ("cd", "pcd", "pt", "tds"),
@@ -120,6 +122,7 @@ def _add_kind_options(p: argparse.ArgumentParser) -> None:
     for name, (default, help_text) in train_options().items():
         if name in TRAIN_DEFAULTS:
             continue
+        help_text = help_text.replace("%", "%%")  # argparse formats help strings
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             p.add_argument(flag, dest=name, action="store_const", const=not default,
@@ -193,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None)
     t.add_argument("--lr-schedule", choices=_CHOICES["lr_schedule"], default=None)
     t.add_argument("--lr-final-factor", type=float, default=None)
+    t.add_argument("--average-from", type=int, default=None,
+                   help="end with the mean of the parameters from this epoch on (Polyak "
+                        "averaging: over every step; cf-rbm: over epochs; 0: off)")
     t.add_argument("--sparsity-target", type=float, default=None)
     t.add_argument("--sparsity-cost", type=float, default=None)
     t.add_argument("--centering", action="store_const", const=True, default=None)
@@ -509,6 +515,7 @@ def _train_rbm(cfg: dict[str, Any], resume: bool, quiet: bool):
                       batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
                       momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
                       lr_schedule=cfg["lr_schedule"], lr_final_factor=cfg["lr_final_factor"],
+                      average_from=cfg["average_from"],
                       seed=cfg["seed"], callbacks=callbacks, checkpoint_dir=ckpt,
                       checkpoint_every=cfg["checkpoint_every"],
                       progress=False if quiet else None,
