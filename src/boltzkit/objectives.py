@@ -369,22 +369,22 @@ class FusedBernoulliSGD:
             ws.fill_hs(generator=gen).lt_(ph)
             torch.addmm(b, hs, Wt, out=pv).sigmoid_()
             ws.fill_vm(generator=gen).lt_(pv)
-        V, H = ws.V, ws.H
+        V, H, Vt, Ht = ws.V, ws.H, ws.Vt, ws.Ht
         torch.mm(V, W, out=ws.F)  # both hidden fields, before the update
         torch.add(ws.F, c, out=H).sigmoid_()
         ws.Hm.mul_(ws.model_scale)  # H = [h_d; -(B/M) h_m]: V^T H = B (data - model)
         a = self.lr / B
         if self.bufs is None:
-            W.addmm_(V.t(), H, beta=1.0 - self.lr * self.weight_decay, alpha=a)
-            b.addmv_(V.t(), ws.signs, alpha=a)
-            c.addmv_(H.t(), ws.ones, alpha=a)
+            W.addmm_(Vt, H, beta=1.0 - self.lr * self.weight_decay, alpha=a)
+            b.addmv_(Vt, ws.signs, alpha=a)
+            c.addmv_(Ht, ws.ones, alpha=a)
         else:
             m, (gW, gb, gc) = self.momentum, self.bufs
-            gW.addmm_(V.t(), H, beta=m, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
+            gW.addmm_(Vt, H, beta=m, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
             if self.weight_decay:
                 gW.add_(W, alpha=self.weight_decay)
-            gb.addmv_(V.t(), ws.signs, beta=m, alpha=-1.0 / B)
-            gc.addmv_(H.t(), ws.ones, beta=m, alpha=-1.0 / B)
+            gb.addmv_(Vt, ws.signs, beta=m, alpha=-1.0 / B)
+            gc.addmv_(Ht, ws.ones, beta=m, alpha=-1.0 / B)
             W.sub_(gW, alpha=self.lr)
             b.sub_(gb, alpha=self.lr)
             c.sub_(gc, alpha=self.lr)
@@ -404,6 +404,7 @@ class _FusedWorkspace:
         self.H = torch.empty(B + M, nh, **kw)
         self.Vd, self.Vm = self.V[:B], self.V[B:]
         self.Fm, self.Hm = self.F[B:], self.H[B:]
+        self.Vt, self.Ht = self.V.t(), self.H.t()  # views made once, not per step
         self.ph = torch.empty(M, nh, **kw)
         self.hs = torch.empty(M, nh, **kw)
         self.pv = torch.empty(M, nv, **kw)

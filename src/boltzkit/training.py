@@ -273,6 +273,8 @@ class Trainer:
             elapsed = time.perf_counter() - t0
             record = {"epoch": self.epoch, "time": elapsed, "lr": lr_used,
                       "hidden_activation": float(act) / n_batches}
+            if averaging:  # the monitors below still see the live parameters
+                record["averaged_steps"] = self.n_averaged
             if self.profile:
                 comm = (sync.seconds - comm0) if sync is not None else 0.0
                 record["compute_time"] = (elapsed - comm) / n_batches
