@@ -4,9 +4,10 @@ boltzkit for the same number of epochs, every model scored by the same boltzkit 
 Speed benchmarks say how fast each library trains; this script says how good the result
 is.  Each peer runs with its own training method (scikit-learn: PCD-1 without momentum;
 learnergy: CD-1 with momentum; boltzkit: PCD-1 with centering and momentum, the settings of
-``examples/configs/rbm-mnist-500.toml``), its weights are copied into a boltzkit ``RBM``
-(no retraining), and the test log-likelihood is estimated by AIS with the same schedule,
-chains and seed, from a base-rate model fitted to the same training data.
+``examples/configs/rbm-mnist-500.toml``, with the parameters averaged over the second half
+of the epochs; ``--boltzkit-average 0`` turns that off), its weights are copied into a
+boltzkit ``RBM`` (no retraining), and the test log-likelihood is estimated by AIS with the
+same schedule, chains and seed, from a base-rate model fitted to the same training data.
 
 Run: ``python benchmarks/quality_vs_peers.py --data-dir ../shared/data --epochs 20 --json out.json``
 """
@@ -62,9 +63,12 @@ def train_learnergy(x, args):
 
 def train_boltzkit(x, args):
     rbm = make_rbm(x.shape[1], args.n_hidden, seed=args.seed)
+    average_from = (args.epochs - round(args.epochs * args.boltzkit_average) + 1
+                    if args.boltzkit_average else 0)
     Trainer(rbm, PersistentCD(k=1, n_chains=100), LikelihoodGradient(centering=True),
             epochs=args.epochs, batch_size=args.batch_size, lr=0.01, momentum=0.9,
-            lr_schedule="linear", lr_final_factor=0.05, seed=args.seed, progress=False).fit(x)
+            lr_schedule="linear", lr_final_factor=0.05, seed=args.seed, progress=False,
+            average_from=min(average_from, args.epochs)).fit(x)
     return rbm
 
 
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--sklearn-lr", type=float, default=0.05)
     p.add_argument("--learnergy-lr", type=float, default=0.1)
+    p.add_argument("--boltzkit-average", type=float, default=0.5,
+                   help="fraction of the epochs (the last ones) boltzkit averages its "
+                        "parameters over; 0: none")
     p.add_argument("--ais-chains", type=int, default=100)
     p.add_argument("--ais-steps", type=int, default=14500)
     p.add_argument("--peers", default="sklearn,learnergy,boltzkit")

@@ -11,7 +11,9 @@ mixtures' component std) and Bernoulli hidden units, and two neural baselines:
   of a third of the epochs (the paper's combination);
 * ``pt``:   maximum likelihood, parallel tempering (``--pt-temperatures`` replicas);
 * ``beam-pt``: BEAM whose particles are the beta = 1 replicas of parallel tempering;
-* ``gan`` / ``wgan``: small fully connected GAN and WGAN-GP (``gan_baselines.py``).
+* ``gan`` / ``wgan``: small fully connected GAN and WGAN-GP (``gan_baselines.py``);
+* ``hand`` (mog-grid25 only, no training): the 8-hidden-unit RBM of
+  :func:`hand_built_grid_rbm`, proof that an RBM of this family can fit the grid.
 
 All RBMs use Adam (lr per data set, cosine decay); the driven chains hand the
 gradient one beta = 1 sweep of each chain (``--readout-steps``, see
@@ -57,6 +59,7 @@ except ImportError:  # pragma: no cover - imported as examples.beam_mixtures
 
 DATASETS = ("mog-1d", "mog-ring8", "mog-grid25")
 METHODS = ("pcd", "tds", "beam", "pt", "beam-pt", "gan", "wgan")
+EXTRA_METHODS = ("hand",)  # not in the default list: no training, grid only
 
 # Per-data-set settings: hidden units, epochs, learning rate.
 SETTINGS = {
@@ -94,6 +97,29 @@ def build(name: str, method: str, args: argparse.Namespace) -> tuple[RBM, Traine
                       lr_schedule=args.lr_schedule, lr_final_factor=args.lr_final_factor,
                       progress=False)
     return rbm, trainer
+
+
+def hand_built_grid_rbm() -> RBM:
+    """A Gaussian-Bernoulli RBM with 8 hidden units written down for mog-grid25 (no training).
+
+    Four hidden units per axis, each adding 2 to its coordinate's mean, switch on
+    at the midpoints -3, -1, 1, 3 between grid lines (a thermometer code): with
+    std sigma the hidden field is 2 x / sigma^2 + c, so c = -2 t / sigma^2 puts the
+    threshold at t, and the mixture p(v) = sum_h p(h) N(-4 + 2 sum h, sigma^2) then
+    gives all 25 modes equal mass.  It shows that the model family fits the grid,
+    so a trained RBM that misses modes is an optimisation failure.
+    """
+    std = mixture_spec("mog-grid25")["std"]
+    rbm = RBM(GaussianUnits(2, std=std), BernoulliUnits(8),
+              generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        w = torch.zeros(2, 8)
+        w[0, :4] = w[1, 4:] = 2.0
+        thresholds = torch.tensor([-3.0, -1.0, 1.0, 3.0] * 2)
+        rbm.connection.weights.copy_(w)
+        rbm.hidden.bias.copy_(-2.0 * thresholds / std**2)
+        rbm.visible.bias.fill_(-4.0)
+    return rbm
 
 
 def exact_samples(rbm: RBM, name: str, n: int, generator: torch.Generator,
@@ -150,7 +176,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Train and score every method on every data set; print a table; return its rows."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default=",".join(DATASETS))
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {', '.join(METHODS + EXTRA_METHODS)}")
     p.add_argument("--epochs", type=int, default=None, help="override the per-data-set epochs")
     p.add_argument("--lr", type=float, default=None, help="override the per-data-set lr")
     p.add_argument("--n-hidden", type=int, default=None, help="override the hidden units")
@@ -177,6 +204,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="write sample PNGs here")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.methods.split(",")) - set(METHODS + EXTRA_METHODS))
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(unknown)}: choose from "
+                f"{', '.join(METHODS + EXTRA_METHODS)}")
     torch.manual_seed(args.seed)
     rows = []
     for name in args.datasets.split(","):
@@ -184,7 +215,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         test, _ = load_dataset(name, "test", seed=args.seed)
         for method in args.methods.split(","):
             t0 = time.perf_counter()
-            if method in GAN_KINDS:
+            if method == "hand":
+                if name != "mog-grid25":
+                    p.error("--methods hand is defined for mog-grid25 only")
+                model = hand_built_grid_rbm()
+            elif method in GAN_KINDS:
                 model = train_gan(train, method, steps=args.gan_steps,
                                   batch_size=args.batch_size, seed=args.seed)
             else:
