@@ -100,8 +100,9 @@ class Trainer:
         _positive_int("epochs", epochs, allow_zero=True)
         _positive_int("average_from", average_from, allow_zero=True)
         if average_from > epochs:
-            raise ConfigError(f"average_from must be an epoch 1..{epochs} (0: no averaging), "
-                              f"got {average_from}")
+            raise ConfigError(f"average_from ({average_from}) is past the last epoch ({epochs}): "
+                              f"give an epoch 1..{epochs}, or 0 for no averaging "
+                              "(--average-from)")
         _positive_int("batch_size", batch_size)
         _positive_int("checkpoint_every", checkpoint_every)
         if not (lr > 0 and math.isfinite(lr)):
