@@ -35,7 +35,7 @@ def test_the_model_ends_with_the_mean_of_every_step_from_the_given_epoch():
 
     averaged = _trainer(3)
     averaged.fit(data)
-    assert averaged.n_averaged == 14
+    assert averaged.averager.n == 14
     assert [r.get("averaged_steps") for r in averaged.history] == [None, None, 7, 14]
     for p, e, last in zip(averaged.model.parameters(), expected, seen[-1], strict=True):
         # float32: 14 running-mean updates, each within a few ulps
@@ -63,7 +63,7 @@ def test_averaging_resumes_exactly(tmp_path):
         crashed.fit(data)
     resumed = _trainer(2, ckpt=tmp_path / "crashed")
     resumed.fit(data, resume=True)
-    assert resumed.n_averaged == full.n_averaged == 3 * 7
+    assert resumed.averager.n == full.averager.n == 3 * 7
     for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -376,3 +376,53 @@ def test_shipped_drbm_configs_parse(name):
 
     cfg = load_config_file(Path(__file__).resolve().parents[1] / "examples" / "configs" / name)
     assert cfg["model"] == "drbm" and cfg["drbm_objective"] in ("discriminative", "hybrid")
+
+
+def test_averaging_scores_and_keeps_the_mean_without_changing_the_trajectory(digits_binary):
+    X, y, Xt, yt = digits_binary
+
+    def run(average_from, val=None, steps=None):
+        model = DiscriminativeRBM(64, 10, 30, init_std=0.05,
+                                  generator=torch.Generator().manual_seed(0))
+        if steps is not None:  # record the live parameters after every step of epochs 3-4
+            params = list(model.parameters())
+            orig = torch.optim.Adam.step
+
+            def step(self, *a, **kw):
+                out = orig(self, *a, **kw)
+                if len(hist_live) >= 2:
+                    steps.append([p.detach().clone() for p in params])
+                return out
+
+            hist_live: list = []
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(torch.optim.Adam, "step", step)
+                hist = fit_drbm(model, X, y, epochs=4, seed=0, val=val,
+                                average_from=average_from, callback=hist_live.append, **ADAM)
+        else:
+            hist = fit_drbm(model, X, y, epochs=4, seed=0, val=val,
+                            average_from=average_from, **ADAM)
+        return model, hist
+
+    seen: list = []
+    plain, hist_plain = run(0, steps=seen)
+    assert len(seen) == 2 * 50  # 1000 rows, batch 20
+    mean = [torch.stack(ps).mean(0) for ps in zip(*seen, strict=True)]
+    averaged, hist_avg = run(3)
+    for p, m in zip(averaged.parameters(), mean, strict=True):
+        torch.testing.assert_close(p.detach(), m, rtol=2e-6, atol=2e-6)
+    # the mean is not the last iterate (the visible biases get no discriminative gradient)
+    assert any(not torch.allclose(m, last) for m, last in zip(mean, seen[-1], strict=True))
+    # the same trajectory: identical training losses; the records mark the averaged epochs
+    assert [r["train_loss"] for r in hist_avg] == [r["train_loss"] for r in hist_plain]
+    assert [r.get("averaged_steps") for r in hist_avg] == [None, None, 50, 100]
+    # with a validation set the scores are the averaged model's, and so is the kept best
+    kept, hist = run(3, val=(Xt, yt))
+    best = min(hist, key=lambda r: (r["val_error"], r["val_nll"]))
+    err, _ = kept.error_rate(Xt, yt)
+    assert err == pytest.approx(best["val_error"])
+    if best["epoch"] == 4:
+        for p, m in zip(kept.parameters(), mean, strict=True):
+            torch.testing.assert_close(p.detach(), m, rtol=2e-6, atol=2e-6)
+    with pytest.raises(ConfigError, match="average_from"):
+        fit_drbm(kept, X, y, epochs=2, average_from=3)

@@ -30,6 +30,7 @@ stays near one batch instead of growing to the file size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import mmap
@@ -136,9 +137,7 @@ class Trainer:
         self.rank, self.world_size = dist_.world() if distributed else (0, 1)
         self.profile = profile
         self.average_from = average_from
-        # the running mean of the parameters and how many iterates it holds
-        self.average: list[Tensor] | None = None
-        self.n_averaged = 0
+        self.averager = ParameterAverage()  # the running mean of the parameters
         # ``generator`` drives sampling (seed + rank: a different stream per rank);
         # ``shuffle_generator`` the epoch permutations (the shared seed on every rank).
         # In a single process they are one generator, as they always were.
@@ -258,7 +257,7 @@ class Trainer:
                     batch_act = sync.reduce(idx.numel() / global_n, [batch_act])[0]
                 self.optimizer.step()
                 if averaging:
-                    self._average_step()
+                    self.averager.update(list(model.parameters()))
                 act += batch_act
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
                     self._check_finite()
@@ -275,7 +274,7 @@ class Trainer:
             record = {"epoch": self.epoch, "time": elapsed, "lr": lr_used,
                       "hidden_activation": float(act) / n_batches}
             if averaging:  # the monitors below still see the live parameters
-                record["averaged_steps"] = self.n_averaged
+                record["averaged_steps"] = self.averager.n
             if self.profile:
                 comm = (sync.seconds - comm0) if sync is not None else 0.0
                 record["compute_time"] = (elapsed - comm) / n_batches
@@ -293,22 +292,9 @@ class Trainer:
                                         or self.epoch == self.epochs):
                 self.save_checkpoint()
             source.release()
-        if self.average is not None and self.epoch >= self.epochs:
-            with torch.no_grad():
-                for p, a in zip(self.model.parameters(), self.average, strict=True):
-                    p.copy_(a)
+        if self.epoch >= self.epochs:
+            self.averager.copy_to(list(model.parameters()))
         return self.history
-
-    @torch.no_grad()
-    def _average_step(self) -> None:
-        params = list(self.model.parameters())
-        if self.average is None:
-            self.average = [p.detach().clone() for p in params]
-            self.n_averaged = 1
-            return
-        self.n_averaged += 1
-        for p, a in zip(params, self.average, strict=True):
-            a.lerp_(p, 1.0 / self.n_averaged)
 
     def _reduce_device(self) -> torch.device:
         return self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
@@ -376,10 +362,10 @@ class Trainer:
                 else:
                     opt_meta.setdefault(str(idx), {})[key] = val
         tensors["rng"] = self.shuffle_generator.get_state()
-        if self.average is not None:
-            tensors.update({f"average.{i}": a for i, a in enumerate(self.average)})
+        if self.averager.mean is not None:
+            tensors.update({f"average.{i}": a for i, a in enumerate(self.averager.mean)})
         header = {"checkpoint": True, "config": self.model.config(), "epoch": self.epoch,
-                  "n_averaged": self.n_averaged,
+                  "n_averaged": self.averager.n,
                   "world_size": self.world_size,
                   "signature": self.signature, "history": self.history,
                   "optimizer": {"param_groups": opt["param_groups"], "state": opt_meta},
@@ -440,13 +426,59 @@ class Trainer:
         if self.world_size > 1:
             self.generator.set_state(tensors[f"rng.rank{self.rank}"])
         avg = part("average.")
-        self.average = ([avg[str(i)].to(self.model.device) for i in range(len(avg))]
-                        if avg else None)
-        self.n_averaged = int(header.get("n_averaged", 0))
+        self.averager.mean = ([avg[str(i)].to(self.model.device) for i in range(len(avg))]
+                              if avg else None)
+        self.averager.n = int(header.get("n_averaged", 0))
         self.history = list(header.get("history", []))
         self.epoch = int(header["epoch"])
         log.info("resumed from %s at epoch %d", path, self.epoch)
         return True
+
+
+class ParameterAverage:
+    """The uniform running mean of a list of parameters (Polyak-Ruppert averaging).
+
+    ``update`` folds in the parameters' current values; ``applied`` swaps the
+    mean in for a block (evaluation) and the live values back after it;
+    ``copy_to`` writes the mean into the parameters for good.
+    """
+
+    def __init__(self) -> None:
+        self.mean: list[Tensor] | None = None
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, params: Sequence[Tensor]) -> None:
+        """Add the parameters' current values to the mean."""
+        if self.mean is None:
+            self.mean = [p.detach().clone() for p in params]
+            self.n = 1
+            return
+        self.n += 1
+        for p, a in zip(params, self.mean, strict=True):
+            a.lerp_(p.detach(), 1.0 / self.n)
+
+    @torch.no_grad()
+    def copy_to(self, params: Sequence[Tensor]) -> None:
+        """Overwrite the parameters with the mean (a no-op before the first update)."""
+        if self.mean is not None:
+            for p, a in zip(params, self.mean, strict=True):
+                p.copy_(a)
+
+    @contextlib.contextmanager
+    def applied(self, params: Sequence[Tensor]):
+        """The mean in place of the parameters inside the block, the live values after."""
+        if self.mean is None:
+            yield
+            return
+        live = [p.detach().clone() for p in params]
+        self.copy_to(params)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(params, live, strict=True):
+                    p.copy_(v)
 
 
 class LeanSGD(torch.optim.SGD):

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from ..connections import DenseConnection
 from ..errors import ConfigError, DataError, TrainingDiverged
+from ..training import ParameterAverage
 from ..units import BernoulliUnits, SoftmaxUnits, Units, make_units, units_from_config
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,8 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
              k: int = 1, sampler: str = "cd", seed: int = 0,
              val: tuple[Any, Any] | None = None, test: tuple[Any, Any] | None = None,
              patience: int | None = None, restore_best: bool = True, strict: bool = True,
-             dropout: float = 0.0, callback: Callable[[dict], None] | None = None) -> list[dict]:
+             dropout: float = 0.0, average_from: int = 0,
+             callback: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place by minibatch gradient descent; returns per-epoch history.
 
     Each record has ``epoch``, ``time``, ``train_loss`` (the objective's mean over the
@@ -309,6 +311,10 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
     ``lr_schedule`` decays the learning rate per epoch as in
     :class:`boltzkit.training.Trainer` ("constant", "linear" or "cosine" to
     ``lr_final_factor`` x lr, "exponential" by ``lr_final_factor**(1/epochs)``).
+    ``average_from`` (> 0): from that epoch on the mean of the parameters after every
+    step (:class:`~boltzkit.training.ParameterAverage`) is what each epoch's validation and
+    test scores see, what ``restore_best`` keeps and, without ``val``, what the model ends
+    with; training itself continues from the live parameters.
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown drbm objective {objective!r}: choose one of "
@@ -320,6 +326,10 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ConfigError(f"patience must be an integer >= 1 or None, got {patience!r}")
+    if (not isinstance(average_from, int) or isinstance(average_from, bool)
+            or not 0 <= average_from <= epochs):
+        raise ConfigError(f"average_from must be an epoch 1..{epochs} (0: no averaging), "
+                          f"got {average_from!r}")
     if not (lr > 0 and math.isfinite(lr)):
         raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
     if not (alpha >= 0 and math.isfinite(alpha)):
@@ -361,8 +371,11 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
     best: tuple[float, float] | None = None
     best_state: dict[str, Tensor] | None = None
     best_epoch, stale = 0, 0
+    params = list(model.parameters())
+    averager = ParameterAverage()
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
+        averaging = bool(average_from) and epoch >= average_from
         perm = torch.randperm(n, generator=gen, device=model.device)
         total = torch.zeros((), dtype=torch.float64)
         total_nll = torch.zeros((), dtype=torch.float64)
@@ -396,6 +409,8 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
+            if averaging:
+                averager.update(params)
             total += loss.detach()
         if not model.parameters_finite() or not math.isfinite(float(total)):
             raise TrainingDiverged(
@@ -408,22 +423,28 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             sched.step()
         if use_disc:
             record["train_nll"] = float(total_nll) / n_batches
-        for key, (sx, sy) in sets.items():
-            err, nll = model.error_rate(sx, sy, strict=strict)
-            record[f"{key}_error"], record[f"{key}_nll"] = err, nll
-        history.append(record)
-        if callback is not None:
-            callback(record)
-        if "val" in sets:
-            score = (record["val_error"], record["val_nll"])
-            if best is None or score < best:
-                best, best_epoch, stale = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if patience is not None and stale >= patience:
-                    log.info("drbm: no validation improvement for %d epochs, stopping", stale)
-                    break
+        if averaging:
+            record["averaged_steps"] = averager.n
+        with averager.applied(params):  # the scores (and a kept best) see the mean
+            for key, (sx, sy) in sets.items():
+                err, nll = model.error_rate(sx, sy, strict=strict)
+                record[f"{key}_error"], record[f"{key}_nll"] = err, nll
+            history.append(record)
+            if callback is not None:
+                callback(record)
+            improved = False
+            if "val" in sets:
+                score = (record["val_error"], record["val_nll"])
+                if best is None or score < best:
+                    best, best_epoch, stale, improved = score, epoch, 0, True
+                    best_state = copy.deepcopy(model.state_dict())
+        if "val" in sets and not improved:
+            stale += 1
+            if patience is not None and stale >= patience:
+                log.info("drbm: no validation improvement for %d epochs, stopping", stale)
+                break
+    if not (restore_best and best_state is not None):
+        averager.copy_to(params)
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
         chosen = history[best_epoch - 1]
@@ -530,7 +551,8 @@ def train_from_config(cfg: dict, load: Callable[[str], tuple[Any, Any]],
         lr_final_factor=float(cfg.get("lr_final_factor", 0.01)), k=int(cfg.get("k", 1)),
         sampler=cfg.get("drbm_sampler", "cd"), seed=seed, val=val, test=test,
         patience=int(cfg.get("drbm_patience") or 0) or None,
-        dropout=float(cfg.get("drbm_dropout") or 0.0), callback=show)
+        dropout=float(cfg.get("drbm_dropout") or 0.0),
+        average_from=int(cfg.get("average_from") or 0), callback=show)
     if history and "best_epoch" in history[-1]:
         show({k: v for k, v in history[-1].items() if k.startswith("best_")})
     return model, history
