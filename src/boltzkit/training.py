@@ -223,6 +223,7 @@ class Trainer:
         n_batches = math.ceil(n / self.batch_size)
         main = self.rank == 0
         begin_batch = getattr(model, "begin_batch", None)
+        params = list(model.parameters())
         show = main and (self.progress if self.progress is not None else sys.stderr.isatty())
         while self.epoch < self.epochs:
             t0 = time.perf_counter()
@@ -257,7 +258,7 @@ class Trainer:
                     batch_act = sync.reduce(idx.numel() / global_n, [batch_act])[0]
                 self.optimizer.step()
                 if averaging:
-                    self.averager.update(list(model.parameters()))
+                    self.averager.update(params)
                 act += batch_act
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
                     self._check_finite()
@@ -293,7 +294,7 @@ class Trainer:
                 self.save_checkpoint()
             source.release()
         if self.epoch >= self.epochs:
-            self.averager.copy_to(list(model.parameters()))
+            self.averager.copy_to(params)
         return self.history
 
     def _reduce_device(self) -> torch.device:
@@ -362,8 +363,7 @@ class Trainer:
                 else:
                     opt_meta.setdefault(str(idx), {})[key] = val
         tensors["rng"] = self.shuffle_generator.get_state()
-        if self.averager.mean is not None:
-            tensors.update({f"average.{i}": a for i, a in enumerate(self.averager.mean)})
+        tensors.update({f"average.{k}": v for k, v in self.averager.tensors().items()})
         header = {"checkpoint": True, "config": self.model.config(), "epoch": self.epoch,
                   "n_averaged": self.averager.n,
                   "world_size": self.world_size,
@@ -425,10 +425,8 @@ class Trainer:
         self.shuffle_generator.set_state(tensors["rng"])
         if self.world_size > 1:
             self.generator.set_state(tensors[f"rng.rank{self.rank}"])
-        avg = part("average.")
-        self.averager.mean = ([avg[str(i)].to(self.model.device) for i in range(len(avg))]
-                              if avg else None)
-        self.averager.n = int(header.get("n_averaged", 0))
+        self.averager.load(part("average."), int(header.get("n_averaged", 0)),
+                           self.model.device)
         self.history = list(header.get("history", []))
         self.epoch = int(header["epoch"])
         log.info("resumed from %s at epoch %d", path, self.epoch)
@@ -457,6 +455,15 @@ class ParameterAverage:
         self.n += 1
         for p, a in zip(params, self.mean, strict=True):
             a.lerp_(p.detach(), 1.0 / self.n)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The mean as named tensors ("0", "1", ...) for a checkpoint; empty before any update."""
+        return {str(i): a for i, a in enumerate(self.mean or ())}
+
+    def load(self, tensors: dict[str, Tensor], n: int, device: torch.device) -> None:
+        """Restore what :meth:`tensors` gave, with the number of iterates ``n`` it holds."""
+        self.mean = [tensors[str(i)].to(device) for i in range(len(tensors))] or None
+        self.n = n
 
     @torch.no_grad()
     def copy_to(self, params: Sequence[Tensor]) -> None:

@@ -443,14 +443,14 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             if patience is not None and stale >= patience:
                 log.info("drbm: no validation improvement for %d epochs, stopping", stale)
                 break
-    if not (restore_best and best_state is not None):
-        averager.copy_to(params)
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
         chosen = history[best_epoch - 1]
         history[-1].update({f"best_{k}": chosen[k] for k in
                             ("epoch", "val_error", "val_nll", "test_error", "test_nll")
                             if k in chosen})
+    else:
+        averager.copy_to(params)
     return history
 
 
