@@ -100,14 +100,17 @@ def test_check_estimator_bernoulli_on_unit_interval_data():
 
 
 # --- fitted attributes, transform, reproducibility ------------------------------------------
-def test_fitted_attributes_and_transform():
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-6)])
+def test_fitted_attributes_and_transform(dtype, rtol):
     X = _binary()
-    est = BernoulliRBM(n_components=5, n_iter=2, random_state=0)
+    est = BernoulliRBM(n_components=5, n_iter=2, random_state=0, dtype=dtype)
     with pytest.raises(NotFittedError):
         est.transform(X)
     assert est.fit(X) is est
     W = est.rbm_.connection.weights.detach().numpy()
+    assert W.dtype == np.dtype(dtype)  # computes in dtype; the attributes are float64
     assert est.components_.shape == (5, 9) and est.components_.dtype == np.float64
+    assert est.intercept_hidden_.dtype == est.intercept_visible_.dtype == np.float64
     np.testing.assert_array_equal(est.components_, W.T)
     assert est.intercept_hidden_.shape == (5,) and est.intercept_visible_.shape == (9,)
     assert est.n_features_in_ == 9
@@ -116,7 +119,7 @@ def test_fitted_attributes_and_transform():
     assert H.shape == (120, 5) and H.dtype == np.float64
     assert ((H > 0) & (H < 1)).all()
     expected = 1 / (1 + np.exp(-(X @ W + est.intercept_hidden_)))
-    np.testing.assert_allclose(H, expected, rtol=1e-12)
+    np.testing.assert_allclose(H, expected, rtol=rtol)
     # float32 and integer input give the same features
     np.testing.assert_allclose(est.transform(X.astype(np.float32)), H)
     np.testing.assert_allclose(est.transform(X.astype(int)), H)
@@ -200,10 +203,12 @@ def test_pickle_roundtrip_continues_training():
 
 
 # --- score_samples ------------------------------------------------------------------------
-def test_score_samples_equals_sklearn():
+@pytest.mark.parametrize("dtype, rtol, rtol_h", [("float64", 1e-10, 1e-12),
+                                                 ("float32", 1e-5, 1e-6)])
+def test_score_samples_equals_sklearn(dtype, rtol, rtol_h):
     """Same parameters and random_state: scikit-learn's score_samples, to rounding."""
     X = np.vstack([_binary(n=50), np.random.RandomState(2).rand(30, 9)])  # binary + grey
-    est = BernoulliRBM(n_components=5, n_iter=2, random_state=7).fit(X)
+    est = BernoulliRBM(n_components=5, n_iter=2, random_state=7, dtype=dtype).fit(X)
     ref = SklearnRBM(n_components=5, random_state=7)
     ref.components_ = est.components_
     ref.intercept_hidden_ = est.intercept_hidden_
@@ -212,15 +217,15 @@ def test_score_samples_equals_sklearn():
     ref.n_features_in_ = 9
     s = est.score_samples(X)
     assert s.shape == (80,) and s.dtype == np.float64 and (s <= 0).all()
-    np.testing.assert_allclose(s, ref.score_samples(X), rtol=1e-10)
+    np.testing.assert_allclose(s, ref.score_samples(X), rtol=rtol)
     np.testing.assert_array_equal(est.score_samples(X), s)  # int random_state: same units
-    np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=1e-12)
+    np.testing.assert_allclose(est.transform(X), ref.transform(X), rtol=rtol_h)
 
 
 def test_score_samples_scale_matches_boltzkit_pseudo_likelihood():
     """An unbiased estimate of the per-sample log PL summed over units (boltzkit's scale)."""
     X = _binary(n=60)
-    est = BernoulliRBM(n_components=5, n_iter=3, random_state=0).fit(X)
+    est = BernoulliRBM(n_components=5, n_iter=3, random_state=0, dtype="float64").fit(X)
     tiled = np.tile(X, (100, 1))
     est.set_params(random_state=11)
     s = est.score_samples(tiled)
@@ -232,7 +237,7 @@ def test_score_samples_scale_matches_boltzkit_pseudo_likelihood():
                                        reduce=False).numpy()
     assert abs(same_estimator.mean() - s.mean()) < 6 * se
     # one visible unit: nothing random left, the two agree row by row
-    one = BernoulliRBM(n_components=3, n_iter=1, random_state=0).fit(X[:, :1])
+    one = BernoulliRBM(n_components=3, n_iter=1, random_state=0, dtype="float64").fit(X[:, :1])
     np.testing.assert_allclose(
         one.score_samples(X[:, :1]),
         pseudo_likelihood(one.rbm_, torch.tensor(X[:, :1]), reduce=False).numpy(), rtol=1e-12)
@@ -252,13 +257,14 @@ def test_gibbs_binary_samples():
 # --- GaussianRBM --------------------------------------------------------------------------
 def test_gaussian_standardises_itself(digits):
     X = digits[0]
-    est = GaussianRBM(n_components=8, n_iter=2, random_state=0).fit(X)
+    est = GaussianRBM(n_components=8, n_iter=2, random_state=0, dtype="float64").fit(X)
     np.testing.assert_allclose(est.mean_, X.mean(0))
     std = X.std(0)
     np.testing.assert_allclose(est.scale_, np.where(std == 0, 1.0, std))
     assert est.n_samples_seen_ == X.shape[0]
     # the scaling makes the model blind to affine changes of units
-    shifted = GaussianRBM(n_components=8, n_iter=2, random_state=0).fit(X * 5.0 + 3.0)
+    shifted = GaussianRBM(n_components=8, n_iter=2, random_state=0,
+                          dtype="float64").fit(X * 5.0 + 3.0)
     np.testing.assert_allclose(shifted.transform(X * 5.0 + 3.0), est.transform(X), atol=1e-8)
     H = est.transform(X)
     assert H.shape == (400, 8) and H.dtype == np.float64
@@ -325,12 +331,15 @@ def test_bad_input_and_parameters():
                           ({"optimizer": "rmsprop"}, "optimizer"),
                           ({"momentum": 1.0}, "momentum"),
                           ({"k": 0}, "k must"),
-                          ({"n_chains": 0}, "n_chains")]:
+                          ({"n_chains": 0}, "n_chains"),
+                          ({"dtype": "float16"}, "dtype"),
+                          ({"learning_rate": 1e39}, "float32")]:
         with pytest.raises(ValueError, match=match):
             BernoulliRBM(**params).fit(X)
-    with pytest.raises(FloatingPointError, match="learning_rate"):
-        GaussianRBM(n_components=4, n_iter=3, learning_rate=1e150, random_state=0).fit(
-            np.random.RandomState(0).randn(50, 5))
+    for dtype, lr in (("float64", 1e150), ("float32", 1e30)):
+        with pytest.raises(FloatingPointError, match="learning_rate"):
+            GaussianRBM(n_components=4, n_iter=3, learning_rate=lr, random_state=0,
+                        dtype=dtype).fit(np.random.RandomState(0).randn(50, 5))
 
 
 def test_verbose_prints_pseudo_likelihood(capsys):
@@ -359,7 +368,7 @@ def test_digits_example_runs(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(n_iter=1, n_samples=500)
-    assert set(results) == {"sklearn", "boltzkit"}
+    assert set(results) == {"sklearn", "boltzkit", "boltzkit-float64"}
     for r in results.values():
         assert r["accuracy"] > 0.6 and r["fit_time"] > 0 and r["rbm_fit_time"] > 0
     out = capsys.readouterr().out
