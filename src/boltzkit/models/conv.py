@@ -123,9 +123,12 @@ class FilterSparsityGradient(LikelihoodGradient):
     the hidden biases, which is what this does (``"bias"``): filter k's bias gradient gets
     ``cost * sum over positions of (q - target)`` (q: the detection units' mean activation
     on the batch), the same term the generic surrogate puts on the bias, and the weights
-    get the plain likelihood gradient.  Measured on 5,000 MNIST images (2 epochs, lr 0.01)
-    this variant, like no sparsity at all, let all filters collapse to the same negative
-    pattern, while ``"all"`` learned distinct filters: it is kept for experiments.
+    get the plain likelihood gradient.  The filter gradient sums over all positions, so
+    the step must be small: at lr 0.01 (5,000 MNIST images, 2 epochs) this variant let
+    all filters collapse to one negative pattern while ``"all"`` learned centre-off
+    blobs; at lr 0.001 (20,000 images, 3 epochs, ``examples/conv_rbm_mnist.py``) it
+    learns about ten oriented stroke segments among the 24 filters and the better
+    pooled features (97.12% against 96.95% for ``"all"`` at the same lr).
     """
 
     def compute(self, rbm, v_data, v_model, field_data=None, field_model=None):
