@@ -354,14 +354,14 @@ class FusedBernoulliSGD:
         """One update per batch, in order: ``__call__`` over a pass, its lookups made once.
 
         At ~10-row batches the Python work per step (attribute and buffer
-        lookups) is ~10% of the step, so a pass binds them to locals here.
+        lookups) is ~10% of the step, so a pass binds them to locals here, the
+        buffers again only when the batch shape changes workspace.
         """
         sampler, gen, rbm = self.sampler, self.generator, self.rbm
         W, b, c, Wt = self._W, self._b, self._c, self._Wt
-        lr, wd, bufs, persistent, k = (self.lr, self.weight_decay, self.bufs,
-                                       self.persistent, self.k)
-        momentum = self.momentum
-        ws = self._last
+        lr, wd, momentum, bufs, persistent, k = (self.lr, self.weight_decay, self.momentum,
+                                                 self.bufs, self.persistent, self.k)
+        ws = None  # the first batch binds the workspace (and its buffers) below
         # Inference mode skips the autograd dispatch, ~10% of a step at this size;
         # buffers and chains are made outside it (they must stay normal tensors).
         with torch.inference_mode():
@@ -381,8 +381,10 @@ class FusedBernoulliSGD:
                 if ws is None or ws.B != B or ws.M != M:
                     with torch.inference_mode(False):
                         ws = self._workspace(B, M, W)
-                hs, ph, pv, Vm, Vd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd
-                fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
+                    hs, ph, pv, Vm, Vd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd
+                    V, F, H, Vt, Ht, Hm, Fm = ws.V, ws.F, ws.H, ws.Vt, ws.Ht, ws.Hm, ws.Fm
+                    fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
+                    scale, signs, ones = ws.model_scale, ws.signs, ws.ones
                 if persistent:
                     # First half-sweep from the field kept from the last update (PersistentCD).
                     torch.add(sampler.field, c, out=ph).sigmoid_()
@@ -398,29 +400,28 @@ class FusedBernoulliSGD:
                     fill_hs(generator=gen).lt_(ph)
                     torch.addmm(b, hs, Wt, out=pv).sigmoid_()
                     fill_vm(generator=gen).lt_(pv)
-                V, H, Vt, Ht, Hm = ws.V, ws.H, ws.Vt, ws.Ht, ws.Hm
-                torch.mm(V, W, out=ws.F)  # both hidden fields, before the update
-                torch.add(ws.F, c, out=H).sigmoid_()
+                torch.mm(V, W, out=F)  # both hidden fields, before the update
+                torch.add(F, c, out=H).sigmoid_()
                 # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
                 # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
-                torch.mul(Hm, ws.model_scale, out=Hm)
+                torch.mul(Hm, scale, out=Hm)
                 if bufs is None:
                     a = lr / B
                     W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
-                    b.addmv_(Vt, ws.signs, alpha=a)
-                    c.addmv_(Ht, ws.ones, alpha=a)
+                    b.addmv_(Vt, signs, alpha=a)
+                    c.addmv_(Ht, ones, alpha=a)
                 else:
                     gW, gb, gc = bufs
                     gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
                     if wd:
                         gW.add_(W, alpha=wd)
-                    gb.addmv_(Vt, ws.signs, beta=momentum, alpha=-1.0 / B)
-                    gc.addmv_(Ht, ws.ones, beta=momentum, alpha=-1.0 / B)
+                    gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
+                    gc.addmv_(Ht, ones, beta=momentum, alpha=-1.0 / B)
                     W.sub_(gW, alpha=lr)
                     b.sub_(gb, alpha=lr)
                     c.sub_(gc, alpha=lr)
                 if persistent:
-                    sampler.chains, sampler.field = Vm, ws.Fm
+                    sampler.chains, sampler.field = Vm, Fm
 
 
 class _FusedWorkspace:
