@@ -11,6 +11,8 @@ One spawn of two ranks runs three jobs (sharing the process start-up cost):
    the seed-to-seed spread of single-process runs.
 3. The same PCD job stopped after 3 epochs and resumed from the checkpoint (written by
    rank 0 only, holding both ranks' chains and random streams) reproduces job 2 exactly.
+4. The shared-memory sum (the default transport on an x86-64 host) against gloo's
+   all-reduce on the same weighted gradients, over several steps (both slot sets).
 """
 
 from __future__ import annotations
@@ -72,6 +74,29 @@ def _pcd_trainer(model, epochs, seed=0, ckpt=None, distributed_=None):
                    distributed=distributed_)
 
 
+def _rank_grads(rank: int, step: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 * rank + step)
+    return [torch.randn(7, 5, generator=gen, dtype=torch.float64),
+            torch.randn(3, generator=gen, dtype=torch.float64)]
+
+
+def _transport_job(rank: int) -> dict[str, object]:
+    """Five weighted reductions through each transport; the sums and the names."""
+    out: dict[str, object] = {}
+    for transport in ("shm", "collective", None):
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in _rank_grads(rank, 0)]
+        sync = distributed.GradientSync(params, n_extra=1, transport=transport)
+        sums = []
+        for step in range(5):
+            for p, g in zip(params, _rank_grads(rank, step), strict=True):
+                p.grad.copy_(g)
+            extra = sync.reduce(0.25 if rank == 0 else 0.75, [float(rank + step)])
+            sums.append(sync.buffer.clone())
+            assert float(extra[0]) == sync.buffer[-1]
+        out[str(transport)] = {"name": sync.transport, "sums": sums}
+    return out
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -91,6 +116,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         model = _model()
         _pcd_trainer(model, EPOCHS, ckpt=ckpt).fit(_data(), resume=True)
         res["resumed"] = _params(model)
+        res["transports"] = _transport_job(rank)
         torch.save(res, os.path.join(out, f"rank{rank}.pt"))
     finally:
         distributed.shutdown()
@@ -175,6 +201,38 @@ def test_resume_with_other_world_size_is_refused(ranks, tmp_path):
     trainer = _pcd_trainer(_model(), EPOCHS, ckpt=out / "ckpt")
     with pytest.raises(ConfigError, match="same number of processes"):
         trainer.load_checkpoint()
+
+
+def test_shared_memory_sum_equals_gloo_all_reduce(ranks):
+    (r0, r1), _ = ranks
+    t0, t1 = r0["transports"], r1["transports"]
+    assert t0["shm"]["name"] == t1["shm"]["name"] == "shm"
+    assert t0["collective"]["name"] == "collective"
+    import platform
+
+    auto = "shm" if platform.machine().lower() in ("x86_64", "amd64") else "collective"
+    assert t0["None"]["name"] == auto
+    for step in range(5):
+        expect = torch.cat([torch.cat([(0.25 * a + 0.75 * b).reshape(-1) for a, b in zip(
+            _rank_grads(0, step), _rank_grads(1, step), strict=True)]),
+            torch.tensor([0.25 * step + 0.75 * (1 + step)], dtype=torch.float64)])
+        for t in (t0, t1):
+            shm, gloo = t["shm"]["sums"][step], t["collective"]["sums"][step]
+            torch.testing.assert_close(shm, expect, rtol=0, atol=1e-15)
+            assert torch.equal(shm, gloo)  # two ranks: the same one addition
+        assert torch.equal(t0["shm"]["sums"][step], t1["shm"]["sums"][step])
+
+
+def test_transport_choice_is_checked(monkeypatch):
+    from boltzkit.errors import ConfigError
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    assert distributed.GradientSync(p).transport == "none"  # no group: nothing to reduce
+    monkeypatch.setenv(distributed.ALLREDUCE_ENV, "carrier-pigeon")
+    with pytest.raises(ConfigError, match="BOLTZKIT_ALLREDUCE"):
+        distributed.GradientSync([torch.nn.Parameter(torch.zeros(3))])
+    with pytest.raises(ConfigError, match="transport"):
+        distributed.GradientSync([torch.nn.Parameter(torch.zeros(3))], transport="tcp")
 
 
 def test_helpers_without_group():

@@ -22,6 +22,9 @@ The helpers below also serve code that is not the Trainer (the CLI, benchmarks).
 from __future__ import annotations
 
 import os
+import platform
+import secrets
+import tempfile
 import time
 from datetime import timedelta
 
@@ -31,9 +34,9 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 
-__all__ = ["GradientSync", "all_gather_objects", "barrier", "broadcast_module", "init_from_env",
-           "is_distributed", "is_main", "mean_across_ranks", "shard_bounds", "shutdown",
-           "world"]
+__all__ = ["ALLREDUCE_ENV", "GradientSync", "SharedMemorySum", "all_gather_objects", "barrier",
+           "broadcast_module", "init_from_env", "is_distributed", "is_main",
+           "mean_across_ranks", "shard_bounds", "shutdown", "world"]
 
 
 def world() -> tuple[int, int]:
@@ -166,6 +169,105 @@ def mean_across_ranks(values: dict[str, float], device: torch.device | None = No
     return dict(zip(keys, t.tolist(), strict=True))
 
 
+ALLREDUCE_ENV = "BOLTZKIT_ALLREDUCE"
+_TRANSPORTS = ("auto", "shm", "collective")
+
+
+class SharedMemorySum:
+    """Sum of one CPU buffer over the ranks of ONE host, through shared memory.
+
+    gloo's all-reduce goes through the loopback TCP stack even when every rank is
+    on the same machine: on a 2-core host it took 3.7 ms per step for the 1.57 MB
+    gradient of a 784x500 RBM, about as long as the step's compute.  Here each rank
+    copies its buffer into its slot of a shared mapping, publishes a step counter,
+    waits until every rank has published the same step, and adds the slots up in
+    rank order (so every rank computes the same bits).  Two sets of slots alternate
+    between steps, so one wait per step suffices: a rank overwrites a set only after
+    every rank has published the next step, i.e. finished reading that set.
+
+    The counters rely on stores becoming visible in program order (x86-64's memory
+    model), so ``"auto"`` uses this only there.  Construction is collective: every
+    rank must call it; it raises ``OSError`` on every rank when any rank cannot map
+    the files (e.g. ranks on different hosts), so callers can fall back together.
+    """
+
+    def __init__(self, numel: int, dtype: torch.dtype, timeout_s: float = 1800.0) -> None:
+        rank, size = world()
+        self.rank, self.size, self.numel, self.timeout_s = rank, size, numel, timeout_s
+        token = secrets.randbits(62)
+        paths = None
+        if rank == 0:
+            where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+            paths = []
+            for nbytes in (2 * size * numel * torch.tensor([], dtype=dtype).element_size(),
+                           8 * (size + 1)):
+                fd, path = tempfile.mkstemp(prefix="boltzkit-allreduce-", dir=where)
+                os.ftruncate(fd, nbytes)
+                os.close(fd)
+                paths.append(path)
+        paths, token = all_gather_objects((paths, token))[0]
+        ok, err = True, ""
+        try:
+            data = torch.from_file(paths[0], shared=True, size=2 * size * numel, dtype=dtype)
+            flags = torch.from_file(paths[1], shared=True, size=size + 1, dtype=torch.int64)
+            if rank == 0:
+                flags[size] = token
+        except (OSError, RuntimeError) as e:  # e.g. the path is on another host
+            ok, err = False, str(e)
+        barrier()
+        if ok and int(flags[size]) != token:
+            ok, err = False, "the shared file holds another run's token (ranks on several hosts?)"
+        verdicts = all_gather_objects((ok, err))
+        if rank == 0:
+            for path in paths:
+                os.unlink(path)  # the mappings stay valid; nothing is left behind
+        bad = [f"rank {r}: {e}" for r, (o, e) in enumerate(verdicts) if not o]
+        if bad:
+            raise OSError("shared-memory all-reduce unavailable: " + "; ".join(bad))
+        self.slots = data.view(2, size, numel)
+        self._flags = flags.numpy()  # polled from NumPy: ~1 us a read, not a torch call
+        self._flags[rank] = 0
+        self.step = 0
+        barrier()
+
+    def __call__(self, buffer: Tensor) -> Tensor:
+        """Replace ``buffer`` by its sum over the ranks."""
+        self.step += 1
+        slots = self.slots[self.step % 2]
+        slots[self.rank].copy_(buffer.reshape(-1))
+        self._flags[self.rank] = self.step
+        self._wait(self.step)
+        out = buffer.view(-1)
+        torch.add(slots[0], slots[1], out=out)
+        for r in range(2, self.size):
+            out.add_(slots[r])
+        return buffer
+
+    def _wait(self, step: int) -> None:
+        flags = self._flags[:self.size]
+        if flags.min() >= step:
+            return
+        start = time.perf_counter()
+        spins = 0
+        while flags.min() < step:
+            spins += 1
+            if spins < 2000:
+                os.sched_yield()  # the peer is usually microseconds away
+                continue
+            time.sleep(50e-6)  # a long wait (a checkpoint, a monitor): stop burning the core
+            if time.perf_counter() - start > self.timeout_s:
+                raise TimeoutError(
+                    f"rank {self.rank} waited {self.timeout_s:.0f} s in the shared-memory "
+                    f"all-reduce of step {step}: another rank stopped (see its log)")
+
+
+def _transport() -> str:
+    value = os.environ.get(ALLREDUCE_ENV, "auto").strip().lower() or "auto"
+    if value not in _TRANSPORTS:
+        raise ConfigError(f"{ALLREDUCE_ENV}={value!r}: use one of {list(_TRANSPORTS)}")
+    return value
+
+
 class GradientSync:
     """Averages gradients over ranks with one all-reduce of one flat buffer per step.
 
@@ -175,10 +277,17 @@ class GradientSync:
     all-reduce.  If something replaced a ``.grad`` tensor, it is copied back in and
     rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
     only when ``timing=True``, which synchronises the device around it).
+
+    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"auto"``): CPU ranks of a
+    gloo group that share one x86-64 host sum through shared memory
+    (:class:`SharedMemorySum`) instead of gloo's TCP all-reduce; ``"collective"``
+    always uses ``dist.all_reduce``, ``"shm"`` insists on shared memory.  ``auto``
+    falls back to the collective on every rank when any rank cannot map the memory.
+    The chosen one is in ``.transport``.
     """
 
     def __init__(self, params: list[nn.Parameter], n_extra: int = 1,
-                 timing: bool = False) -> None:
+                 timing: bool = False, transport: str | None = None) -> None:
         params = [p for p in params if p.requires_grad]
         if not params:
             raise ConfigError("the model has no trainable parameters to synchronise")
@@ -204,6 +313,24 @@ class GradientSync:
         self.timing = timing
         self.seconds = 0.0
         self.calls = 0
+        choice = _transport() if transport is None else transport
+        if choice not in _TRANSPORTS:
+            raise ConfigError(f"transport {choice!r}: use one of {list(_TRANSPORTS)}")
+        self.transport = "collective" if is_distributed() else "none"
+        self._shm: SharedMemorySum | None = None
+        if is_distributed() and choice != "collective":
+            cpu_gloo = not self.buffer.is_cuda and dist.get_backend() == "gloo"
+            if choice == "shm" and not cpu_gloo:
+                raise ConfigError("the shared-memory all-reduce is for CPU ranks of a gloo "
+                                  "group; CUDA ranks use NCCL (unset BOLTZKIT_ALLREDUCE)")
+            x86 = platform.machine().lower() in ("x86_64", "amd64")
+            if cpu_gloo and (choice == "shm" or x86):
+                try:
+                    self._shm = SharedMemorySum(self.buffer.numel(), self.buffer.dtype)
+                    self.transport = "shm"
+                except OSError as e:
+                    if choice == "shm":
+                        raise ConfigError(f"{e} (set {ALLREDUCE_ENV}=collective)") from e
 
     def zero_(self) -> None:
         """Zero every gradient (for a rank whose share of a batch is empty)."""
@@ -233,7 +360,9 @@ class GradientSync:
         if self.timing and cuda:
             torch.cuda.synchronize(self.buffer.device)
         t0 = time.perf_counter()
-        if is_distributed():
+        if self._shm is not None:
+            self._shm(self.buffer)
+        elif is_distributed():
             dist.all_reduce(self.buffer)
         if self.timing and cuda:
             torch.cuda.synchronize(self.buffer.device)
