@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from boltzkit import distributed
+from boltzkit.errors import ConfigError
 from boltzkit.rbm import make_rbm
 from boltzkit.sampling import PersistentCD, Sampler
 from boltzkit.training import Trainer
@@ -94,6 +95,18 @@ def _transport_job(rank: int) -> dict[str, object]:
             sums.append(sync.buffer.clone())
             assert float(extra[0]) == sync.buffer[-1]
         out[str(transport)] = {"name": sync.transport, "sums": sums}
+    # No shared buffer can be made: "auto" falls back to gloo on every rank, "shm" refuses.
+    os.environ[distributed.SHM_DIR_ENV] = os.path.join(os.sep, "no", "such", "dir")
+    try:
+        params = [torch.nn.Parameter(torch.zeros(4))]
+        out["fallback"] = distributed.GradientSync(params, transport="auto").transport
+        try:
+            distributed.GradientSync([torch.nn.Parameter(torch.zeros(4))], transport="shm")
+            out["forced"] = "accepted"
+        except ConfigError as e:
+            out["forced"] = str(e)
+    finally:
+        del os.environ[distributed.SHM_DIR_ENV]
     return out
 
 
@@ -221,6 +234,10 @@ def test_shared_memory_sum_equals_gloo_all_reduce(ranks):
             torch.testing.assert_close(shm, expect, rtol=0, atol=1e-15)
             assert torch.equal(shm, gloo)  # two ranks: the same one addition
         assert torch.equal(t0["shm"]["sums"][step], t1["shm"]["sums"][step])
+    for t in (t0, t1):
+        assert t["fallback"] == "collective"
+        assert "cannot reserve the shared buffer" in t["forced"], t["forced"]
+        assert "BOLTZKIT_ALLREDUCE=collective" in t["forced"]
 
 
 def test_transport_choice_is_checked(monkeypatch):

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 
-__all__ = ["ALLREDUCE_ENV", "GradientSync", "SharedMemorySum", "all_gather_objects", "barrier",
-           "broadcast_module", "init_from_env", "is_distributed", "is_main",
-           "mean_across_ranks", "shard_bounds", "shutdown", "world"]
+__all__ = ["ALLREDUCE_ENV", "SHM_DIR_ENV", "GradientSync", "SharedMemorySum",
+           "all_gather_objects", "barrier", "broadcast_module", "init_from_env",
+           "is_distributed", "is_main", "mean_across_ranks", "shard_bounds", "shutdown",
+           "world"]
 
 
 def world() -> tuple[int, int]:
@@ -170,6 +171,7 @@ def mean_across_ranks(values: dict[str, float], device: torch.device | None = No
 
 
 ALLREDUCE_ENV = "BOLTZKIT_ALLREDUCE"
+SHM_DIR_ENV = "BOLTZKIT_SHM_DIR"  # where the shared buffer is made (default /dev/shm)
 _TRANSPORTS = ("auto", "shm", "collective")
 
 
@@ -186,7 +188,8 @@ class SharedMemorySum:
     every rank has published the next step, i.e. finished reading that set.
 
     The counters rely on stores becoming visible in program order (x86-64's memory
-    model), so ``"auto"`` uses this only there.  Construction is collective: every
+    model), so ``"auto"`` uses this only there.  The buffer lives in ``/dev/shm``
+    (``$BOLTZKIT_SHM_DIR`` to choose another directory).  Construction is collective: every
     rank must call it; it raises ``OSError`` on every rank when any rank cannot map
     the files (e.g. ranks on different hosts), so callers can fall back together.
     """
@@ -195,17 +198,29 @@ class SharedMemorySum:
         rank, size = world()
         self.rank, self.size, self.numel, self.timeout_s = rank, size, numel, timeout_s
         token = secrets.randbits(62)
-        paths = None
+        paths: list[str] = []
+        made = ""
         if rank == 0:
-            where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-            paths = []
-            for nbytes in (2 * size * numel * torch.tensor([], dtype=dtype).element_size(),
-                           8 * (size + 1)):
-                fd, path = tempfile.mkstemp(prefix="boltzkit-allreduce-", dir=where)
-                os.ftruncate(fd, nbytes)
-                os.close(fd)
-                paths.append(path)
-        paths, token = all_gather_objects((paths, token))[0]
+            where = os.environ.get(SHM_DIR_ENV) or (
+                "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
+            try:
+                for nbytes in (2 * size * numel * torch.tensor([], dtype=dtype).element_size(),
+                               8 * (size + 1)):
+                    fd, path = tempfile.mkstemp(prefix="boltzkit-allreduce-", dir=where)
+                    paths.append(path)
+                    try:
+                        # Reserve the pages now: a sparse file on a full tmpfs (Docker's
+                        # 64 MB /dev/shm) would fail later with SIGBUS, not an error.
+                        os.posix_fallocate(fd, 0, nbytes)
+                    finally:
+                        os.close(fd)
+            except OSError as e:
+                made = f"cannot reserve the shared buffer in {where}: {e}"
+                for path in paths:
+                    os.unlink(path)
+        paths, token, made = all_gather_objects((paths, token, made))[0]
+        if made:
+            raise OSError("shared-memory all-reduce unavailable: " + made)
         ok, err = True, ""
         try:
             data = torch.from_file(paths[0], shared=True, size=2 * size * numel, dtype=dtype)
