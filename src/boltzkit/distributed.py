@@ -211,7 +211,12 @@ class SharedMemorySum:
                     try:
                         # Reserve the pages now: a sparse file on a full tmpfs (Docker's
                         # 64 MB /dev/shm) would fail later with SIGBUS, not an error.
-                        os.posix_fallocate(fd, 0, nbytes)
+                        # (macOS has no posix_fallocate: a plain size there.)
+                        reserve = getattr(os, "posix_fallocate", None)
+                        if reserve is not None:
+                            reserve(fd, 0, nbytes)
+                        else:
+                            os.ftruncate(fd, nbytes)
                     finally:
                         os.close(fd)
             except OSError as e:
