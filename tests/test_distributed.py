@@ -144,8 +144,14 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2,
-                                join=True)
+    for attempt in range(3):
+        try:
+            torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2,
+                                        join=True)
+            break
+        except Exception as e:  # the free port was taken between its choice and its use
+            if attempt == 2 or "address already in use" not in str(e).lower():
+                raise
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], out
 
 
