@@ -3,7 +3,7 @@
 CD-1 on a 784 x 500 Bernoulli RBM, global batch 100, MNIST (thresholded; the first
 ``--limit`` training images), trained by the library's own ``Trainer``.  The first epoch
 is a warm-up and is not timed.  Prints samples/s of both set-ups and their ratio (the
-processes summing gradients through shared memory, the default on one host, and through
+processes summing gradients through shared memory (BOLTZKIT_ALLREDUCE=shm) and through
 gloo's TCP all-reduce), the same processes trained side by side with no communication at
 all (the bound), the measured compute time and all-reduce time per step
 (``Trainer(profile=True)``), an isolated gloo all-reduce micro-benchmark at several message
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in report["samples_per_s_each_round"].items()))
     print(f"1 process x {s['threads']} threads : {s['samples_per_s']:9.0f} samples/s "
           f"({s['step_s'] * 1e3:.2f} ms/step)")
-    print(f"{P} processes x 1 thread, shared-memory sum (the default): {m['samples_per_s']:9.0f}"
+    print(f"{P} processes x 1 thread, shared-memory sum (BOLTZKIT_ALLREDUCE=shm): {m['samples_per_s']:9.0f}"
           f" samples/s ({m['step_s'] * 1e3:.2f} ms/step: compute "
           f"{m['compute_time_per_step'] * 1e3:.2f} ms, all-reduce "
           f"{m['allreduce_time_per_step'] * 1e3:.2f} ms incl. waiting)")

@@ -301,11 +301,11 @@ class GradientSync:
     rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
     only when ``timing=True``, which synchronises the device around it).
 
-    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"collective"``): CPU ranks of a
-    gloo group that share one x86-64 host sum through shared memory
-    (:class:`SharedMemorySum`) instead of gloo's TCP all-reduce; ``"collective"``
-    always uses ``dist.all_reduce``, ``"shm"`` insists on shared memory.  ``auto``
-    falls back to the collective on every rank when any rank cannot map the memory.
+    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"collective"``, which always
+    uses ``dist.all_reduce``): with ``"auto"``, CPU ranks of a gloo group that share one
+    x86-64 host sum through shared memory (:class:`SharedMemorySum`) instead of gloo's
+    TCP all-reduce, falling back to the collective on every rank when any rank cannot
+    map the memory; ``"shm"`` insists on shared memory.
     The chosen one is in ``.transport``.
     """
 
