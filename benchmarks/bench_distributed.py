@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in report["samples_per_s_each_round"].items()))
     print(f"1 process x {s['threads']} threads : {s['samples_per_s']:9.0f} samples/s "
           f"({s['step_s'] * 1e3:.2f} ms/step)")
-    print(f"{P} processes x 1 thread, shared-memory sum (BOLTZKIT_ALLREDUCE=shm): {m['samples_per_s']:9.0f}"
-          f" samples/s ({m['step_s'] * 1e3:.2f} ms/step: compute "
+    print(f"{P} processes x 1 thread, shared-memory sum (BOLTZKIT_ALLREDUCE=shm): "
+          f"{m['samples_per_s']:9.0f} samples/s ({m['step_s'] * 1e3:.2f} ms/step: compute "
           f"{m['compute_time_per_step'] * 1e3:.2f} ms, all-reduce "
           f"{m['allreduce_time_per_step'] * 1e3:.2f} ms incl. waiting)")
     print(f"ratio (multi / single)   : {report['ratio_multi_over_single']:.3f} (target >= 0.8)")
