@@ -11,13 +11,14 @@ One spawn of two ranks runs three jobs (sharing the process start-up cost):
    the seed-to-seed spread of single-process runs.
 3. The same PCD job stopped after 3 epochs and resumed from the checkpoint (written by
    rank 0 only, holding both ranks' chains and random streams) reproduces job 2 exactly.
-4. The shared-memory sum (opt-in: ``BOLTZKIT_ALLREDUCE=shm`` or ``auto``) against gloo's
+4. The shared-memory sum (the default on one x86-64 host) against gloo's
    all-reduce on the same weighted gradients, over several steps (both slot sets).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import socket
 
 import numpy as np
@@ -227,7 +228,10 @@ def test_shared_memory_sum_equals_gloo_all_reduce(ranks):
     t0, t1 = r0["transports"], r1["transports"]
     assert t0["shm"]["name"] == t1["shm"]["name"] == "shm"
     assert t0["collective"]["name"] == "collective"
-    assert t0["None"]["name"] == "collective"  # shared memory is opt-in for now
+    asked = os.environ.get(distributed.ALLREDUCE_ENV, "auto")  # the default: "auto"
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    default = "shm" if asked == "shm" or (asked == "auto" and x86) else "collective"
+    assert t0["None"]["name"] == t1["None"]["name"] == default
     for step in range(5):
         expect = torch.cat([torch.cat([(0.25 * a + 0.75 * b).reshape(-1) for a, b in zip(
             _rank_grads(0, step), _rank_grads(1, step), strict=True)]),
@@ -293,3 +297,21 @@ def test_cli_train_under_torchrun_is_data_parallel(tmp_path):
                                     "--out", str(tmp_path / "d.safetensors")],
                          capture_output=True, text=True, timeout=240, env=env)
     assert bad.returncode != 0 and "trains in one process only" in bad.stderr
+
+
+def test_cli_train_leaves_the_group_even_on_error(tmp_path, monkeypatch):
+    """``boltzkit train`` destroys its process group before exiting, also after an error
+    (a rank exiting with a live gloo group can abort in interpreter shutdown)."""
+    from boltzkit import cli
+
+    calls = []
+    monkeypatch.setattr(distributed, "shutdown", lambda: calls.append("shutdown"))
+    np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((30, 5)) < 0.5)
+            .astype(np.float32))
+    args = ["train", "--dataset", str(tmp_path / "x.npy"), "--n-hidden", "3", "--epochs", "1",
+            "--out", str(tmp_path / "m.safetensors"), "--quiet"]
+    assert cli.main(args) == 0 and calls == ["shutdown"]
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5), np.float32))
+    args[2] = str(tmp_path / "empty.npy")
+    assert cli.main(args) != 0  # fails inside the training job
+    assert calls == ["shutdown", "shutdown"]

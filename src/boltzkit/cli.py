@@ -574,14 +574,21 @@ def _print_epoch(trainer, record: dict) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = resolve_train_config(args)
-    model, history, wall = train_from_config(cfg, resume=args.resume, quiet=args.quiet)
-    from .distributed import is_main
+    from .distributed import barrier, is_main, shutdown
 
-    if is_main():
-        print(json.dumps({"model": str(Path(cfg["out"])), "epochs": len(history),
-                          "wall_time_s": round(wall, 2),
-                          "final": {k: v for k, v in (history[-1] if history else {}).items()}}))
+    cfg = resolve_train_config(args)
+    try:
+        model, history, wall = train_from_config(cfg, resume=args.resume, quiet=args.quiet)
+        if is_main():
+            final = dict(history[-1]) if history else {}
+            print(json.dumps({"model": str(Path(cfg["out"])), "epochs": len(history),
+                              "wall_time_s": round(wall, 2), "final": final}))
+        # Under torchrun every rank leaves together, after rank 0 has written the model,
+        # and leaves the group before exiting: a rank that exited with its gloo group
+        # still alive was sometimes aborted by a C++ std::terminate during teardown.
+        barrier()
+    finally:
+        shutdown()
     return 0
 
 

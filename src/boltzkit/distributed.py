@@ -105,7 +105,13 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
 
 
 def shutdown() -> None:
-    """Leave the process group (no-op without one)."""
+    """Leave the process group (no-op without one); call it before the process exits.
+
+    A rank that exits with its gloo group alive can be aborted (``std::terminate``,
+    SIGABRT) while the interpreter shuts down: a gloo worker thread that still releases
+    the last collective's tensors needs the GIL, which is gone by then (a PyTorch race).
+    Destroying the group first joins those threads while Python is alive.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -283,9 +289,7 @@ class SharedMemorySum:
 
 
 def _transport() -> str:
-    # Opt-in for now: with it as the default, 2 of 4 test runs of a fresh clone lost a
-    # rank to a C++ std::terminate (SIGABRT) early in training, not yet explained.
-    value = os.environ.get(ALLREDUCE_ENV, "collective").strip().lower() or "collective"
+    value = os.environ.get(ALLREDUCE_ENV, "auto").strip().lower() or "auto"
     if value not in _TRANSPORTS:
         raise ConfigError(f"{ALLREDUCE_ENV}={value!r}: use one of {list(_TRANSPORTS)}")
     return value
@@ -301,11 +305,11 @@ class GradientSync:
     rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
     only when ``timing=True``, which synchronises the device around it).
 
-    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"collective"``, which always
-    uses ``dist.all_reduce``): with ``"auto"``, CPU ranks of a gloo group that share one
-    x86-64 host sum through shared memory (:class:`SharedMemorySum`) instead of gloo's
-    TCP all-reduce, falling back to the collective on every rank when any rank cannot
-    map the memory; ``"shm"`` insists on shared memory.
+    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"auto"``): with ``"auto"``,
+    CPU ranks of a gloo group that share one x86-64 host sum through shared memory
+    (:class:`SharedMemorySum`) instead of gloo's TCP all-reduce, falling back to the
+    collective on every rank when any rank cannot map the memory; ``"shm"`` insists on
+    shared memory; ``"collective"`` always uses ``dist.all_reduce`` (CUDA ranks always do).
     The chosen one is in ``.transport``.
     """
 
