@@ -11,7 +11,7 @@ One spawn of two ranks runs three jobs (sharing the process start-up cost):
    the seed-to-seed spread of single-process runs.
 3. The same PCD job stopped after 3 epochs and resumed from the checkpoint (written by
    rank 0 only, holding both ranks' chains and random streams) reproduces job 2 exactly.
-4. The shared-memory sum (the default on one x86-64 host) against gloo's
+4. The shared-memory sum (opt-in: ``BOLTZKIT_ALLREDUCE=auto`` or ``shm``) against gloo's
    all-reduce on the same weighted gradients, over several steps (both slot sets).
 """
 
@@ -228,7 +228,7 @@ def test_shared_memory_sum_equals_gloo_all_reduce(ranks):
     t0, t1 = r0["transports"], r1["transports"]
     assert t0["shm"]["name"] == t1["shm"]["name"] == "shm"
     assert t0["collective"]["name"] == "collective"
-    asked = os.environ.get(distributed.ALLREDUCE_ENV, "auto")  # the default: "auto"
+    asked = os.environ.get(distributed.ALLREDUCE_ENV, "collective")  # the default
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     default = "shm" if asked == "shm" or (asked == "auto" and x86) else "collective"
     assert t0["None"]["name"] == t1["None"]["name"] == default

@@ -289,7 +289,9 @@ class SharedMemorySum:
 
 
 def _transport() -> str:
-    value = os.environ.get(ALLREDUCE_ENV, "auto").strip().lower() or "auto"
+    # Opt-in: with "auto" as the default, one full test-suite run in nine lost the
+    # spawned two-rank fixture (6 errors, output not kept), cause not yet found.
+    value = os.environ.get(ALLREDUCE_ENV, "collective").strip().lower() or "collective"
     if value not in _TRANSPORTS:
         raise ConfigError(f"{ALLREDUCE_ENV}={value!r}: use one of {list(_TRANSPORTS)}")
     return value
@@ -305,7 +307,7 @@ class GradientSync:
     rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
     only when ``timing=True``, which synchronises the device around it).
 
-    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"auto"``): with ``"auto"``,
+    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"collective"``): with ``"auto"``,
     CPU ranks of a gloo group that share one x86-64 host sum through shared memory
     (:class:`SharedMemorySum`) instead of gloo's TCP all-reduce, falling back to the
     collective on every rank when any rank cannot map the memory; ``"shm"`` insists on
