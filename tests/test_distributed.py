@@ -134,6 +134,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         torch.save(res, os.path.join(out, f"rank{rank}.pt"))
     finally:
         distributed.shutdown()
+    # Everything is saved: leave without interpreter finalisation.  After a Trainer has
+    # written a checkpoint, rank 0's gloo threads outlive destroy_process_group (not yet
+    # explained), and a gloo thread that releases a tensor while Python finalises aborts
+    # the process (std::terminate, SIGABRT; a PyTorch race): 2 fresh-clone or full-suite
+    # runs in about 17 lost a rank that way AFTER writing its results.
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
