@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -139,8 +140,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     # explained), and a gloo thread that releases a tensor while Python finalises aborts
     # the process (std::terminate, SIGABRT; a PyTorch race): 2 fresh-clone or full-suite
     # runs in about 17 lost a rank that way AFTER writing its results.
-    import sys
-
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -281,7 +280,6 @@ def test_cli_train_under_torchrun_is_data_parallel(tmp_path):
     """``torchrun -m boltzkit.cli train``: one model written by rank 0, chains split."""
     import json
     import subprocess
-    import sys
 
     x = (np.random.default_rng(0).random((120, 6)) < 0.4).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
