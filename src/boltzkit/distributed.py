@@ -94,6 +94,7 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
     if backend == "nccl" and not dist.is_nccl_available():
         raise ConfigError("torch.distributed has no NCCL backend in this build")
     if not dist.is_initialized():
+        _bind_world_defaults_early()
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK") if k not in os.environ]
         if missing:
             raise ConfigError(f"WORLD_SIZE is set but {missing} are not: start the processes "
@@ -104,15 +105,32 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
     return dev
 
 
+def _bind_world_defaults_early() -> None:
+    """Import the modules that bind ``group.WORLD`` as a default argument, before a group exists.
+
+    ``torch.distributed.nn.functional`` evaluates ``group=group.WORLD`` when it is first
+    imported.  Imported after ``init_process_group`` (``torch._dynamo`` pulls it in, and
+    ``torch.optim.Optimizer.state_dict`` imports ``torch._dynamo`` lazily: a checkpoint
+    does), its defaults keep the live group for the life of the process, so
+    ``destroy_process_group`` cannot free it and gloo's threads outlive it (see
+    ``shutdown``).  Imported first, the defaults are ``None``.
+    """
+    try:
+        import torch.distributed.nn.functional  # noqa: F401
+    except ImportError:  # a build without it has nothing to pin the group either
+        pass
+
+
 def shutdown() -> None:
     """Leave the process group (no-op without one); call it before the process exits.
 
     A rank that exits with its gloo group alive can be aborted (``std::terminate``,
     SIGABRT) while the interpreter shuts down: a gloo worker thread that still releases
     the last collective's tensors needs the GIL, which is gone by then (a PyTorch race).
-    Destroying the group first usually joins those threads while Python is alive; after
-    a ``Trainer`` has written a checkpoint, rank 0's gloo threads were seen to outlive it
-    (not yet explained), so a script that must exit cleanly can end with ``os._exit``.
+    Destroying the group first frees it and joins those threads while Python is alive,
+    provided nothing else holds the group: ``init_from_env`` imports the torch module that
+    would otherwise pin it (see ``_bind_world_defaults_early``); a script that calls
+    ``init_process_group`` itself should import ``torch.distributed.nn`` before it does.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -291,10 +309,7 @@ class SharedMemorySum:
 
 
 def _transport() -> str:
-    # Opt-in: with "auto", 2 full test-suite runs in 15 lost the spawned two-rank
-    # fixture to an exit-time SIGABRT (see shutdown): after a checkpoint, rank 0's
-    # gloo threads outlive destroy_process_group; why is not yet known.
-    value = os.environ.get(ALLREDUCE_ENV, "collective").strip().lower() or "collective"
+    value = os.environ.get(ALLREDUCE_ENV, "auto").strip().lower() or "auto"
     if value not in _TRANSPORTS:
         raise ConfigError(f"{ALLREDUCE_ENV}={value!r}: use one of {list(_TRANSPORTS)}")
     return value
@@ -310,7 +325,7 @@ class GradientSync:
     rebound.  ``seconds``/``calls`` accumulate the time spent in the all-reduce (on CUDA
     only when ``timing=True``, which synchronises the device around it).
 
-    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"collective"``): with ``"auto"``,
+    ``transport`` (default: ``$BOLTZKIT_ALLREDUCE``, else ``"auto"``): with ``"auto"``,
     CPU ranks of a gloo group that share one x86-64 host sum through shared memory
     (:class:`SharedMemorySum`) instead of gloo's TCP all-reduce, falling back to the
     collective on every rank when any rank cannot map the memory; ``"shm"`` insists on
