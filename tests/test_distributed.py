@@ -281,6 +281,28 @@ def test_shutdown_leaves_no_gloo_thread_after_checkpoints(ranks):
         assert not [n for n in names if "gloo" in n], (rank, names)
 
 
+def test_importing_boltzkit_keeps_a_later_group_unpinned(tmp_path):
+    # A script that imports boltzkit, creates the group itself and then imports
+    # torch._dynamo (as optimizer.state_dict() does) must still be able to free the group.
+    import subprocess
+
+    code = f"""
+import os, boltzkit, torch.distributed as dist
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0,
+                        world_size=1)
+import torch._dynamo, torch.distributed.nn.functional as F
+print(F.broadcast.__defaults__)
+dist.destroy_process_group()
+names = [open(f"/proc/self/task/{{t}}/comm").read().strip()
+         for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else []
+print([n for n in names if "gloo" in n])
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split("\n")[:2] == ["(None,)", "[]"], res.stdout
+
+
 def test_transport_choice_is_checked(monkeypatch):
     from boltzkit.errors import ConfigError
 

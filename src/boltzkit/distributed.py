@@ -121,6 +121,12 @@ def _bind_world_defaults_early() -> None:
         pass
 
 
+# Also at import, for scripts that import boltzkit and then call init_process_group
+# themselves.  Never once a group exists: importing it then would pin that group.
+if not (dist.is_available() and dist.is_initialized()):
+    _bind_world_defaults_early()
+
+
 def shutdown() -> None:
     """Leave the process group (no-op without one); call it before the process exits.
 
@@ -129,8 +135,9 @@ def shutdown() -> None:
     the last collective's tensors needs the GIL, which is gone by then (a PyTorch race).
     Destroying the group first frees it and joins those threads while Python is alive,
     provided nothing else holds the group: ``init_from_env`` imports the torch module that
-    would otherwise pin it (see ``_bind_world_defaults_early``); a script that calls
-    ``init_process_group`` itself should import ``torch.distributed.nn`` before it does.
+    would otherwise pin it (see ``_bind_world_defaults_early``), and so does importing
+    boltzkit; a script that calls ``init_process_group`` itself should import boltzkit
+    (or ``torch.distributed.nn``) before it does.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
