@@ -1,6 +1,6 @@
 """Data-parallel training: two gloo processes on localhost against one process.
 
-One spawn of two ranks runs three jobs (sharing the process start-up cost):
+One spawn of two ranks runs these jobs (sharing the process start-up cost):
 
 1. A deterministic gradient (mean-field negative phase): the distributed run must follow
    the single-process trajectory to float64 rounding, which checks the sharding of each
@@ -287,15 +287,15 @@ def test_importing_boltzkit_keeps_a_later_group_unpinned(tmp_path):
     import subprocess
 
     code = f"""
-import os, boltzkit, torch.distributed as dist
+import sys, boltzkit, torch.distributed as dist
 dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0,
                         world_size=1)
 import torch._dynamo, torch.distributed.nn.functional as F
 print(F.broadcast.__defaults__)
 dist.destroy_process_group()
-names = [open(f"/proc/self/task/{{t}}/comm").read().strip()
-         for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else []
-print([n for n in names if "gloo" in n])
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from test_distributed import _thread_names
+print([n for n in _thread_names() if "gloo" in n])
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)

@@ -94,7 +94,6 @@ def init_from_env(device: str | torch.device = "cpu", backend: str | None = None
     if backend == "nccl" and not dist.is_nccl_available():
         raise ConfigError("torch.distributed has no NCCL backend in this build")
     if not dist.is_initialized():
-        _bind_world_defaults_early()
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT", "RANK") if k not in os.environ]
         if missing:
             raise ConfigError(f"WORLD_SIZE is set but {missing} are not: start the processes "
@@ -121,8 +120,8 @@ def _bind_world_defaults_early() -> None:
         pass
 
 
-# Also at import, for scripts that import boltzkit and then call init_process_group
-# themselves.  Never once a group exists: importing it then would pin that group.
+# At import, so it precedes init_from_env and any init_process_group a script calls itself.
+# Never once a group exists: importing it then would pin that group.
 if not (dist.is_available() and dist.is_initialized()):
     _bind_world_defaults_early()
 
@@ -134,10 +133,10 @@ def shutdown() -> None:
     SIGABRT) while the interpreter shuts down: a gloo worker thread that still releases
     the last collective's tensors needs the GIL, which is gone by then (a PyTorch race).
     Destroying the group first frees it and joins those threads while Python is alive,
-    provided nothing else holds the group: ``init_from_env`` imports the torch module that
-    would otherwise pin it (see ``_bind_world_defaults_early``), and so does importing
-    boltzkit; a script that calls ``init_process_group`` itself should import boltzkit
-    (or ``torch.distributed.nn``) before it does.
+    provided nothing else holds the group: importing this module imports the torch module
+    that would otherwise pin it (see ``_bind_world_defaults_early``), so a script that
+    calls ``init_process_group`` itself should import boltzkit (or ``torch.distributed.nn``)
+    before it does.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
