@@ -100,19 +100,25 @@ def test_exact_samples_follow_the_rbm_density():
 
 
 def test_gan_baseline_learns_both_modes_of_mog_1d():
+    """A vanilla GAN collapses onto one mode on some seeds (which ones changes with the
+    CPU's float kernels: seed 0 at 400 steps covers both modes on one machine, one mode
+    on another), so the baseline must cover both modes on most of three seeds."""
     from boltzkit.data import load_dataset, mixture_spec
     from boltzkit.metrics.divergence import mode_coverage
 
     module = importlib.import_module("gan_baselines")
+    spec = mixture_spec("mog-1d")
+    covs = []
     try:
         train, _ = load_dataset("mog-1d", "train", seed=0, limit=2000)
-        g = module.train_gan(train, "gan", steps=400, seed=0)
-        x = module.gan_sample(g, 1000, seed=1)
+        for seed in range(3):
+            g = module.train_gan(train, "gan", steps=800, seed=seed)
+            covs.append(mode_coverage(module.gan_sample(g, 1000, seed=1), spec["means"],
+                                      spec["std"]))
     finally:
         sys.modules.pop("gan_baselines", None)
-    spec = mixture_spec("mog-1d")
-    cov = mode_coverage(x, spec["means"], spec["std"])
-    assert cov["modes_covered"] == 2 and cov["high_quality_fraction"] > 0.8, cov
+    good = [c["modes_covered"] == 2 and c["high_quality_fraction"] > 0.8 for c in covs]
+    assert sum(good) >= 2, covs
 
 
 def test_beam_mnist_runs_at_tiny_size(tmp_path):
