@@ -178,3 +178,47 @@ def test_fused_step_matches_with_bulk_draws():
     tol = _tolerance(B, chains, 0.0, ref[0], nh=nh, steps=3)
     for p_r, p_f in zip(ref[0].parameters(), fast[0].parameters(), strict=True):
         assert float((p_r - p_f).detach().abs().max()) <= tol
+
+
+@pytest.mark.parametrize("method,k,momentum,weight_decay", [("cd", 1, 0.0, 0.0),
+                                                            ("cd", 2, 0.5, 0.01),
+                                                            ("pcd", 1, 0.5, 0.0),
+                                                            ("pcd", 3, 0.0, 0.01)])
+def test_trainer_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, method, k,
+                                                                 momentum, weight_decay):
+    """The Trainer takes the fused step in the plain case; the history and the model are
+    the general path's (a linear lr schedule: the step is rebuilt each epoch)."""
+    from boltzkit.training import Trainer
+
+    data = (torch.rand(61, NV, generator=torch.Generator().manual_seed(6)) < 0.4).double()
+    built = []
+    real_build = FusedBernoulliSGD.build.__func__
+
+    def counting(cls, *a, **kw):
+        step = real_build(cls, *a, **kw)
+        built.append(step)
+        return step
+
+    def fit():
+        rbm = make_rbm(NV, NH, seed=0).to(torch.float64)
+        sampler = make_sampler(method, k=k, chains=9 if method == "pcd" else None)
+        trainer = Trainer(rbm, sampler, LikelihoodGradient(), epochs=3, batch_size=10,
+                          lr=0.1, momentum=momentum, weight_decay=weight_decay,
+                          lr_schedule="linear", lr_final_factor=0.5, seed=3, progress=False)
+        return rbm, sampler, trainer.fit(data)
+
+    monkeypatch.setattr(FusedBernoulliSGD, "build", classmethod(counting))
+    rbm_f, sampler_f, hist_f = fit()
+    assert len(built) == 3 and all(s is not None for s in built)  # one fused step per epoch
+    monkeypatch.setattr(FusedBernoulliSGD, "build", classmethod(lambda cls, *a, **kw: None))
+    rbm_g, sampler_g, hist_g = fit()
+    # 3 epochs x 7 batches of float64 updates of size <= 2 lr: rounding far below 1e-10.
+    for p_f, p_g in zip(rbm_f.parameters(), rbm_g.parameters(), strict=True):
+        torch.testing.assert_close(p_f, p_g, rtol=0, atol=1e-10)
+    assert float((rbm_f.connection.weights - make_rbm(NV, NH, seed=0).connection.weights
+                  .double()).detach().abs().max()) > 0.01  # training moved the weights (1e8 x atol)
+    for r_f, r_g in zip(hist_f, hist_g, strict=True):
+        for key in ("hidden_activation", "lr", "recon_error", "free_energy_train"):
+            assert r_f[key] == pytest.approx(r_g[key], rel=1e-9, abs=1e-12), key
+    if method == "pcd":
+        assert torch.equal(sampler_f.chains, sampler_g.chains)

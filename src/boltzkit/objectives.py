@@ -346,11 +346,15 @@ class FusedBernoulliSGD:
         self._last = ws
         return ws
 
-    def __call__(self, v_data: Tensor) -> None:
-        """One update on the batch ``v_data`` (rows in [0, 1], the model's dtype and device)."""
-        self.run((v_data,))
+    def __call__(self, v_data: Tensor, activation: Tensor | None = None) -> None:
+        """One update on the batch ``v_data`` (rows in [0, 1], the model's dtype and device).
 
-    def run(self, batches: Iterable[Tensor]) -> None:
+        ``activation`` (a 0-d tensor), if given, gets the batch's mean hidden activation
+        of the data added to it: the general path's ``hidden_activation`` diagnostic.
+        """
+        self.run((v_data,), activation)
+
+    def run(self, batches: Iterable[Tensor], activation: Tensor | None = None) -> None:
         """One update per batch, in order: ``__call__`` over a pass, its lookups made once.
 
         At ~10-row batches the Python work per step (attribute and buffer
@@ -381,7 +385,7 @@ class FusedBernoulliSGD:
                 if ws is None or ws.B != B or ws.M != M:
                     with torch.inference_mode(False):
                         ws = self._workspace(B, M, W)
-                    hs, ph, pv, Vm, Vd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd
+                    hs, ph, pv, Vm, Vd, Hd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd, ws.Hd
                     V, F, H, Vt, Ht, Hm, Fm = ws.V, ws.F, ws.H, ws.Vt, ws.Ht, ws.Hm, ws.Fm
                     fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
                     scale, signs, ones = ws.model_scale, ws.signs, ws.ones
@@ -389,10 +393,11 @@ class FusedBernoulliSGD:
                     # First half-sweep from the field kept from the last update (PersistentCD).
                     torch.add(sampler.field, c, out=ph).sigmoid_()
                     Vd.copy_(v_data)
-                else:
+                    fill_hs(generator=gen).lt_(ph)
+                else:  # CD: the data's hidden means go straight into H, used twice
                     Vd.copy_(v_data)
-                    torch.addmm(c, Vd, W, out=ph).sigmoid_()
-                fill_hs(generator=gen).lt_(ph)
+                    torch.addmm(c, Vd, W, out=Hd).sigmoid_()
+                    fill_hs(generator=gen).lt_(Hd)
                 torch.addmm(b, hs, Wt, out=pv).sigmoid_()
                 fill_vm(generator=gen).lt_(pv)
                 for _ in range(k - 1):
@@ -400,8 +405,13 @@ class FusedBernoulliSGD:
                     fill_hs(generator=gen).lt_(ph)
                     torch.addmm(b, hs, Wt, out=pv).sigmoid_()
                     fill_vm(generator=gen).lt_(pv)
-                torch.mm(V, W, out=F)  # both hidden fields, before the update
-                torch.add(F, c, out=H).sigmoid_()
+                if persistent:
+                    torch.mm(V, W, out=F)  # both hidden fields, before the update
+                    torch.add(F, c, out=H).sigmoid_()
+                else:
+                    torch.addmm(c, Vm, W, out=Hm).sigmoid_()
+                if activation is not None:
+                    activation.add_(Hd.mean())
                 # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
                 # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
                 torch.mul(Hm, scale, out=Hm)
@@ -435,7 +445,7 @@ class _FusedWorkspace:
         self.F = torch.empty(B + M, nh, **kw)
         self.H = torch.empty(B + M, nh, **kw)
         self.Vd, self.Vm = self.V[:B], self.V[B:]
-        self.Fm, self.Hm = self.F[B:], self.H[B:]
+        self.Fm, self.Hd, self.Hm = self.F[B:], self.H[:B], self.H[B:]
         self.Vt, self.Ht = self.V.t(), self.H.t()  # views made once, not per step
         self.ph = torch.empty(M, nh, **kw)
         self.hs = torch.empty(M, nh, **kw)

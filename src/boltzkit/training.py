@@ -48,7 +48,7 @@ from torch import Tensor
 from . import distributed as dist_
 from .errors import ConfigError, DataError, ModelFileError, TrainingDiverged
 from .io import load_model_tensors, model_tensors, read_tensors, save_tensors
-from .objectives import LikelihoodGradient
+from .objectives import FusedBernoulliSGD, LikelihoodGradient
 from .rbm import RBM
 from .sampling import Sampler
 
@@ -225,7 +225,14 @@ class Trainer:
         begin_batch = getattr(model, "begin_batch", None)
         params = list(model.parameters())
         show = main and (self.progress if self.progress is not None else sys.stderr.isatty())
+        fused = None
         while self.epoch < self.epochs:
+            # The plain case (dense Bernoulli RBM, CD/PCD, plain likelihood, SGD, one
+            # process) takes the fused step: the same update, draw for draw, in fewer torch
+            # calls (FusedBernoulliSGD).  Built per epoch: it reads the scheduled lr then.
+            fused = (FusedBernoulliSGD.build(model, self.sampler, self.objective,
+                                             self.optimizer, self.generator, previous=fused)
+                     if self.world_size == 1 and begin_batch is None else None)
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=self.shuffle_generator,
                                   device=self.shuffle_generator.device)
@@ -241,7 +248,10 @@ class Trainer:
                 if self.world_size > 1:
                     lo, hi = dist_.shard_bounds(global_n, self.rank, self.world_size)
                     idx = idx[lo:hi]
-                if idx.numel():
+                if fused is not None:
+                    fused(source.take(idx), act)
+                    batch_act = 0.0  # added to act by the step itself
+                elif idx.numel():
                     batch = source.take(idx)
                     if begin_batch is not None:
                         begin_batch(batch, self.generator)
@@ -256,7 +266,8 @@ class Trainer:
                     batch_act = 0.0
                 if sync is not None:
                     batch_act = sync.reduce(idx.numel() / global_n, [batch_act])[0]
-                self.optimizer.step()
+                if fused is None:
+                    self.optimizer.step()
                 if averaging:
                     self.averager.update(params)
                 act += batch_act
@@ -266,6 +277,10 @@ class Trainer:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            if fused is not None:
+                # The fused step applied the optimizer's rule without calling its step(),
+                # which torch's lr schedulers take for a wrong call order and warn about.
+                self.optimizer._opt_called = True
             self._check_finite()
             lr_used = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
