@@ -295,6 +295,17 @@ def test_validate_bernoulli_needs_binary_data(value, make_layer):
         units.validate(x)
 
 
+@pytest.mark.parametrize("row", [0, 1336, 1337, 2999])
+def test_validate_bernoulli_checks_every_block_of_a_large_set(row):
+    """The binary check runs in blocks of ~1M values: a bad value in any block is found."""
+    units = BernoulliUnits(784)
+    x = (torch.rand(3000, 784, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    units.validate(x)
+    x[row, 783] = 0.25
+    with pytest.raises(DataError, match="binary.*0.25"):
+        units.validate(x)
+
+
 @pytest.mark.parametrize("value", [-0.01, 1.01, 255.0])
 def test_validate_sigmoid_needs_unit_interval(value, make_layer):
     units = make_layer("sigmoid")
