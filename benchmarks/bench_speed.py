@@ -171,17 +171,29 @@ def warm_rows(n: int, batch: int) -> int:
 
 # ---------------------------------------------------------------------------------- boltzkit
 def boltzkit_train(data: torch.Tensor, n_hidden: int, method: str, k: int, batch: int,
-                   lr: float, momentum: float, seed: int) -> tuple[float, dict]:
-    """Wall time of ``Trainer.fit`` for one epoch (the Trainer is built outside the timing)."""
+                   lr: float, momentum: float, seed: int,
+                   fused: bool = True) -> tuple[float, dict]:
+    """Wall time of ``Trainer.fit`` for one epoch (the Trainer is built outside the timing).
+
+    ``fused=False`` times the general path the Trainer takes for every other model, with
+    the fused step (``FusedBernoulliSGD.build``) made to decline, to show what it buys.
+    """
     from boltzkit import LikelihoodGradient, Trainer, make_rbm, make_sampler
+    from boltzkit.objectives import FusedBernoulliSGD
 
     model = make_rbm(data.shape[1], n_hidden, seed=seed)
     sampler = make_sampler(method, k=k, chains=batch if method == "pcd" else None)
     trainer = Trainer(model, sampler, LikelihoodGradient(), epochs=1, batch_size=batch, lr=lr,
                       momentum=momentum, seed=seed, progress=False)
-    t0 = time.perf_counter()
-    history = trainer.fit(data)
-    wall = time.perf_counter() - t0
+    build = FusedBernoulliSGD.__dict__["build"]
+    if not fused:
+        FusedBernoulliSGD.build = classmethod(lambda cls, *a, **kw: None)
+    try:
+        t0 = time.perf_counter()
+        history = trainer.fit(data)
+        wall = time.perf_counter() - t0
+    finally:
+        FusedBernoulliSGD.build = build
     return wall, {"epoch_loop_s": history[-1]["time"]}
 
 
@@ -420,6 +432,10 @@ def make_train_job(name: str, data: torch.Tensor, n_hidden: int, method: str, k:
 
     job.contestants["boltzkit"] = ("boltzkit Trainer.fit", lambda warm: boltzkit_train(
         rows(warm), n_hidden, method, k, BATCH, args.lr, args.momentum, args.seed))
+    job.contestants["boltzkit_general"] = (
+        "boltzkit Trainer.fit, general path", lambda warm: boltzkit_train(
+            rows(warm), n_hidden, method, k, BATCH, args.lr, args.momentum, args.seed,
+            fused=False))
     job.contestants["torch"] = (f"tight torch {label} loop", lambda warm: tight_train(
         rows(warm), n_hidden, k, persistent, BATCH, args.lr, args.momentum, args.seed))
     if k == 1:
@@ -538,7 +554,7 @@ def build_job(name: str, data: torch.Tensor, args) -> Job:
 
 # ================================================================================ running
 def selected(job: Job, contestants: set[str]) -> dict[str, tuple[str, Runner]]:
-    base = {"boltzkit_grad": "boltzkit"}
+    base = {"boltzkit_grad": "boltzkit", "boltzkit_general": "boltzkit"}
     return {k: v for k, v in job.contestants.items() if base.get(k, k) in contestants}
 
 

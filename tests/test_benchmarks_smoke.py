@@ -59,7 +59,8 @@ def test_quick_run_writes_expected_json(bench, tmp_path, capsys):
     assert report["meta"]["threads"] == 1
     assert list(report["jobs"]) == ["cd1", "pcd1", "ais", "gibbs1k"]
 
-    expected = {"cd1": {"boltzkit", "torch", "sklearn"}, "pcd1": {"boltzkit", "torch", "sklearn"},
+    expected = {"cd1": {"boltzkit", "boltzkit_general", "torch", "sklearn"},
+                "pcd1": {"boltzkit", "boltzkit_general", "torch", "sklearn"},
                 "ais": {"torch"}, "gibbs1k": {"boltzkit", "boltzkit_grad", "torch", "sklearn"}}
     for name, job in report["jobs"].items():
         assert set(job) >= {"title", "flops", "flop_count", "gemm_shapes", "best_gflops",
