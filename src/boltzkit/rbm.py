@@ -140,9 +140,15 @@ class RBM(nn.Module):
         beta_inter = inter * beta.reshape(-1) if isinstance(beta, Tensor) else inter * beta
         return self.visible.energy(v, beta) + self.hidden.energy(h, beta) - beta_inter
 
-    def free_energy(self, v: Tensor, beta: Beta = 1.0) -> Tensor:
-        """F(v) = -log sum_h exp(-E(v, h)), shape (batch,)."""
-        return self.visible.energy(v, beta) - self.hidden.log_partition(self.hidden_field(v), beta)
+    def free_energy(self, v: Tensor, beta: Beta = 1.0, field: Tensor | None = None) -> Tensor:
+        """F(v) = -log sum_h exp(-E(v, h)), shape (batch,).
+
+        ``field``: ``hidden_field(v)`` when the caller already has it (e.g. the free
+        energies of one state at two temperatures share it).
+        """
+        if field is None:
+            field = self.hidden_field(v)
+        return self.visible.energy(v, beta) - self.hidden.log_partition(field, beta)
 
     def free_energy_hidden(self, h: Tensor, beta: Beta = 1.0) -> Tensor:
         """The free energy of hidden states with the visible layer summed out."""

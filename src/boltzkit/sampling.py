@@ -176,9 +176,11 @@ class ParallelTempering(Sampler):
         ba = betas[lo].repeat_interleave(C).unsqueeze(1)
         bb = betas[hi].repeat_interleave(C).unsqueeze(1)
         P = lo.numel()
-        fa = rbm.free_energy
-        own = fa(a.reshape(-1, n), ba) + fa(b.reshape(-1, n), bb)
-        swapped = fa(b.reshape(-1, n), ba) + fa(a.reshape(-1, n), bb)
+        fe = rbm.free_energy
+        a2, b2 = a.reshape(-1, n), b.reshape(-1, n)
+        fld_a, fld_b = rbm.hidden_field(a2), rbm.hidden_field(b2)  # each used at two betas
+        own = fe(a2, ba, field=fld_a) + fe(b2, bb, field=fld_b)
+        swapped = fe(b2, ba, field=fld_b) + fe(a2, bb, field=fld_a)
         log_alpha = (own - swapped).reshape(P, C)
         u = torch.rand(P, C, generator=generator, device=x.device, dtype=x.dtype)
         accept = torch.log(u) < log_alpha
