@@ -282,6 +282,7 @@ class FusedBernoulliSGD:
                  generator: torch.Generator | None, lr: float, momentum: float,
                  weight_decay: float) -> None:
         self.rbm, self.sampler, self.generator = rbm, sampler, generator
+        self.optimizer = optimizer
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.persistent = not isinstance(sampler, ContrastiveDivergence)
         self.k = sampler.k
@@ -366,6 +367,9 @@ class FusedBernoulliSGD:
         lr, wd, momentum, bufs, persistent, k = (self.lr, self.weight_decay, self.momentum,
                                                  self.bufs, self.persistent, self.k)
         ws = None  # the first batch binds the workspace (and its buffers) below
+        # This step applies the optimizer's rule without calling its step(), which torch's
+        # lr schedulers would otherwise take for a wrong call order and warn about.
+        self.optimizer._opt_called = True
         # Inference mode skips the autograd dispatch, ~10% of a step at this size;
         # buffers and chains are made outside it (they must stay normal tensors).
         with torch.inference_mode():

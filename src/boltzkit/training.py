@@ -249,8 +249,8 @@ class Trainer:
                     lo, hi = dist_.shard_bounds(global_n, self.rank, self.world_size)
                     idx = idx[lo:hi]
                 if fused is not None:
-                    fused(source.take(idx), act)
-                    batch_act = 0.0  # added to act by the step itself
+                    fused(source.take(idx), act)  # adds the batch's activation to act
+                    batch_act = None
                 elif idx.numel():
                     batch = source.take(idx)
                     if begin_batch is not None:
@@ -270,17 +270,14 @@ class Trainer:
                     self.optimizer.step()
                 if averaging:
                     self.averager.update(params)
-                act += batch_act
+                if batch_act is not None:
+                    act += batch_act
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
                     self._check_finite()
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
-            if fused is not None:
-                # The fused step applied the optimizer's rule without calling its step(),
-                # which torch's lr schedulers take for a wrong call order and warn about.
-                self.optimizer._opt_called = True
             self._check_finite()
             lr_used = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
