@@ -74,7 +74,11 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # A copy in torch's own (64-byte aligned) memory: the file's tensors sit at
+            # 8-byte offsets, and BLAS kernels (MKL on AMD CPUs, for one) round
+            # differently on unaligned buffers, so a resumed run would drift from an
+            # uninterrupted one in the last bits.
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path} is not a readable safetensors file ({exc}); it may be "
                              "corrupted or truncated: re-save or re-download it") from None
