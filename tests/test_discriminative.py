@@ -260,6 +260,29 @@ def test_dropout_training_learns_and_checks_its_rate(digits_binary):
         fit_drbm(gauss, X, y, epochs=1, dropout=0.5)
 
 
+def test_input_dropout_learns_spares_the_generative_term_and_checks_its_rate(digits_binary):
+    X, y, Xt, yt = digits_binary
+
+    def fresh():
+        return DiscriminativeRBM(64, 10, 30, init_std=0.05,
+                                 generator=torch.Generator().manual_seed(0))
+
+    model, plain = fresh(), fresh()
+    hist = fit_drbm(model, X, y, epochs=5, seed=0, test=(Xt, yt), input_dropout=0.2, **ADAM)
+    fit_drbm(plain, X, y, epochs=5, seed=0, **ADAM)
+    assert hist[-1]["test_error"] < 0.25, hist
+    assert not torch.equal(model.connection.weights, plain.connection.weights)
+    # the generative objective never sees the mask: same draws, same parameters
+    gen_a, gen_b = fresh(), fresh()
+    fit_drbm(gen_a, X, y, objective="generative", epochs=2, seed=0, input_dropout=0.5, **ADAM)
+    fit_drbm(gen_b, X, y, objective="generative", epochs=2, seed=0, **ADAM)
+    for a, b in zip(gen_a.parameters(), gen_b.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="input_dropout"):
+            fit_drbm(model, X, y, epochs=1, input_dropout=bad)
+
+
 def test_generative_objective_learns_the_joint(digits_binary):
     """Pure CD-1 training on (x, y) also classifies far above chance."""
     X, y, Xt, yt = digits_binary
@@ -341,6 +364,7 @@ def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
                  "--epochs", "3", "--batch-size", "20", "--optimizer", "adam", "--lr", "0.003",
                  "--momentum", "0.9", "--init-std", "0.05", "--drbm-objective", "hybrid",
                  "--drbm-alpha", "0.01", "--drbm-val-size", "300", "--drbm-dropout", "0.2",
+                 "--drbm-input-dropout", "0.1",
                  "--out", str(out), "--quiet"])
     assert code == 0
     capsys.readouterr()
@@ -351,6 +375,7 @@ def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
     assert "best_epoch" in history[-1] and history[-1]["best_test_error"] < 0.3
     assert read_header(out)["train_config"]["drbm_objective"] == "hybrid"
     assert read_header(out)["train_config"]["drbm_dropout"] == 0.2
+    assert read_header(out)["train_config"]["drbm_input_dropout"] == 0.1
     # what --plots draws (filters, samples from the joint, curves), with short chains here
     paths = write_plots(model, history, tmp_path / "d", steps=5)
     assert sorted(p.name for p in paths) == ["d.curves.png", "d.samples.png", "d.weights.png"]

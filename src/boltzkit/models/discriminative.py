@@ -289,7 +289,7 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
              k: int = 1, sampler: str = "cd", seed: int = 0,
              val: tuple[Any, Any] | None = None, test: tuple[Any, Any] | None = None,
              patience: int | None = None, restore_best: bool = True, strict: bool = True,
-             dropout: float = 0.0, average_from: int = 0,
+             dropout: float = 0.0, input_dropout: float = 0.0, average_from: int = 0,
              callback: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place by minibatch gradient descent; returns per-epoch history.
 
@@ -308,6 +308,9 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
     scaling the kept ones by 1 / (1 - dropout) ("inverted" dropout, Bernoulli hidden units).
     The class log-odds are linear in the mask, so the unmasked model used at test time
     gives exactly the normalised geometric mean of the dropped-out models' p(y | x).
+    ``input_dropout`` likewise zeroes each input value of the discriminative term with
+    this probability, scaling the kept ones by 1 / (1 - input_dropout) (so the hidden
+    field keeps its mean); the generative term always sees the whole input.
     ``lr_schedule`` decays the learning rate per epoch as in
     :class:`boltzkit.training.Trainer` ("constant", "linear" or "cosine" to
     ``lr_final_factor`` x lr, "exponential" by ``lr_final_factor**(1/epochs)``).
@@ -342,6 +345,8 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
     if dropout and not isinstance(model.hidden, BernoulliUnits):
         raise ConfigError("drbm dropout needs Bernoulli hidden units")
+    if not 0 <= input_dropout < 1:
+        raise ConfigError(f"input_dropout must be in [0, 1), got {input_dropout!r}")
     x = model.prepare(x, "training data", strict)
     y = model.prepare_labels(y, x.shape[0], "training labels")
     sets = {}
@@ -385,12 +390,16 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
             field = model.hidden_field(xb)
             loss = field.new_zeros(())
             if use_disc:
-                mask = None
+                mask, disc_field = None, field
+                if input_dropout:
+                    kept = torch.rand(xb.shape, generator=gen, device=model.device,
+                                      dtype=model.dtype) >= input_dropout
+                    disc_field = model.hidden_field(xb * kept / (1.0 - input_dropout))
                 if dropout:
                     keep = torch.rand(xb.shape[0], model.n_hidden, generator=gen,
                                       device=model.device, dtype=model.dtype) >= dropout
                     mask = keep.to(model.dtype) / (1.0 - dropout)
-                nll = model.discriminative_loss(xb, yb, field, mask)
+                nll = model.discriminative_loss(xb, yb, disc_field, mask)
                 total_nll += nll.detach()
                 loss = loss + nll
             if use_gen:
@@ -480,6 +489,8 @@ TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
     "drbm_patience": (0, "drbm: stop after N epochs without validation improvement (0: never)"),
     "drbm_dropout": (0.0, "drbm: drop each hidden unit from the discriminative term with "
                           "this probability (training only)"),
+    "drbm_input_dropout": (0.0, "drbm: drop each input value from the discriminative term "
+                                "with this probability (training only)"),
 }
 
 
@@ -552,6 +563,7 @@ def train_from_config(cfg: dict, load: Callable[[str], tuple[Any, Any]],
         sampler=cfg.get("drbm_sampler", "cd"), seed=seed, val=val, test=test,
         patience=int(cfg.get("drbm_patience") or 0) or None,
         dropout=float(cfg.get("drbm_dropout") or 0.0),
+        input_dropout=float(cfg.get("drbm_input_dropout") or 0.0),
         average_from=int(cfg.get("average_from") or 0), callback=show)
     if history and "best_epoch" in history[-1]:
         show({k: v for k, v in history[-1].items() if k.startswith("best_")})
