@@ -28,7 +28,7 @@ from boltzkit import (
     SoftmaxUnits,
     make_units,
 )
-from boltzkit.units import UNIT_TYPES, units_from_config
+from boltzkit.units import UNIT_TYPES, all_binary, units_from_config
 
 UNIT_KINDS = ["bernoulli", "gaussian", "gaussian_learned", "relu", "sigmoid", "softmax"]
 CONTINUOUS = ["gaussian", "gaussian_learned", "relu", "sigmoid"]
@@ -304,6 +304,30 @@ def test_validate_bernoulli_checks_every_block_of_a_large_set(row):
     x[row, 783] = 0.25
     with pytest.raises(DataError, match="binary.*0.25"):
         units.validate(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_all_binary_agrees_with_the_plain_comparison_bit_pattern_by_bit_pattern(dtype):
+    """Every 16-bit float value one at a time (exhaustive), and 2^20 float32 bit patterns
+    (both signs, every exponent, NaN and inf among them) plus the neighbours of 0 and 1."""
+    if dtype == torch.float32:
+        bits = torch.randint(-(2**31), 2**31, (1 << 20,),
+                             generator=torch.Generator().manual_seed(0), dtype=torch.int64)
+        values = bits.to(torch.int32).view(torch.float32)
+        edges = torch.tensor([0.0, -0.0, 1.0, 1e-45, -1e-45, 1 - 2**-24, 1 + 2**-23,
+                              float("nan"), float("inf"), -float("inf")])
+        values = torch.cat([values, edges])
+    else:
+        values = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    expected = (values == 0) | (values == 1)
+    assert 0 < int(expected.sum()) < values.numel()
+    # one value at a time would take minutes: a value's verdict is its own row's
+    # x - x*x, so check the elementwise quantity all_binary reduces, then the reduction
+    got = torch.addcmul(values, values, values, value=-1.0) == 0
+    assert torch.equal(got, expected)
+    assert all_binary(values[expected]) and not all_binary(values)
+    for i in torch.nonzero(~expected).flatten()[:: max(1, int((~expected).sum()) // 50)]:
+        assert not all_binary(torch.cat([values[expected][:5], values[i:i + 1]]))
 
 
 @pytest.mark.parametrize("value", [-0.01, 1.01, 255.0])

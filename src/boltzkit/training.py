@@ -242,7 +242,9 @@ class Trainer:
             act = torch.zeros((), dtype=model.dtype, device=model.device)
             averaging = self.average_from and self.epoch + 1 >= self.average_from
             comm0 = sync.seconds if sync is not None else 0.0
-            for i in range(n_batches):
+            if fused is not None and not averaging:
+                self._fused_epoch(fused, source, perm, n_batches, act, bar)
+            for i in range(n_batches if fused is None or averaging else 0):
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
                 global_n = idx.numel()
                 if self.world_size > 1:
@@ -311,6 +313,24 @@ class Trainer:
 
     def _reduce_device(self) -> torch.device:
         return self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
+
+    @torch.no_grad()
+    def _fused_epoch(self, fused: FusedBernoulliSGD, source, perm: Tensor, n_batches: int,
+                     act: Tensor, bar) -> None:
+        """The epoch's batches through ``fused.run`` in runs between divergence checks.
+
+        The same updates in the same order as one ``fused(batch)`` per batch, but the
+        step binds its buffers once per run, not once per batch.
+        """
+        every = self.divergence_check_every or n_batches
+        bs = self.batch_size
+        for lo in range(0, n_batches, every):
+            hi = min(lo + every, n_batches)
+            fused.run((source.take(perm[i * bs:(i + 1) * bs]) for i in range(lo, hi)), act)
+            if self.divergence_check_every and hi % self.divergence_check_every == 0:
+                self._check_finite()
+            if bar is not None:
+                bar.update(hi - lo)
 
     @torch.no_grad()
     def monitor(self, train: Tensor, val: Tensor | None) -> dict[str, float]:

