@@ -242,18 +242,16 @@ class Trainer:
             act = torch.zeros((), dtype=model.dtype, device=model.device)
             averaging = self.average_from and self.epoch + 1 >= self.average_from
             comm0 = sync.seconds if sync is not None else 0.0
-            if fused is not None and not averaging:
-                self._fused_epoch(fused, source, perm, n_batches, act, bar)
-            for i in range(n_batches if fused is None or averaging else 0):
+            if fused is not None:
+                self._fused_epoch(fused, source, perm, n_batches, act, bar,
+                                  params if averaging else None)
+            for i in range(n_batches if fused is None else 0):  # the general path
                 idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
                 global_n = idx.numel()
                 if self.world_size > 1:
                     lo, hi = dist_.shard_bounds(global_n, self.rank, self.world_size)
                     idx = idx[lo:hi]
-                if fused is not None:
-                    fused(source.take(idx), act)  # adds the batch's activation to act
-                    batch_act = None
-                elif idx.numel():
+                if idx.numel():
                     batch = source.take(idx)
                     if begin_batch is not None:
                         begin_batch(batch, self.generator)
@@ -268,12 +266,10 @@ class Trainer:
                     batch_act = 0.0
                 if sync is not None:
                     batch_act = sync.reduce(idx.numel() / global_n, [batch_act])[0]
-                if fused is None:
-                    self.optimizer.step()
+                self.optimizer.step()
                 if averaging:
                     self.averager.update(params)
-                if batch_act is not None:
-                    act += batch_act
+                act += batch_act
                 if self.divergence_check_every and (i + 1) % self.divergence_check_every == 0:
                     self._check_finite()
                 if bar is not None:
@@ -314,19 +310,22 @@ class Trainer:
     def _reduce_device(self) -> torch.device:
         return self.model.device if self.model.device.type == "cuda" else torch.device("cpu")
 
-    @torch.no_grad()
     def _fused_epoch(self, fused: FusedBernoulliSGD, source, perm: Tensor, n_batches: int,
-                     act: Tensor, bar) -> None:
+                     act: Tensor, bar, averaged: list[Tensor] | None) -> None:
         """The epoch's batches through ``fused.run`` in runs between divergence checks.
 
         The same updates in the same order as one ``fused(batch)`` per batch, but the
-        step binds its buffers once per run, not once per batch.
+        step binds its buffers once per run, not once per batch.  ``averaged`` (the
+        parameters, while averaging is on): one batch per run, the mean updated after it.
         """
         every = self.divergence_check_every or n_batches
+        stretch = 1 if averaged is not None else every
         bs = self.batch_size
-        for lo in range(0, n_batches, every):
-            hi = min(lo + every, n_batches)
+        for lo in range(0, n_batches, stretch):
+            hi = min(lo + stretch, n_batches)
             fused.run((source.take(perm[i * bs:(i + 1) * bs]) for i in range(lo, hi)), act)
+            if averaged is not None:
+                self.averager.update(averaged)
             if self.divergence_check_every and hi % self.divergence_check_every == 0:
                 self._check_finite()
             if bar is not None:
