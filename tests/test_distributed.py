@@ -16,6 +16,9 @@ One spawn of two ranks runs these jobs (sharing the process start-up cost):
 5. After ``distributed.shutdown()`` no gloo thread is left on either rank, although rank 0
    has written checkpoints: a gloo thread alive while Python finalises can abort the
    process (SIGABRT), so the ranks exit normally here, with interpreter finalisation.
+6. Job 2 takes the fused step (``FusedBernoulliSGD`` with the gradient sum); the same job
+   with the fused step refused (the general path) ends with the same parameters, chains
+   and diagnostics to float64 rounding.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch.distributed as dist
 
 from boltzkit import distributed
 from boltzkit.errors import ConfigError
+from boltzkit.objectives import FusedBernoulliSGD
 from boltzkit.rbm import make_rbm
 from boltzkit.sampling import PersistentCD, Sampler
 from boltzkit.training import Trainer
@@ -125,10 +129,33 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         res: dict[str, object] = {"mean_field": _mean_field_run()}
         model = _model()
         trainer = _pcd_trainer(model, EPOCHS)
-        trainer.fit(_data())
+        real_build = FusedBernoulliSGD.build.__func__
+        built = []
+
+        def counting(cls, *args, **kwargs):
+            step = real_build(cls, *args, **kwargs)
+            built.append(step is not None and step.sync is not None)
+            return step
+
+        FusedBernoulliSGD.build = classmethod(counting)
+        try:
+            trainer.fit(_data())
+        finally:
+            FusedBernoulliSGD.build = classmethod(real_build)
+        res["fused_synced"] = built
         res["pcd"] = _params(model)
         res["chains"] = tuple(trainer.sampler.chains.shape)
+        res["chain_states"] = trainer.sampler.chains.clone()
         res["history"] = trainer.history
+        general = _pcd_trainer(_model(), EPOCHS)
+        FusedBernoulliSGD.build = classmethod(lambda cls, *a, **k: None)
+        try:
+            general.fit(_data())
+        finally:
+            FusedBernoulliSGD.build = classmethod(real_build)
+        res["pcd_general"] = _params(general.model)
+        res["chain_states_general"] = general.sampler.chains.clone()
+        res["history_general"] = general.history
         ckpt = os.path.join(out, "ckpt")
         _pcd_trainer(_model(), 3, ckpt=ckpt).fit(_data())
         model = _model()
@@ -209,6 +236,20 @@ def test_ranks_identical_and_chains_split(ranks):
     for h0, h1 in zip(r0["history"], r1["history"], strict=True):
         assert h0["hidden_activation"] == h1["hidden_activation"]
         assert h0["free_energy_train"] == h1["free_energy_train"]
+
+
+def test_fused_step_with_gradient_sum_is_the_general_update(ranks):
+    (r0, r1), _ = ranks
+    for r in (r0, r1):
+        assert r["fused_synced"] == [True] * EPOCHS  # the fused step ran, with the sync
+        for key, value in r["pcd_general"].items():
+            np.testing.assert_allclose(r["pcd"][key], value, rtol=0, atol=1e-10, err_msg=key)
+        assert torch.equal(r["chain_states"], r["chain_states_general"])  # draw for draw
+        for h, g in zip(r["history"], r["history_general"], strict=True):
+            assert h["hidden_activation"] == pytest.approx(g["hidden_activation"], abs=1e-12)
+    # the parameters moved far compared with the tolerance
+    assert np.abs(r0["pcd"]["connection.weights"] - _params(_model())["connection.weights"]
+                  ).max() > 0.01
 
 
 def test_distributed_quality_matches_single_process(ranks):

@@ -276,13 +276,20 @@ class FusedBernoulliSGD:
     (``tests/test_fused_step.py`` checks both against each other).  ``build``
     returns None whenever any part is not the plain one, and the caller keeps the
     general path.  Build it per pass (it reads the learning rate then).
+
+    Data-parallel (``sync``, a :class:`boltzkit.distributed.GradientSync`): each rank
+    writes its weighted share of the gradient straight into the sync buffer's views,
+    the ranks sum it, and the optimizer's rule is applied to the sum, as the general
+    path's ``sync.reduce`` and ``optimizer.step()`` do.  ``run`` then takes
+    ``(rows, weight)`` pairs: this rank's rows of a global batch (None when its share is
+    empty) and their fraction of the batch.
     """
 
     def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
                  generator: torch.Generator | None, lr: float, momentum: float,
-                 weight_decay: float) -> None:
+                 weight_decay: float, sync=None) -> None:
         self.rbm, self.sampler, self.generator = rbm, sampler, generator
-        self.optimizer = optimizer
+        self.optimizer, self.sync = optimizer, sync
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.persistent = not isinstance(sampler, ContrastiveDivergence)
         self.k = sampler.k
@@ -299,16 +306,21 @@ class FusedBernoulliSGD:
                 for p in params)
         self._ws: dict[tuple[int, int], _FusedWorkspace] = {}
         self._last: _FusedWorkspace | None = None
+        self._grads: tuple[Tensor, Tensor, Tensor] | None = None
+        if sync is not None:
+            views = {id(p): view for p, view in zip(sync.params, sync.views, strict=True)}
+            self._grads = tuple(views[id(p)] for p in params)
 
     @classmethod
     def build(cls, rbm: RBM, sampler, objective, optimizer,
               generator: torch.Generator | None = None,
-              previous: FusedBernoulliSGD | None = None) -> FusedBernoulliSGD | None:
+              previous: FusedBernoulliSGD | None = None,
+              sync=None) -> FusedBernoulliSGD | None:
         """The fused step for these parts, or None where it would not be the same update.
 
         ``previous``, the step built for the last pass, hands over its buffers
         when it served the same model and sampler (one allocation per fit, not
-        per pass).
+        per pass).  ``sync``: the data-parallel gradient sum (see the class).
         """
         if not (type(rbm) is RBM and type(rbm.visible) is BernoulliUnits
                 and type(rbm.hidden) is BernoulliUnits
@@ -335,7 +347,11 @@ class FusedBernoulliSGD:
         (lr, momentum, wd), rb, rc = rule[W], rule[b], rule[c]
         if rb != (lr, momentum, 0.0) or rc != (lr, momentum, 0.0):
             return None
-        step = cls(rbm, sampler, optimizer, generator, float(lr), float(momentum), float(wd))
+        if sync is not None and ({id(p) for p in sync.params} != {id(W), id(b), id(c)}
+                                 or sync.n_extra < 1):
+            return None
+        step = cls(rbm, sampler, optimizer, generator, float(lr), float(momentum), float(wd),
+                   sync)
         if previous is not None and previous.rbm is rbm and previous.sampler is sampler:
             step._ws, step._last = previous._ws, previous._last
         return step
@@ -362,10 +378,11 @@ class FusedBernoulliSGD:
         lookups) is ~10% of the step, so a pass binds them to locals here, the
         buffers again only when the batch shape changes workspace.
         """
-        sampler, gen, rbm = self.sampler, self.generator, self.rbm
+        sampler, gen, rbm, sync = self.sampler, self.generator, self.rbm, self.sync
         W, b, c, Wt = self._W, self._b, self._c, self._Wt
         lr, wd, momentum, bufs, persistent, k = (self.lr, self.weight_decay, self.momentum,
                                                  self.bufs, self.persistent, self.k)
+        weight = 1.0
         ws = None  # the first batch binds the workspace (and its buffers) below
         # This step applies the optimizer's rule without calling its step(), which torch's
         # lr schedulers would otherwise take for a wrong call order and warn about.
@@ -374,6 +391,12 @@ class FusedBernoulliSGD:
         # buffers and chains are made outside it (they must stay normal tensors).
         with torch.inference_mode():
             for v_data in batches:
+                if sync is not None:
+                    v_data, weight = v_data
+                    if v_data is None:  # this rank's share of a short last batch is empty
+                        sync.buffer.zero_()
+                        self._synced_update(activation, 0.0)
+                        continue
                 if v_data.requires_grad:
                     v_data = v_data.detach()
                 B = v_data.shape[0]
@@ -415,12 +438,21 @@ class FusedBernoulliSGD:
                     torch.add(F, c, out=H).sigmoid_()
                 else:
                     torch.addmm(c, Vm, W, out=Hm).sigmoid_()
-                if activation is not None:  # a dot with 1/(B nh): cheaper than mean()
+                if activation is not None and sync is None:  # a dot with 1/(B nh)
                     activation.add_(torch.dot(Hd_flat, mean_w))
                 # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
                 # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
                 torch.mul(Hm, scale, out=Hm)
-                if bufs is None:
+                if sync is not None:
+                    # This rank's weighted share of the gradient, -(weight / B) V^T H,
+                    # written into the buffer the ranks sum (beta=0: overwritten).
+                    a = -weight / B
+                    gW, gb, gc = self._grads
+                    gW.addmm_(Vt, H, beta=0.0, alpha=a)
+                    gb.addmv_(Vt, signs, beta=0.0, alpha=a)
+                    gc.addmv_(Ht, ones, beta=0.0, alpha=a)
+                    self._synced_update(activation, torch.dot(Hd_flat, mean_w) * weight)
+                elif bufs is None:
                     a = lr / B
                     W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
                     b.addmv_(Vt, signs, alpha=a)
@@ -437,6 +469,20 @@ class FusedBernoulliSGD:
                     c.sub_(gc, alpha=lr)
                 if persistent:
                     sampler.chains, sampler.field = Vm, Fm
+
+    def _synced_update(self, activation: Tensor | None, share: Tensor | float) -> None:
+        """Sum the ranks' shares, then the optimizer's rule (LeanSGD's, as a step would)."""
+        extra = self.sync.reduce(1.0, [share])
+        if activation is not None:
+            activation.add_(extra[0])
+        params, grads = (self._W, self._b, self._c), self._grads
+        if self.weight_decay:
+            grads[0].add_(self._W, alpha=self.weight_decay)
+        if self.bufs is not None:
+            torch._foreach_mul_(self.bufs, self.momentum)
+            torch._foreach_add_(self.bufs, grads)
+            grads = self.bufs
+        torch._foreach_add_(params, grads, alpha=-self.lr)
 
 
 class _FusedWorkspace:

@@ -227,12 +227,14 @@ class Trainer:
         show = main and (self.progress if self.progress is not None else sys.stderr.isatty())
         fused = None
         while self.epoch < self.epochs:
-            # The plain case (dense Bernoulli RBM, CD/PCD, plain likelihood, SGD, one
-            # process) takes the fused step: the same update, draw for draw, in fewer torch
-            # calls (FusedBernoulliSGD).  Built per epoch: it reads the scheduled lr then.
+            # The plain case (dense Bernoulli RBM, CD/PCD, plain likelihood, SGD; one
+            # process or data-parallel) takes the fused step: the same update, draw for
+            # draw, in fewer torch calls (FusedBernoulliSGD).  Built per epoch: it reads
+            # the scheduled lr then.
             fused = (FusedBernoulliSGD.build(model, self.sampler, self.objective,
-                                             self.optimizer, self.generator, previous=fused)
-                     if self.world_size == 1 and begin_batch is None else None)
+                                             self.optimizer, self.generator, previous=fused,
+                                             sync=sync)
+                     if begin_batch is None else None)
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=self.shuffle_generator,
                                   device=self.shuffle_generator.device)
@@ -320,10 +322,19 @@ class Trainer:
         """
         every = self.divergence_check_every or n_batches
         stretch = 1 if averaged is not None else every
-        bs = self.batch_size
+        bs, rank, world = self.batch_size, self.rank, self.world_size
+
+        def batch(i: int):
+            idx = perm[i * bs:(i + 1) * bs]
+            if world == 1:
+                return source.take(idx)
+            # data-parallel: this rank's rows of the global batch and their share of it
+            lo, hi = dist_.shard_bounds(idx.numel(), rank, world)
+            return (source.take(idx[lo:hi]) if hi > lo else None), (hi - lo) / idx.numel()
+
         for lo in range(0, n_batches, stretch):
             hi = min(lo + stretch, n_batches)
-            fused.run((source.take(perm[i * bs:(i + 1) * bs]) for i in range(lo, hi)), act)
+            fused.run((batch(i) for i in range(lo, hi)), act)
             if averaged is not None:
                 self.averager.update(averaged)
             if self.divergence_check_every and hi % self.divergence_check_every == 0:
