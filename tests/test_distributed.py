@@ -78,10 +78,11 @@ def _mean_field_run() -> dict[str, np.ndarray]:
     return _params(model)
 
 
-def _pcd_trainer(model, epochs, seed=0, ckpt=None, distributed_=None):
+def _pcd_trainer(model, epochs, seed=0, ckpt=None, distributed_=None, momentum=0.5,
+                 weight_decay=0.0):
     return Trainer(model, PersistentCD(1, n_chains=20), epochs=epochs, batch_size=BATCH,
-                   lr=0.05, momentum=0.5, seed=seed, checkpoint_dir=ckpt,
-                   distributed=distributed_)
+                   lr=0.05, momentum=momentum, weight_decay=weight_decay, seed=seed,
+                   checkpoint_dir=ckpt, distributed=distributed_)
 
 
 def _rank_grads(rank: int, step: int) -> list[torch.Tensor]:
@@ -156,6 +157,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         res["pcd_general"] = _params(general.model)
         res["chain_states_general"] = general.sampler.chains.clone()
         res["history_general"] = general.history
+        # the other branch of the rule: no momentum, weight decay
+        for name, build in (("plain_wd", real_build), ("plain_wd_general", None)):
+            FusedBernoulliSGD.build = classmethod(
+                build if build is not None else (lambda cls, *a, **k: None))
+            try:
+                model = _model()
+                _pcd_trainer(model, EPOCHS, momentum=0.0, weight_decay=0.01).fit(_data())
+            finally:
+                FusedBernoulliSGD.build = classmethod(real_build)
+            res[name] = _params(model)
         ckpt = os.path.join(out, "ckpt")
         _pcd_trainer(_model(), 3, ckpt=ckpt).fit(_data())
         model = _model()
@@ -247,6 +258,11 @@ def test_fused_step_with_gradient_sum_is_the_general_update(ranks):
         assert torch.equal(r["chain_states"], r["chain_states_general"])  # draw for draw
         for h, g in zip(r["history"], r["history_general"], strict=True):
             assert h["hidden_activation"] == pytest.approx(g["hidden_activation"], abs=1e-12)
+        for key, value in r["plain_wd_general"].items():
+            np.testing.assert_allclose(r["plain_wd"][key], value, rtol=0, atol=1e-10,
+                                       err_msg=key)
+        assert not np.allclose(r["plain_wd"]["connection.weights"],
+                               r["pcd"]["connection.weights"], atol=1e-3)
     # the parameters moved far compared with the tolerance
     assert np.abs(r0["pcd"]["connection.weights"] - _params(_model())["connection.weights"]
                   ).max() > 0.01

@@ -278,11 +278,14 @@ class FusedBernoulliSGD:
     general path.  Build it per pass (it reads the learning rate then).
 
     Data-parallel (``sync``, a :class:`boltzkit.distributed.GradientSync`): each rank
-    writes its weighted share of the gradient straight into the sync buffer's views,
-    the ranks sum it, and the optimizer's rule is applied to the sum, as the general
-    path's ``sync.reduce`` and ``optimizer.step()`` do.  ``run`` then takes
-    ``(rows, weight)`` pairs: this rank's rows of a global batch (None when its share is
-    empty) and their fraction of the batch.
+    writes its weighted share w of the new momentum buffer, ``w (momentum * buf + wd W)``
+    plus its share of the gradient, straight into the sync buffer's views (one GEMM
+    with the buffer as its input), the ranks sum the shares (the w add up to 1), and
+    the parameters step by the sum: the general path's ``sync.reduce`` and
+    ``optimizer.step()`` with one pass over the weights after the sum instead of
+    three.  During a ``run`` the views hold the momentum buffers (copied back to the
+    optimizer's state at its end).  ``run`` then takes ``(rows, weight)`` pairs: this
+    rank's rows of a global batch (None when its share is empty) and w.
     """
 
     def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
@@ -378,6 +381,19 @@ class FusedBernoulliSGD:
         lookups) is ~10% of the step, so a pass binds them to locals here, the
         buffers again only when the batch shape changes workspace.
         """
+        sync, bufs = self.sync, self.bufs
+        if sync is None:
+            return self._steps(batches, activation)
+        sync._rebind()  # every .grad is its view again (a copy into it would overwrite)
+        if bufs is not None:
+            torch._foreach_copy_(self._grads, bufs)  # the views carry the momentum
+        try:
+            self._steps(batches, activation)
+        finally:
+            if bufs is not None:
+                torch._foreach_copy_(bufs, self._grads)  # the optimizer's state again
+
+    def _steps(self, batches: Iterable, activation: Tensor | None) -> None:
         sampler, gen, rbm, sync = self.sampler, self.generator, self.rbm, self.sync
         W, b, c, Wt = self._W, self._b, self._c, self._Wt
         lr, wd, momentum, bufs, persistent, k = (self.lr, self.weight_decay, self.momentum,
@@ -394,7 +410,8 @@ class FusedBernoulliSGD:
                 if sync is not None:
                     v_data, weight = v_data
                     if v_data is None:  # this rank's share of a short last batch is empty
-                        sync.buffer.zero_()
+                        for g in self._grads:
+                            g.zero_()
                         self._synced_update(activation, 0.0)
                         continue
                 if v_data.requires_grad:
@@ -444,13 +461,16 @@ class FusedBernoulliSGD:
                 # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
                 torch.mul(Hm, scale, out=Hm)
                 if sync is not None:
-                    # This rank's weighted share of the gradient, -(weight / B) V^T H,
-                    # written into the buffer the ranks sum (beta=0: overwritten).
-                    a = -weight / B
+                    # This rank's share of the new momentum buffer, w (momentum buf + wd W)
+                    # - (w / B) V^T H, in the views the ranks sum (no momentum: beta=0,
+                    # the view is overwritten).
+                    a, mw = -weight / B, momentum * weight
                     gW, gb, gc = self._grads
-                    gW.addmm_(Vt, H, beta=0.0, alpha=a)
-                    gb.addmv_(Vt, signs, beta=0.0, alpha=a)
-                    gc.addmv_(Ht, ones, beta=0.0, alpha=a)
+                    gW.addmm_(Vt, H, beta=mw, alpha=a)
+                    if wd:
+                        gW.add_(W, alpha=wd * weight)
+                    gb.addmv_(Vt, signs, beta=mw, alpha=a)
+                    gc.addmv_(Ht, ones, beta=mw, alpha=a)
                     self._synced_update(activation, torch.dot(Hd_flat, mean_w) * weight)
                 elif bufs is None:
                     a = lr / B
@@ -471,18 +491,11 @@ class FusedBernoulliSGD:
                     sampler.chains, sampler.field = Vm, Fm
 
     def _synced_update(self, activation: Tensor | None, share: Tensor | float) -> None:
-        """Sum the ranks' shares, then the optimizer's rule (LeanSGD's, as a step would)."""
+        """Sum the ranks' shares (the new momentum buffer, or the gradient), then step."""
         extra = self.sync.reduce(1.0, [share])
         if activation is not None:
             activation.add_(extra[0])
-        params, grads = (self._W, self._b, self._c), self._grads
-        if self.weight_decay:
-            grads[0].add_(self._W, alpha=self.weight_decay)
-        if self.bufs is not None:
-            torch._foreach_mul_(self.bufs, self.momentum)
-            torch._foreach_add_(self.bufs, grads)
-            grads = self.bufs
-        torch._foreach_add_(params, grads, alpha=-self.lr)
+        torch._foreach_add_((self._W, self._b, self._c), self._grads, alpha=-self.lr)
 
 
 class _FusedWorkspace:
