@@ -23,6 +23,7 @@ One spawn of two ranks runs these jobs (sharing the process start-up cost):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -120,6 +121,23 @@ def _transport_job(rank: int) -> dict[str, object]:
     return out
 
 
+_REAL_BUILD = FusedBernoulliSGD.build.__func__
+
+
+def _refuse(cls, *args, **kwargs):
+    return None  # the fused step declines: the general path runs
+
+
+@contextlib.contextmanager
+def _fused_build(build):
+    """``FusedBernoulliSGD.build`` replaced by ``build`` (a function of cls) meanwhile."""
+    FusedBernoulliSGD.build = classmethod(build)
+    try:
+        yield
+    finally:
+        FusedBernoulliSGD.build = classmethod(_REAL_BUILD)
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -130,42 +148,31 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         res: dict[str, object] = {"mean_field": _mean_field_run()}
         model = _model()
         trainer = _pcd_trainer(model, EPOCHS)
-        real_build = FusedBernoulliSGD.build.__func__
         built = []
 
         def counting(cls, *args, **kwargs):
-            step = real_build(cls, *args, **kwargs)
+            step = _REAL_BUILD(cls, *args, **kwargs)
             built.append(step is not None and step.sync is not None)
             return step
 
-        FusedBernoulliSGD.build = classmethod(counting)
-        try:
+        with _fused_build(counting):
             trainer.fit(_data())
-        finally:
-            FusedBernoulliSGD.build = classmethod(real_build)
         res["fused_synced"] = built
         res["pcd"] = _params(model)
         res["chains"] = tuple(trainer.sampler.chains.shape)
         res["chain_states"] = trainer.sampler.chains.clone()
         res["history"] = trainer.history
         general = _pcd_trainer(_model(), EPOCHS)
-        FusedBernoulliSGD.build = classmethod(lambda cls, *a, **k: None)
-        try:
+        with _fused_build(_refuse):
             general.fit(_data())
-        finally:
-            FusedBernoulliSGD.build = classmethod(real_build)
         res["pcd_general"] = _params(general.model)
         res["chain_states_general"] = general.sampler.chains.clone()
         res["history_general"] = general.history
         # the other branch of the rule: no momentum, weight decay
-        for name, build in (("plain_wd", real_build), ("plain_wd_general", None)):
-            FusedBernoulliSGD.build = classmethod(
-                build if build is not None else (lambda cls, *a, **k: None))
-            try:
-                model = _model()
+        for name, build in (("plain_wd", _REAL_BUILD), ("plain_wd_general", _refuse)):
+            model = _model()
+            with _fused_build(build):
                 _pcd_trainer(model, EPOCHS, momentum=0.0, weight_decay=0.01).fit(_data())
-            finally:
-                FusedBernoulliSGD.build = classmethod(real_build)
             res[name] = _params(model)
         ckpt = os.path.join(out, "ckpt")
         _pcd_trainer(_model(), 3, ckpt=ckpt).fit(_data())

@@ -387,10 +387,11 @@ class GradientSync:
 
     def zero_(self) -> None:
         """Zero every gradient (for a rank whose share of a batch is empty)."""
-        self._rebind()
+        self.rebind()
         self.buffer.zero_()
 
-    def _rebind(self) -> None:
+    def rebind(self) -> None:
+        """Point every parameter's ``.grad`` at its view again (copying a replaced one in)."""
         for p, view in zip(self.params, self.views, strict=True):
             g = p.grad
             if g is None:
@@ -404,7 +405,7 @@ class GradientSync:
     def reduce(self, weight: float, extra: list[Tensor | float] = ()) -> Tensor:
         """All-reduce ``weight * (grads, extra)`` (a SUM of weighted shares); returns the
         reduced extras.  With equal shares ``weight = 1 / world_size`` (an average)."""
-        self._rebind()
+        self.rebind()
         for i, value in enumerate(extra):
             self.extra[i] = value
         if weight != 1.0:

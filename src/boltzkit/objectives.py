@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .connections import DenseConnection
 from .errors import ConfigError
-from .rbm import RBM
+from .rbm import RBM, is_dense_bernoulli
 from .sampling import ContrastiveDivergence, PersistentCD
 from .units import BernoulliUnits, Units, uniform_filler
 
@@ -325,9 +325,7 @@ class FusedBernoulliSGD:
         when it served the same model and sampler (one allocation per fit, not
         per pass).  ``sync``: the data-parallel gradient sum (see the class).
         """
-        if not (type(rbm) is RBM and type(rbm.visible) is BernoulliUnits
-                and type(rbm.hidden) is BernoulliUnits
-                and type(rbm.connection) is DenseConnection
+        if not (is_dense_bernoulli(rbm)
                 and type(sampler) in (ContrastiveDivergence, PersistentCD)
                 and type(objective) is LikelihoodGradient and objective.fast_path(rbm)
                 and not objective.centering and not objective.sparsity_cost
@@ -384,7 +382,7 @@ class FusedBernoulliSGD:
         sync, bufs = self.sync, self.bufs
         if sync is None:
             return self._steps(batches, activation)
-        sync._rebind()  # every .grad is its view again (a copy into it would overwrite)
+        sync.rebind()  # every .grad is its view again (a copy into it would overwrite)
         if bufs is not None:
             torch._foreach_copy_(self._grads, bufs)  # the views carry the momentum
         try:

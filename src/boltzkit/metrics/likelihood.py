@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..connections import DenseConnection
 from ..errors import ConfigError, DataError
-from ..rbm import RBM
+from ..rbm import RBM, is_dense_bernoulli
 from ..units import BernoulliUnits, SoftmaxUnits, uniform_filler
 
 #: Above this many states :func:`exact_log_z` refuses (use AIS).
@@ -308,8 +307,7 @@ def _anneal(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
     field, i.e. two GEMMs for a dense connection.  A dense Bernoulli-Bernoulli RBM
     takes :func:`_anneal_bernoulli`, the same pass on preallocated buffers.
     """
-    if (type(rbm) is RBM and type(rbm.visible) is BernoulliUnits
-            and type(rbm.hidden) is BernoulliUnits and type(rbm.connection) is DenseConnection):
+    if is_dense_bernoulli(rbm):
         return _anneal_bernoulli(rbm, v, betas, d, generator)
     return _anneal_general(rbm, v, betas, d, generator)
 
