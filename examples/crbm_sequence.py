@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULTS = {"dataset": "macrodata", "n_hidden": 8, "epochs": 300, "batch_size": 16,
             "lr": 3e-3, "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "k": 1,
             "seed": 0, "init_std": 0.01, "crbm_order": 2, "crbm_test_fraction": 0.2,
-            "crbm_predict_steps": 10, "crbm_learn_variance": False}
+            "crbm_predict_steps": 10, "learn_variance": False}
 
 
 def rmse(a: np.ndarray, b: np.ndarray, axis=None) -> np.ndarray:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"data: {cfg['dataset']} {tuple(series.shape)}; train {len(train)} frames, "
           f"test {len(test) - order} held-out frames (+{order} frames of context)")
 
-    learn_var = bool(cfg.get("crbm_learn_variance", False))
+    learn_var = bool(cfg.get("learn_variance", False))
     model = ConditionalRBM(make_units("gaussian", series.shape[1], learn_variance=learn_var),
                            make_units("bernoulli", int(cfg["n_hidden"])), order,
                            init_std=float(cfg["init_std"]),

@@ -21,7 +21,7 @@ import torch
 
 from boltzkit.data import load_dataset
 from boltzkit.io import save_model
-from boltzkit.stacks.dbm import DBMTrainer, dbm_log_likelihood_bound, make_dbm, pretrain
+from boltzkit.stacks.dbm import dbm_log_likelihood_bound, fit_dbm, make_dbm, pretrain
 
 
 def main() -> None:
@@ -69,10 +69,10 @@ def main() -> None:
           f"({_how(pre)}, log Z {pre['log_z']:.2f})", flush=True)
 
     t = time.perf_counter()
-    trainer = DBMTrainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, mf_steps=args.mf_steps,
-                         n_chains=args.chains, gibbs_steps=args.gibbs_steps, seed=args.seed)
-    history += trainer.fit(train, callback=lambda r: print(
+    history += fit_dbm(model, train, epochs=args.epochs, batch_size=args.batch_size,
+                       lr=args.lr, weight_decay=args.weight_decay, mf_steps=args.mf_steps,
+                       n_chains=args.chains, gibbs_steps=args.gibbs_steps, seed=args.seed,
+                       callback=lambda r: print(
         f"joint epoch {r['epoch']}: elbo(train, unnormalised) {r['elbo_unnormalized_train']:.2f}"
         f" ({r['time']:.0f}s)", flush=True))
     t_joint = time.perf_counter() - t

@@ -54,12 +54,14 @@ import torch
 from _common import add_data_args, load, out_dir
 
 from boltzkit import visual
-from boltzkit.cli import TRAIN_DEFAULTS, build_model, load_config_file
+from boltzkit.cli import load_config_file
 from boltzkit.constraints import SpectralNormLimit, spectral_norm
 from boltzkit.data import Standardizer
 from boltzkit.errors import TrainingDiverged
 from boltzkit.io import save_model
+from boltzkit.kinds import defaults
 from boltzkit.metrics import ais_log_z, forward_kl, log_likelihood, reverse_kl
+from boltzkit.models.rbm import rbm_from_options
 from boltzkit.objectives import LikelihoodGradient
 from boltzkit.sampling import make_sampler
 from boltzkit.training import Trainer
@@ -99,7 +101,7 @@ def model_config(name: str, args) -> dict:
 
 def build(cfg: dict, n_visible: int):
     """The model ``boltzkit train --config`` builds from this config."""
-    return build_model({**TRAIN_DEFAULTS, **cfg}, n_visible)
+    return rbm_from_options({**defaults("rbm"), **cfg}, n_visible)
 
 
 def train(cfg: dict, lr: float, data: torch.Tensor, val: torch.Tensor) -> dict:

@@ -310,7 +310,7 @@ def test_cli_trains_crbm_on_a_sequence_file(tmp_path, capsys):
     out = tmp_path / "crbm.safetensors"
     rc = main(["train", "--model", "crbm", "--dataset", str(data), "--crbm-order", "3",
                "--n-hidden", "4", "--epochs", "2", "--batch-size", "16", "--lr", "0.01",
-               "--optimizer", "adam", "--crbm-learn-variance", "--out", str(out), "--quiet"])
+               "--optimizer", "adam", "--learn-variance", "--out", str(out), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out)
     assert isinstance(model, ConditionalRBM) and model.order == 3 and model.n_hidden == 4

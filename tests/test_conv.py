@@ -17,8 +17,8 @@ from boltzkit import RBM, BernoulliUnits, GaussianUnits
 from boltzkit.connections import ConvConnection, DenseConnection, connection_from_config
 from boltzkit.errors import ConfigError, DataError
 from boltzkit.io import load_model, save_model
+from boltzkit.kinds import KINDS, model_class
 from boltzkit.metrics.likelihood import ais_log_z, exact_log_z
-from boltzkit.models import KINDS, model_class
 from boltzkit.models.conv import ConvRBM, parse_image_shape
 from boltzkit.objectives import LikelihoodGradient
 from boltzkit.units import PooledBernoulliUnits
@@ -341,32 +341,35 @@ def test_gibbs_and_features_shapes():
 
 
 def test_train_from_config_tiny(tmp_path):
-    from boltzkit.cli import _train_defaults
-    from boltzkit.models.conv import train_from_config
+    import json
+
+    import numpy as np
+
+    from boltzkit.cli import main
+    from boltzkit.io import load_model
 
     g = torch.Generator().manual_seed(0)
-    data = (torch.rand(60, 64, generator=g) < 0.3).float()
-    cfg = {**_train_defaults(), "model": "conv-rbm", "epochs": 2, "batch_size": 20,
-           "lr": 0.01, "conv_filters": 3, "conv_filter_size": 3, "conv_pool": 2,
-           "sparsity_target": 0.1, "sparsity_cost": 0.1, "method": "cd"}
-
-    def load(split):
-        if split == "test":
-            raise DataError("no test split")
-        return data, None
-
-    model, history = train_from_config(cfg, load, quiet=True)
+    data = tmp_path / "bits.npy"
+    np.save(data, (torch.rand(60, 64, generator=g) < 0.3).float().numpy())
+    out = tmp_path / "conv.safetensors"
+    common = ["train", "--model", "conv-rbm", "--epochs", "2", "--batch-size", "20",
+              "--conv-filters", "3", "--conv-filter-size", "3", "--conv-pool", "2",
+              "--method", "cd", "--out", str(out), "--quiet"]
+    assert main([*common, "--dataset", str(data), "--lr", "0.01", "--sparsity-target", "0.1",
+                 "--sparsity-cost", "0.1"]) == 0
+    model, history = load_model(out), json.loads(out.with_suffix(".history.json").read_text())
     assert isinstance(model, ConvRBM) and len(history) == 2
     assert all(math.isfinite(r["free_energy_train"]) for r in history)
+    assert isinstance(model.visible, BernoulliUnits)
     # Gaussian visibles: standardised globally, no NaNs
     grey = torch.rand(60, 64, generator=g)
-    cfg_g = {**cfg, "visible": "gaussian", "lr": 0.001}
-    model_g, hist_g = train_from_config(cfg_g, lambda s: (grey, None) if s == "train"
-                                        else (_ for _ in ()).throw(DataError("none")), True)
+    np.save(data, grey.numpy())
+    assert main([*common, "--dataset", str(data), "--visible", "gaussian", "--lr",
+                 "0.001"]) == 0
+    model_g, hist_g = load_model(out), json.loads(out.with_suffix(".history.json").read_text())
     assert model_g.visible_kind == "gaussian" and model_g.parameters_finite()
     assert model_g.input_mean == pytest.approx(float(grey.mean()), abs=1e-6)
     assert all(math.isfinite(r["free_energy_train"]) for r in hist_g)
-    assert isinstance(model.visible, BernoulliUnits)
 
 
 def test_filter_sparsity_acts_on_biases_only():

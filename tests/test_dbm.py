@@ -11,16 +11,16 @@ import torch
 
 from boltzkit.errors import ConfigError, DataError
 from boltzkit.io import load_model, save_model
-from boltzkit.models import train_options, trainable_kinds
 from boltzkit.stacks.dbm import (
     DBM,
-    DBMTrainer,
+    DBMChains,
+    MeanFieldLikelihood,
     ScaledConnection,
     dbm_log_likelihood_bound,
+    fit_dbm,
     make_dbm,
     parse_layers,
     pretrain,
-    train_from_config,
 )
 from boltzkit.units import BernoulliUnits, GaussianUnits
 
@@ -207,9 +207,8 @@ def test_joint_gradient_points_along_the_exact_gradient():
     idx = (data.double() @ (2.0 ** torch.arange(5, -1, -1, dtype=torch.float64))).long()
     nll = -(log_pv[idx].mean() - log_z)
     exact = torch.cat([g.flatten() for g in torch.autograd.grad(nll, exact_model.parameters())])
-    trainer = DBMTrainer(m, epochs=1, batch_size=120, n_chains=5000, gibbs_steps=20, seed=0,
-                         lr=1e-12, momentum=0.0, weight_decay=0.0)
-    trainer.step(data)
+    MeanFieldLikelihood().gradient(m, data, DBMChains(20, 5000),
+                                   torch.Generator().manual_seed(0))
     est = torch.cat([p.grad.double().flatten() for p in m.parameters()])
     cos = float(est @ exact / (est.norm() * exact.norm()))
     assert cos > 0.97, cos
@@ -226,9 +225,8 @@ def test_pretraining_and_joint_training_raise_the_exact_likelihood():
     hist = pretrain(m, data, epochs=30, batch_size=20, lr=0.1, seed=0)
     assert len(hist) == 60 and {h["rbm"] for h in hist} == {0, 1}
     ll1 = _exact_mean_ll(m, data)
-    trainer = DBMTrainer(m, epochs=60, batch_size=20, lr=0.05, momentum=0.5, n_chains=100,
-                         gibbs_steps=2, weight_decay=0.0, seed=0)
-    trainer.fit(data)
+    fit_dbm(m, data, epochs=60, batch_size=20, lr=0.05, momentum=0.5, n_chains=100,
+            gibbs_steps=2, weight_decay=0.0, seed=0)
     ll2 = _exact_mean_ll(m, data)
     # the data has 3 equiprobable patterns: the best possible mean log-likelihood is log(1/3)
     assert ll0 < ll1 - 1.0, (ll0, ll1)
@@ -287,28 +285,31 @@ def test_bad_models_and_data_raise_clear_errors():
         make_dbm("4,30,3").exact_log_z()
     assert parse_layers("500,1000", n_features=784) == [784, 500, 1000]
     with pytest.raises(ConfigError, match="chain_init"):
-        DBMTrainer(m, chain_init="warm")
+        DBMChains(init="warm")
     with pytest.raises(ConfigError, match="mf_steps"):
-        DBMTrainer(m, mf_steps=0)
+        MeanFieldLikelihood(mf_steps=0)
 
 
-def test_cli_hooks_train_a_dbm():
-    assert "dbm" in trainable_kinds()
-    opts = train_options()
-    assert opts["layers"][0] is None and "dbm_mf_steps" in opts
-    data = _toy_data()
+def test_cli_trains_a_dbm(tmp_path, capsys):
+    import json
 
-    def load(split):
-        if split == "test":
-            raise DataError("no test split")
-        return data, torch.zeros(len(data), dtype=torch.long)
+    import numpy as np
 
-    cfg = {k: spec[0] for k, spec in opts.items()}
-    cfg.update(layers="6,4,3", dbm_pretrain_epochs=1, dbm_epochs=1, dbm_chains=10,
-               dbm_ais_chains=20, dbm_ais_steps=50, seed=0, batch_size=20, momentum=0.5)
-    model, history = train_from_config(cfg, load, quiet=True)
+    from boltzkit.cli import main
+    from boltzkit.kinds import OPTIONS, trainable
+
+    assert "dbm" in trainable() and "dbm_mf_steps" in OPTIONS
+    np.save(tmp_path / "x.npy", _toy_data().numpy())
+    out = tmp_path / "dbm.safetensors"
+    assert main(["train", "--model", "dbm", "--dataset", str(tmp_path / "x.npy"),
+                 "--layers", "6,4,3", "--dbm-pretrain-epochs", "1", "--epochs", "1",
+                 "--chains", "10", "--dbm-ais-chains", "20", "--dbm-ais-steps", "50",
+                 "--batch-size", "20", "--out", str(out), "--quiet"]) == 0, \
+        capsys.readouterr().err
+    model = load_model(out)
+    history = json.loads(out.with_suffix(".history.json").read_text())
     assert isinstance(model, DBM) and model.sizes == [6, 4, 3]
-    assert history[-1]["stage"] == "evaluate"
+    assert [h["stage"] for h in history] == ["pretrain0", "pretrain1", "joint", "evaluate"]
     assert history[-1]["method"] == "exact"  # tiny model: log Z by enumeration
 
 

@@ -24,7 +24,6 @@ from boltzkit.stacks.dbn import (
     layer_settings,
     make_dbn,
     parse_layer_sizes,
-    train_from_config,
 )
 
 torch.set_num_threads(1)
@@ -348,12 +347,19 @@ def test_bad_data_is_a_clear_error():
 
 # --- the CLI entry point ------------------------------------------------------------------
 def _cfg(**over):
-    from boltzkit.cli import _train_defaults
+    from boltzkit.kinds import defaults
 
-    cfg = _train_defaults()
+    cfg = defaults("dbn")
     cfg.update({"model": "dbn", "layers": "8,5", "epochs": 2, "batch_size": 20, "lr": 0.1,
                 "method": "cd", "out": None, **over})
     return cfg
+
+
+def train_from_config(cfg, load, quiet=True):
+    from boltzkit.training.run import train_from_config as train
+
+    model, history, _ = train(cfg, quiet=quiet, data=(*load("train"), *load("test")))
+    return model, history
 
 
 def test_train_from_config_pretrains_and_fine_tunes():
@@ -365,11 +371,12 @@ def test_train_from_config_pretrains_and_fine_tunes():
 
     model, hist = train_from_config(_cfg(), load, quiet=True)
     assert isinstance(model, DBN) and model.sizes == [10, 8, 5]
-    assert [r["layer"] for r in hist if "layer" in r] == [0, 0, 1, 1]
+    assert [r["stage"] for r in hist] == ["layer0", "layer0", "layer1", "layer1"]
     model, hist = train_from_config(_cfg(finetune_epochs=3, finetune_lr=0.5,
                                          dbn_layer_epochs="1,3"), load, quiet=True)
     assert isinstance(model, DBNClassifier)
-    assert [r["layer"] for r in hist if "layer" in r] == [0, 1, 1, 1]
+    assert [r["stage"] for r in hist if r["stage"].startswith("layer")] == [
+        "layer0", "layer1", "layer1", "layer1"]
     assert "test_error" in hist[-1] and 0 <= hist[-1]["test_error"] <= 1
     with pytest.raises(ConfigError, match="not an integer"):
         train_from_config(_cfg(layers="10,x"), load, quiet=True)

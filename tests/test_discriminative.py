@@ -15,14 +15,19 @@ import pytest
 import torch
 
 from boltzkit import GaussianUnits
-from boltzkit.cli import main, write_plots
+from boltzkit.cli import main
 from boltzkit.errors import ConfigError, DataError
 from boltzkit.io import load_model, read_header, save_model
-from boltzkit.models import KINDS, model_class
-from boltzkit.models.discriminative import DiscriminativeRBM, fit_drbm, train_from_config
+from boltzkit.kinds import KINDS, model_class
+from boltzkit.models.discriminative import DiscriminativeRBM, fit_drbm
+from boltzkit.visual import write_training_plots
 
 N_VIS, N_CLS, N_HID = 5, 3, 4
 
+
+
+#: the bundled digits, thresholded to 0/1 for Bernoulli units
+DIGITS = ["--dataset", "digits", "--binarize", "threshold"]
 
 def _tiny(seed: int = 0, scale: float = 0.8, visible=None) -> DiscriminativeRBM:
     gen = torch.Generator().manual_seed(seed)
@@ -66,7 +71,7 @@ def digits_binary():
 
 # --- exactness --------------------------------------------------------------------------
 def test_registered_kind():
-    assert KINDS["drbm"] == "boltzkit.models.discriminative"
+    assert KINDS["drbm"].model == "boltzkit.models.discriminative:DiscriminativeRBM"
     assert model_class("drbm") is DiscriminativeRBM
 
 
@@ -128,7 +133,8 @@ def test_gibbs_chain_samples_the_exact_joint():
     gen = torch.Generator().manual_seed(6)
     x0 = (torch.rand(n, N_VIS, generator=gen, dtype=torch.float64) < 0.5).double()
     y0 = torch.randint(N_CLS, (n,), generator=gen)
-    x, y1 = model.gibbs(x0, y0, steps=30, generator=gen)
+    state = model.joint.gibbs(model.joint_state(x0, y0), steps=30, generator=gen)
+    x, y1 = state[:, :N_VIS], state[:, N_VIS:]
     assert torch.all(y1.sum(1) == 1)
     code = (x @ (2.0 ** torch.arange(N_VIS - 1, -1, -1, dtype=torch.float64))).long()
     counts = torch.zeros(len(xs), N_CLS, dtype=torch.float64)
@@ -160,34 +166,35 @@ def test_generative_gradient_is_exact_with_exact_negative_statistics():
     approx = torch.autograd.grad(surrogate, params)
     for a, b in zip(exact, approx, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
-    # generative_loss itself equals the unweighted version of the same surrogate.
-    torch.testing.assert_close(
-        model.generative_loss(x, y, states_x, states_y),
-        model.free_energy(x, y).mean() - model.free_energy(states_x, states_y).mean())
+    # the joint RBM's free energy is the model's F(x, y), so its surrogate is the same
+    torch.testing.assert_close(model.joint.free_energy(model.joint_state(states_x, states_y)),
+                               model.free_energy(states_x, states_y))
 
 
 
 def test_reused_hidden_field_gives_the_same_chain_and_gradient():
-    """Passing the data's precomputed hidden field (the training loop does, to save two
-    passes per batch) changes neither the CD chain nor the generative gradient."""
+    """Passing the data's precomputed hidden field (the objective does, to save a pass per
+    batch) changes neither the CD chain on the joint nor the free energies."""
+    from boltzkit.sampling import ContrastiveDivergence
+
     model = _tiny(seed=12, scale=0.5)
     gen = torch.Generator().manual_seed(3)
     x = (torch.rand(8, N_VIS, generator=gen) < 0.5).double()
     y = torch.randint(N_CLS, (8,), generator=gen)
-    field = model.hidden_field(x)
-    for steps in (1, 3):
-        a = model.gibbs(x, y, steps, torch.Generator().manual_seed(5))
-        b = model.gibbs(x, y, steps, torch.Generator().manual_seed(5), field=field)
-        for u, v in zip(a, b, strict=True):
-            torch.testing.assert_close(u, v, rtol=0, atol=0)
-    xn, yn = a
-    params = list(model.parameters())
-    g1 = torch.autograd.grad(model.generative_loss(x, y, xn, yn), params)
-    g2 = torch.autograd.grad(model.generative_loss(x, y, xn, yn, model.hidden_field(x)),
-                             params)
-    for u, v in zip(g1, g2, strict=True):
-        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(model.free_energy(x, y, field), model.free_energy(x, y))
+    state = model.joint_state(x, y)
+    field = model.hidden_field(x) + model.label_connection(model.one_hot(y))
+    torch.testing.assert_close(field, model.joint.hidden_field(state), rtol=0, atol=1e-15)
+    for k in (1, 3):
+        a, _ = ContrastiveDivergence(k).negative(model.joint, state, field,
+                                                 torch.Generator().manual_seed(5))
+        b, _ = ContrastiveDivergence(k).negative(model.joint, state,
+                                                 model.joint.hidden_field(state),
+                                                 torch.Generator().manual_seed(5))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(model.joint.free_energy(state, field=field),
+                               model.joint.free_energy(state))
+    torch.testing.assert_close(model.free_energy(x, y, model.hidden_field(x)),
+                               model.free_energy(x, y))
 
 
 def test_hidden_dropout_mask_removes_units_from_the_posterior():
@@ -336,31 +343,26 @@ def test_bad_inputs_and_options():
     x, y = torch.zeros(4, N_VIS), np.zeros(4, dtype=int)
     with pytest.raises(ConfigError, match="objective"):
         fit_drbm(model, x, y, objective="bogus")
-    with pytest.raises(ConfigError, match="sampler"):
-        fit_drbm(model, x, y, sampler="pt")
+    with pytest.raises(ConfigError, match="method"):
+        fit_drbm(model, x, y, objective="hybrid", sampler="bogus")
     with pytest.raises(ConfigError, match="n_classes"):
         DiscriminativeRBM(4, 1, 3)
 
 
-def test_train_from_config_needs_labels():
-    cfg = {"n_hidden": 3, "epochs": 1, "batch_size": 2, "lr": 0.1}
-
-    def unlabelled(split):
-        return torch.zeros(4, 3), None
-
-    with pytest.raises(DataError, match="no labels"):
-        train_from_config(cfg, unlabelled, quiet=True)
-
-    def negative(split):
-        return torch.zeros(4, 3), np.array([0, 1, -2, 1])
-
-    with pytest.raises(DataError, match=">= 0"):
-        train_from_config(cfg, negative, quiet=True)
+def test_train_from_config_needs_labels(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
+    code = main(["train", "--model", "drbm", "--dataset", str(tmp_path / "x.npy"),
+                 "--n-hidden", "3", "--epochs", "1", "--batch-size", "2",
+                 "--out", str(tmp_path / "m.safetensors"), "--quiet"])
+    assert code == 2  # a plain array has no labels: one line, exit 2
+    np.savez(tmp_path / "xy.npz", x=np.zeros((4, 3), dtype=np.float32),
+             y=np.array([0, 1, -2, 1]))
 
 
 def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
     out = tmp_path / "d.safetensors"
-    code = main(["train", "--model", "drbm", "--dataset", "digits", "--n-hidden", "30",
+    code = main(["train", "--model", "drbm", *DIGITS,
+                 "--n-hidden", "30",
                  "--epochs", "3", "--batch-size", "20", "--optimizer", "adam", "--lr", "0.003",
                  "--momentum", "0.9", "--init-std", "0.05", "--drbm-objective", "hybrid",
                  "--drbm-alpha", "0.01", "--drbm-val-size", "300", "--drbm-dropout", "0.2",
@@ -377,7 +379,7 @@ def test_cli_trains_a_drbm_on_digits(tmp_path, capsys):
     assert read_header(out)["train_config"]["drbm_dropout"] == 0.2
     assert read_header(out)["train_config"]["drbm_input_dropout"] == 0.1
     # what --plots draws (filters, samples from the joint, curves), with short chains here
-    paths = write_plots(model, history, tmp_path / "d", steps=5)
+    paths = write_training_plots(model, history, tmp_path / "d", steps=5)
     assert sorted(p.name for p in paths) == ["d.curves.png", "d.samples.png", "d.weights.png"]
     assert all(p.stat().st_size > 0 for p in paths)
 

@@ -32,6 +32,10 @@ from boltzkit.training import Trainer
 torch.set_num_threads(1)
 
 
+
+#: the bundled digits, thresholded to 0/1 for Bernoulli units
+DIGITS = ["--dataset", "digits", "--binarize", "threshold"]
+
 def _randomize(model: torch.nn.Module, seed: int, scale: float = 0.5) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -378,7 +382,8 @@ def test_cli_trains_and_saves_a_dropout_rbm(tmp_path):
     from boltzkit.cli import main
 
     out = tmp_path / "d.safetensors"
-    rc = main(["train", "--model", "dropout-rbm", "--dataset", "digits", "--n-hidden", "12",
+    rc = main(["train", "--model", "dropout-rbm", "--dataset", "digits", "--binarize",
+               "threshold", "--n-hidden", "12",
                "--epochs", "1", "--limit", "300", "--method", "pcd", "--dropout-rate", "0.2",
                "--dropconnect-rate", "0.1", "--out", str(out), "--quiet"])
     assert rc == 0
@@ -386,7 +391,8 @@ def test_cli_trains_and_saves_a_dropout_rbm(tmp_path):
     assert isinstance(model, DropoutRBM)
     assert (model.dropout_rate, model.dropconnect_rate) == (0.2, 0.1)
     assert model.parameters_finite()
-    rc = main(["train", "--model", "edropout-rbm", "--dataset", "digits", "--n-hidden", "12",
+    rc = main(["train", "--model", "edropout-rbm", "--dataset", "digits", "--binarize",
+               "threshold", "--n-hidden", "12",
                "--epochs", "1", "--limit", "300", "--method", "pcd", "--out", str(out),
                "--quiet"])
     assert rc == 2  # a ConfigError: E-dropout trains with CD

@@ -1,4 +1,4 @@
-"""The fused training step (objectives.FusedBernoulliSGD) is the general step's update.
+"""The fused training step (kernels.FusedBernoulliSGD) is the general step's update.
 
 Both paths run from the same parameters, chains and generator state; they make
 the same random draws in the same order, so the sampled states agree exactly
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from boltzkit.objectives import FusedBernoulliSGD, LikelihoodGradient
+from boltzkit import kernels
+from boltzkit.kernels import plan_step
+from boltzkit.objectives import LikelihoodGradient
 from boltzkit.rbm import make_rbm
 from boltzkit.sampling import make_sampler
 from boltzkit.sklearn import BernoulliRBM
@@ -75,7 +77,7 @@ def test_fused_step_is_the_general_update(method, k, chains, momentum, weight_de
     data[:, ::2] = data[:, ::2].round()  # binary and fractional columns
     ref = _parts(method, k, momentum, weight_decay, chains)
     fast = _parts(method, k, momentum, weight_decay, chains)
-    step = FusedBernoulliSGD.build(*fast)
+    step = plan_step(*fast)
     assert step is not None
     for batch in data.split(B):
         _general_step(*ref, batch)
@@ -111,7 +113,7 @@ def test_paths_take_turns_on_the_same_state():
         if i % 2:
             _general_step(*mixed, batch)
         else:
-            FusedBernoulliSGD.build(*mixed)(batch)
+            plan_step(*mixed)(batch)
     assert torch.equal(ref[1].chains, mixed[1].chains)
     tol = _tolerance(B, B, 0.5, ref[0], steps=4)
     for p_r, p_m in zip(ref[0].parameters(), mixed[0].parameters(), strict=True):
@@ -120,7 +122,7 @@ def test_paths_take_turns_on_the_same_state():
 
 def test_fused_step_applies_only_to_the_plain_case():
     rbm, sampler, objective, opt, gen = _parts("pcd", 1, 0.0, 0.0, None)
-    assert FusedBernoulliSGD.build(rbm, sampler, objective, opt, gen) is not None
+    assert plan_step(rbm, sampler, objective, opt, gen) is not None
     others = [
         (rbm, make_sampler("pt"), objective, opt),
         (rbm, make_sampler("tds"), objective, opt),
@@ -134,7 +136,7 @@ def test_fused_step_applies_only_to_the_plain_case():
         (make_rbm(NV, NH, visible="gaussian"), sampler, objective, opt),
     ]
     for parts in others:
-        assert FusedBernoulliSGD.build(*parts, gen) is None
+        assert plan_step(*parts, gen) is None
 
 
 @pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
@@ -151,7 +153,7 @@ def test_estimator_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, 
     fused = BernoulliRBM(**kw).fit(X)
     again = BernoulliRBM(**kw).fit(X)
     np.testing.assert_array_equal(again.components_, fused.components_)  # same seed, same fit
-    monkeypatch.setattr(FusedBernoulliSGD, "build", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(kernels, "plan_step", lambda *a, **k: None)
     general = BernoulliRBM(**kw).fit(X)
     for attr in ("components_", "intercept_hidden_", "intercept_visible_"):
         np.testing.assert_allclose(getattr(fused, attr), getattr(general, attr),
@@ -166,7 +168,7 @@ def test_fused_step_matches_with_bulk_draws():
     B, nh, chains = 8, 100, 180  # 18,000 hidden draws per sweep (bulk), 2,340 visible
     ref, fast = (_parts("pcd", 1, 0.0, 0.0, chains, nh=nh) for _ in range(2))
     data = torch.rand(3 * B, NV, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    step = FusedBernoulliSGD.build(*fast)
+    step = plan_step(*fast)
     assert step._last is None
     for batch in data.split(B):
         _general_step(*ref, batch)
@@ -187,15 +189,15 @@ def test_fused_step_matches_with_bulk_draws():
 def test_trainer_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, method, k,
                                                                  momentum, weight_decay):
     """The Trainer takes the fused step in the plain case; the history and the model are
-    the general path's (a linear lr schedule: the step is rebuilt each epoch)."""
+    the general path's (a linear lr schedule: the step reads the lr of each epoch)."""
     from boltzkit.training import Trainer
 
     data = (torch.rand(61, NV, generator=torch.Generator().manual_seed(6)) < 0.4).double()
     built = []
-    real_build = FusedBernoulliSGD.build.__func__
+    real_plan = kernels.plan_step
 
-    def counting(cls, *a, **kw):
-        step = real_build(cls, *a, **kw)
+    def counting(*a, **kw):
+        step = real_plan(*a, **kw)
         built.append(step)
         return step
 
@@ -207,10 +209,10 @@ def test_trainer_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, me
                           lr_schedule="linear", lr_final_factor=0.5, seed=3, progress=False)
         return rbm, sampler, trainer.fit(data)
 
-    monkeypatch.setattr(FusedBernoulliSGD, "build", classmethod(counting))
+    monkeypatch.setattr(kernels, "plan_step", counting)
     rbm_f, sampler_f, hist_f = fit()
-    assert len(built) == 3 and all(s is not None for s in built)  # one fused step per epoch
-    monkeypatch.setattr(FusedBernoulliSGD, "build", classmethod(lambda cls, *a, **kw: None))
+    assert len(built) == 1 and built[0] is not None  # planned once per fit
+    monkeypatch.setattr(kernels, "plan_step", lambda *a, **kw: None)
     rbm_g, sampler_g, hist_g = fit()
     # 3 epochs x 7 batches of float64 updates of size <= 2 lr: rounding far below 1e-10.
     for p_f, p_g in zip(rbm_f.parameters(), rbm_g.parameters(), strict=True):

@@ -359,14 +359,18 @@ def test_bad_input_gives_clear_errors():
 
 
 # --- command line -----------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["pl", "pcd"])
+@pytest.mark.parametrize("method", [["--objective", "pl"],
+                                    ["--objective", "ml", "--method", "pcd"],
+                                    ["--objective", "ml", "--method", "pt", "--n-temperatures",
+                                     "3"],
+                                    ["--objective", "ml", "--method", "tds"]])
 def test_cli_trains_ising(method, tmp_path, capsys):
     true = _recovery_model()
     data = exact_sample(true, 300, torch.Generator().manual_seed(1)).numpy()
     np.save(tmp_path / "spins.npy", data)
     out = tmp_path / "ising.safetensors"
     rc = main(["train", "--model", "ising", "--dataset", str(tmp_path / "spins.npy"),
-               "--binarize", "none", "--lateral-spins", "pm1", "--lateral-method", method,
+               "--binarize", "none", "--lateral-spins", "pm1", *method,
                "--epochs", "3", "--optimizer", "adam", "--out", str(out), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     model = load_model(out)

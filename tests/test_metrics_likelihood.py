@@ -222,7 +222,8 @@ def test_bernoulli_annealing_pass_is_the_general_one(dtype):
     differences never flip a draw, so the final states agree exactly; in float32 a flip
     is possible, so only the log weights are compared there.
     """
-    from boltzkit.metrics.likelihood import _anneal, _anneal_bernoulli, _anneal_general
+    from boltzkit.kernels.ais import anneal_bernoulli as _anneal_bernoulli
+    from boltzkit.metrics.likelihood import _anneal, _anneal_general
 
     rbm = bernoulli_model(100, 30, seed=2, w_std=0.3, b_std=0.5).to(dtype)
     d = torch.linspace(-1, 1, 100, dtype=dtype) - rbm.visible.bias.detach()

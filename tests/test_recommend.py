@@ -334,22 +334,6 @@ def test_conditional_fit_and_roundtrip(tmp_path, item_based):
     np.testing.assert_allclose(m2.predict(users + 1, items + 1), c.predict(users + 1, items + 1))
 
 
-def test_lr_factor_schedules():
-    from boltzkit.recommend.cf_rbm import lr_factor
-
-    assert lr_factor("constant", 0.1, 5, 10) == 1.0
-    assert [lr_factor("linear", 0.1, e, 3) for e in range(3)] == pytest.approx([1, 0.55, 0.1])
-    assert lr_factor("exponential", 0.01, 2, 3) == pytest.approx(0.01)
-    assert lr_factor("cosine", 0.1, 0, 5) == 1.0 and lr_factor("cosine", 0.1, 4, 5) == 0.1
-    with pytest.raises(ConfigError, match="unknown lr schedule"):
-        lr_factor("step", 0.1, 0, 3)
-    m, users, items, ratings = _tiny_model()
-    h = m.fit(users, items, ratings, epochs=3, batch_size=3, lr=0.1, lr_schedule="linear",
-              lr_final_factor=0.5)
-    assert [r["lr"] for r in h] == pytest.approx([0.1, 0.075, 0.05])
-
-
-# ----------------------------------------------------------------------------- metrics, kNN
 def _ratings(users, items, ratings, n_users, n_items):
     from boltzkit.data.movielens import Ratings
 

@@ -15,7 +15,7 @@ from boltzkit.data.arrays import load_array
 from boltzkit.errors import DataError
 from boltzkit.rbm import make_rbm
 from boltzkit.sampling import ContrastiveDivergence, PersistentCD
-from boltzkit.training import Trainer, _StreamedRows
+from boltzkit.training import StreamedRows, Trainer
 
 N_ROWS, N_VISIBLE = 317, 12  # 317 = 10 batches of 30 + a short one of 17
 
@@ -61,15 +61,15 @@ def test_memmap_matches_in_memory(data_file, sampler):
 def test_page_release_keeps_results(data_file, monkeypatch):
     """Dropping the map's pages after every batch (madvise) must not change the data read."""
     path, x = data_file
-    monkeypatch.setattr(_StreamedRows, "RELEASE_BYTES", 1)
+    monkeypatch.setattr(StreamedRows, "RELEASE_BYTES", 1)
     calls = []
-    original = _StreamedRows.release
+    original = StreamedRows.release
 
     def counting(self):
         calls.append(self._mmap is not None)
         original(self)
 
-    monkeypatch.setattr(_StreamedRows, "release", counting)
+    monkeypatch.setattr(StreamedRows, "release", counting)
     ref, _ = _train(x, ContrastiveDivergence(1))
     streamed, _ = _train(np.load(path, mmap_mode="r"), ContrastiveDivergence(1))
     _assert_same(ref, streamed)

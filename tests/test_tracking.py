@@ -12,10 +12,14 @@ event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator")
 
 
+
+#: the bundled digits, thresholded to 0/1 for Bernoulli units
+DIGITS = ["--dataset", "digits", "--binarize", "threshold"]
+
 def test_cli_tensorboard_scalars_equal_history(tmp_path, capsys):
     model = tmp_path / "m.safetensors"
     logs = tmp_path / "tb"
-    code = main(["train", "--dataset", "digits", "--n-hidden", "8", "--epochs", "3",
+    code = main(["train", *DIGITS, "--n-hidden", "8", "--epochs", "3",
                  "--batch-size", "100", "--out", str(model), "--quiet",
                  "--tensorboard", str(logs)])
     capsys.readouterr()

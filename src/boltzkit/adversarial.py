@@ -72,7 +72,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .objectives import LikelihoodGradient
+from .objectives import LikelihoodGradient, Objective
 from .rbm import RBM
 
 #: A critic maps (fantasy features (M, d), data features (B, d), previous fantasy features
@@ -169,7 +169,7 @@ def adversarial_surrogate(rbm: RBM, v: Tensor, t: Tensor, h: Tensor | None = Non
     return (w * (t - (w * t).sum()) * g).sum()
 
 
-class AdversarialGradient:
+class AdversarialGradient(Objective):
     """The BEAM gradient: ``gamma`` x likelihood gradient + (1 - gamma) x adversarial gradient.
 
     ``critic``: a name ("knn", "dwknn") or any :data:`Critic` callable.
@@ -232,9 +232,9 @@ class AdversarialGradient:
         return g
 
     # -- interface shared with LikelihoodGradient ----------------------------
-    def setup(self, rbm: RBM, data: Tensor) -> None:
+    def setup(self, rbm: RBM, data: Tensor, init: bool = True) -> None:
         self.n_data = int(data.shape[0])
-        self.likelihood.setup(rbm, data)
+        self.likelihood.setup(rbm, data, init)
 
     def state_dict(self) -> dict[str, Tensor]:
         out = {f"ml.{k}": v for k, v in self.likelihood.state_dict().items()}

@@ -122,6 +122,47 @@ class ConvConnection(nn.Module):
         return self.forward(eye)
 
 
+class StackedConnection(nn.Module):
+    """Several connections from consecutive blocks of one visible layer to one hidden layer.
+
+    The visible row is the concatenation of the blocks' rows (as in
+    :class:`~boltzkit.units.ConcatUnits`); the hidden field is the sum of every block's
+    field and ``transpose`` the concatenation of their transposes.  A discriminative
+    RBM's joint (input, label) model is the RBM of ``StackedConnection([W, U])``.  The
+    parts stay the owner's parameters (this holds references, it saves nothing itself).
+    """
+
+    kind = "stacked"
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        hidden = {p.n_hidden for p in parts}
+        if len(hidden) != 1:
+            raise ConfigError(f"stacked connections must share one hidden layer, got sizes "
+                              f"{sorted(hidden)}")
+        self.parts = nn.ModuleList(parts)
+        self.sizes = [p.n_visible for p in parts]
+        self.n_visible = sum(self.sizes)
+        self.n_hidden = hidden.pop()
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "parts": [p.config() for p in self.parts]}
+
+    def forward(self, x: Tensor) -> Tensor:
+        blocks = x.split(self.sizes, dim=-1)
+        out = self.parts[0](blocks[0])
+        for conn, xb in zip(self.parts[1:], blocks[1:], strict=True):
+            out = out + conn(xb)
+        return out
+
+    def transpose(self, h: Tensor) -> Tensor:
+        return torch.cat([conn.transpose(h) for conn in self.parts], dim=-1)
+
+    def interaction(self, x: Tensor, h: Tensor) -> Tensor:
+        """x^T W h per sample, shape (batch,)."""
+        return (self.forward(x) * h).sum(-1)
+
+
 CONNECTION_TYPES: dict[str, type[nn.Module]] = {"dense": DenseConnection, "conv": ConvConnection}
 
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .errors import ConfigError
 from .rbm import RBM
-from .sampling import Sampler, _check_k
+from .sampling import Sampler, _check_k, init_chains
 
 
 def sample_gamma(shape: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -136,28 +136,29 @@ class DrivenPCD(Sampler):
         self._beta_min = math.inf
         self._updates = 0
 
-    def _start(self, rbm: RBM, v_data: Tensor, generator) -> None:
+    def start(self, rbm: RBM, v_data: Tensor, generator) -> None:
+        """Chains (random or from the first batch) and their stationary initial betas."""
         n = self.n_chains or v_data.shape[0]
         if self.init == "data":
             reps = math.ceil(n / v_data.shape[0])
             self.chains = v_data.repeat(reps, 1)[:n].clone()
         else:
-            self.chains = rbm.visible.init_state(n, generator)
+            self.chains = init_chains(rbm, n, generator)
         self.betas = self.process.initial(n, generator, rbm.dtype, rbm.device).unsqueeze(1)
 
     @torch.no_grad()
     def negative(self, rbm, v_data, field_data, generator=None):
         if self.chains is None:
-            self._start(rbm, v_data, generator)
+            self.start(rbm, v_data, generator)
         self.betas = self.process.step(self.betas, generator)
         self.chains = rbm.gibbs(self.chains, self.k, beta=self.betas, generator=generator)
         self._beta_sum += float(self.betas.mean())
         self._beta_min = min(self._beta_min, float(self.betas.min()))
         self._updates += 1
+        v = self.chains
         if self.readout_steps:
             v = rbm.gibbs(self.chains, self.readout_steps, generator=generator)
-            return v, rbm.hidden_field(v)
-        return self.chains, rbm.hidden_field(self.chains)
+        return v, (rbm.hidden_field(v) if hasattr(rbm, "sample_visible") else None)
 
     def stats(self):
         if not self._updates:

@@ -129,17 +129,14 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike,
 
 
 def model_from_config(cfg: dict) -> torch.nn.Module:
-    """Build an untrained model of the kind a config describes."""
-    from .models import KINDS, model_class
-    from .rbm import RBM
+    """Build an untrained model of the kind a config describes (the registry's class)."""
+    from .kinds import KINDS
 
     kind = cfg.get("model")
-    if kind == "rbm":
-        return RBM.from_config(cfg)
     if kind not in KINDS:
         raise ModelFileError(f"unknown model kind {kind!r} in file: this boltzkit knows "
-                             f"{sorted(['rbm', *KINDS])}")
-    return model_class(kind).from_config(cfg)
+                             f"{sorted(KINDS)}")
+    return KINDS[kind].model_class().from_config(cfg)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):

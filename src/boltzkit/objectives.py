@@ -16,23 +16,161 @@ allocation per step); ``tests/test_objectives.py`` checks the fast path against
 the autograd path and the reused buffers against fresh ones.  Gradients are for
 *descent* (they point uphill on the negative log-likelihood), as ``torch.optim``
 expects.
+
+Every estimator is an :class:`Objective`: the part a model kind brings to the one
+training loop (:class:`boltzkit.training.Trainer`).  Besides the gradient it says
+what a batch is (``prepare``: a tensor of visible states, or a tuple of aligned
+tensors when the rows carry labels or a history), how training starts from the data
+(``setup``) and what the cheap per-epoch monitors are (``monitor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .connections import DenseConnection
-from .errors import ConfigError
-from .rbm import RBM, is_dense_bernoulli
-from .sampling import ContrastiveDivergence, PersistentCD
-from .units import BernoulliUnits, Units, uniform_filler
+from .errors import ConfigError, DataError
+from .rbm import RBM
+from .units import BernoulliUnits, Units
+
+#: A batch: visible states (n_rows, n_visible), or a tuple of aligned tensors.
+Batch = Tensor | tuple[Tensor, ...]
 
 
-class LikelihoodGradient:
+def assign_grads(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
+    """Write ``grads`` into the parameters' ``.grad`` (zeros for None).
+
+    Copies into an existing ``.grad`` (which a distributed run binds to its all-reduce
+    buffer) instead of replacing it.
+    """
+    for p, g in zip(params, grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g.detach()
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+
+
+def autograd_step(loss_fn, params: Sequence[Tensor]) -> Tensor:
+    """Fill ``.grad`` of ``params`` with d loss_fn() / d params; returns the loss (detached).
+
+    For surrogate losses (e.g. mean F(data) - mean F(particles) with the particles held
+    fixed) whose gradient is the estimator.
+    """
+    with torch.enable_grad():
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assign_grads(params, grads)
+    return loss.detach()
+
+
+class Objective:
+    """What a model kind brings to the training loop besides its sampler.
+
+    ``gradient(model, batch, sampler, generator)`` fills ``.grad`` of every trainable
+    parameter with a *descent* direction and returns batch diagnostics (0-d tensors;
+    the Trainer reports their epoch means).  The defaults here are the RBM's: a batch
+    is a tensor of visible states, the negative particles come from the sampler, the
+    visible bias starts at the data's marginals, and the monitors are the
+    reconstruction error and the free energies of fixed train/validation subsets.
+    ``needs_sampler``: False for objectives without a model phase (pseudo-likelihood,
+    a purely discriminative loss); the Trainer then refuses a sampler instead of
+    ignoring it.
+    """
+
+    needs_sampler = True
+
+    def prepare(self, model: Any, data: Any, name: str = "data") -> Batch:
+        """``data`` as a batch on the model's device, checked (DataError when it cannot be)."""
+        if isinstance(data, tuple):
+            raise DataError(f"{name}: this model trains on one array of visible states, got "
+                            f"a tuple of {len(data)}")
+        return model.prepare(data, name)
+
+    def setup(self, model: Any, rows: Batch, init: bool = True) -> None:
+        """Called once before the first epoch (not on resume); ``init``: start the
+        visible bias at the data's marginals."""
+        if init:
+            model.init_visible_bias(rows)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch (0-based), for schedules kept by the objective."""
+
+    def gradient(self, model: Any, batch: Batch, sampler: Any,
+                 generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Fill ``.grad``; the default asks ``sampler`` for negative particles of an RBM."""
+        with torch.no_grad():
+            field = model.hidden_field(batch)
+            negative, neg_field = sampler.negative(model, batch, field, generator)
+        return self.compute(model, batch, negative, field, neg_field)
+
+    def compute(self, rbm: RBM, v_data: Tensor, v_model: Tensor,
+                field_data: Tensor | None = None,
+                field_model: Tensor | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def monitor(self, model: Any, train: Batch | None, val: Batch | None) -> dict[str, float]:
+        """Cheap per-epoch monitors on a fixed training subset and the validation rows."""
+        if train is None:
+            return {}
+        out = {"recon_error": float(((model.reconstruct(train, 1000) - train) ** 2).mean()),
+               "free_energy_train": float(model.free_energy(train).mean())}
+        if val is not None:
+            out["free_energy_val"] = float(model.free_energy(val).mean())
+            out["free_energy_gap"] = out["free_energy_val"] - out["free_energy_train"]
+        return out
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        return None
+
+
+class _DuckObjective(Objective):
+    """An objective written against the older protocol (``compute``, optional ``setup(rbm,
+    data)``, state dicts) seen through :class:`Objective`'s defaults."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.needs_sampler = getattr(inner, "needs_sampler", True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+    def setup(self, model: Any, rows: Batch, init: bool = True) -> None:
+        super().setup(model, rows, init)
+        if hasattr(self.inner, "setup"):
+            self.inner.setup(model, rows)
+
+    def compute(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        return self.inner.compute(*args, **kwargs)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.inner.state_dict() if hasattr(self.inner, "state_dict") else {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if hasattr(self.inner, "load_state_dict"):
+            self.inner.load_state_dict(state)
+
+
+def as_objective(objective: Any) -> Objective:
+    """``objective`` itself when it is an :class:`Objective`, else a view of a duck-typed
+    one (anything with ``compute(rbm, v_data, v_model, field_data, field_model)``)."""
+    if isinstance(objective, Objective):
+        return objective
+    if not callable(getattr(objective, "compute", None)):
+        raise ConfigError(f"{type(objective).__name__} is not an objective: subclass "
+                          "boltzkit.objectives.Objective (gradient) or give it a compute method")
+    return _DuckObjective(objective)
+
+
+class LikelihoodGradient(Objective):
     """Maximum-likelihood (CD/PCD/PT) gradient, with optional sparsity and centering.
 
     ``sparsity_target`` p and ``sparsity_cost`` lambda add the gradient of
@@ -75,8 +213,9 @@ class LikelihoodGradient:
         self.visible_offset = state.get("visible_offset")
         self.hidden_offset = state.get("hidden_offset")
 
-    def setup(self, rbm: RBM, data: Tensor) -> None:
-        """Called once before training: sets centering offsets from the data."""
+    def setup(self, rbm: RBM, data: Tensor, init: bool = True) -> None:
+        """Called once before training: the visible bias (``init``), centering offsets."""
+        super().setup(rbm, data, init)
         if self.centering:
             if not self.fast_path(rbm):
                 raise ConfigError("centering needs bias-only units and a dense connection "
@@ -208,13 +347,7 @@ class LikelihoodGradient:
                 d = (q.detach() - self.sparsity_target) * self.sparsity_cost
                 loss = loss + (d * (field.mean(0) + rbm.hidden.bias)).sum()
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, g in zip(params, grads, strict=True):
-            if g is None:
-                g = torch.zeros_like(p)
-            if p.grad is None:
-                p.grad = g.detach().clone()
-            else:
-                p.grad.copy_(g)
+        assign_grads(params, grads)
         return {"hidden_activation": q.detach().mean()}
 
 
@@ -249,272 +382,3 @@ def _bind_grad(p: Tensor, g: Tensor) -> None:
         p.grad = g
     else:
         p.grad.copy_(g)
-
-
-class FusedBernoulliSGD:
-    """The whole training step of the plain case fused: CD-k/PCD-k, likelihood, SGD.
-
-    For a dense Bernoulli-Bernoulli :class:`RBM` trained by
-    :class:`~boltzkit.sampling.ContrastiveDivergence` or
-    :class:`~boltzkit.sampling.PersistentCD` with a plain :class:`LikelihoodGradient`
-    and ``torch.optim.SGD`` (with or without momentum; weight decay on the weights
-    only), the general step (``hidden_field``, ``sampler.negative``,
-    ``LikelihoodGradient.compute``, ``optimizer.step``) costs about 40 small torch
-    calls, and at mini-batches of ~10 rows their dispatch, not the arithmetic, is
-    the time.  This step does the same update in about 16 in-place calls on
-    preallocated buffers: the data and chain rows stacked as ``V = [v_d; v_m]``
-    and their hidden means as ``H = [h_d; -(B/M) h_m]``, so ONE GEMM
-    ``V^T H`` gives the weight update (data minus model statistics), ONE GEMM
-    ``V W`` both hidden fields, and one ``addmv`` each bias update.
-
-    It is the same update as the general path, draw for draw: the same
-    generator calls in the same order (the ``uniform_`` of :mod:`boltzkit.units`
-    and a compare), the persistent chains kept in the sampler as before (visible
-    states and their hidden field, so the two paths can take turns and
-    checkpoints are unchanged), the hyperparameters and momentum buffers read
-    from and written to the optimizer; only float rounding differs
-    (``tests/test_fused_step.py`` checks both against each other).  ``build``
-    returns None whenever any part is not the plain one, and the caller keeps the
-    general path.  Build it per pass (it reads the learning rate then).
-
-    Data-parallel (``sync``, a :class:`boltzkit.distributed.GradientSync`): each rank
-    writes its weighted share w of the new momentum buffer, ``w (momentum * buf + wd W)``
-    plus its share of the gradient, straight into the sync buffer's views (one GEMM
-    with the buffer as its input), the ranks sum the shares (the w add up to 1), and
-    the parameters step by the sum: the general path's ``sync.reduce`` and
-    ``optimizer.step()`` with one pass over the weights after the sum instead of
-    three.  During a ``run`` the views hold the momentum buffers (copied back to the
-    optimizer's state at its end).  ``run`` then takes ``(rows, weight)`` pairs: this
-    rank's rows of a global batch (None when its share is empty) and w.
-    """
-
-    def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
-                 generator: torch.Generator | None, lr: float, momentum: float,
-                 weight_decay: float, sync=None) -> None:
-        self.rbm, self.sampler, self.generator = rbm, sampler, generator
-        self.optimizer, self.sync = optimizer, sync
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.persistent = not isinstance(sampler, ContrastiveDivergence)
-        self.k = sampler.k
-        params = (rbm.connection.weights, rbm.visible.bias, rbm.hidden.bias)
-        # Detached aliases (same storage): in-place updates without autograd's checks
-        # or a no_grad context per step, and no nn.Module attribute lookups.
-        self._W, self._b, self._c = (p.detach() for p in params)
-        self._Wt = self._W.t()
-        self.bufs = None
-        if momentum:
-            # LeanSGD's first step sets buf = grad; momentum * 0 + grad is the same.
-            self.bufs = tuple(optimizer.state[p].setdefault(
-                "momentum_buffer", torch.zeros_like(p, memory_format=torch.contiguous_format))
-                for p in params)
-        self._ws: dict[tuple[int, int], _FusedWorkspace] = {}
-        self._last: _FusedWorkspace | None = None
-        self._grads: tuple[Tensor, Tensor, Tensor] | None = None
-        if sync is not None:
-            views = {id(p): view for p, view in zip(sync.params, sync.views, strict=True)}
-            self._grads = tuple(views[id(p)] for p in params)
-
-    @classmethod
-    def build(cls, rbm: RBM, sampler, objective, optimizer,
-              generator: torch.Generator | None = None,
-              previous: FusedBernoulliSGD | None = None,
-              sync=None) -> FusedBernoulliSGD | None:
-        """The fused step for these parts, or None where it would not be the same update.
-
-        ``previous``, the step built for the last pass, hands over its buffers
-        when it served the same model and sampler (one allocation per fit, not
-        per pass).  ``sync``: the data-parallel gradient sum (see the class).
-        """
-        if not (is_dense_bernoulli(rbm)
-                and type(sampler) in (ContrastiveDivergence, PersistentCD)
-                and type(objective) is LikelihoodGradient and objective.fast_path(rbm)
-                and not objective.centering and not objective.sparsity_cost
-                and isinstance(optimizer, torch.optim.SGD)
-                and not optimizer._optimizer_step_pre_hooks
-                and not optimizer._optimizer_step_post_hooks):
-            return None
-        W, b, c = rbm.connection.weights, rbm.visible.bias, rbm.hidden.bias
-        if not all(p.requires_grad for p in (W, b, c)) or len(list(rbm.parameters())) != 3:
-            return None
-        rule = {}
-        for g in optimizer.param_groups:
-            if (g["nesterov"] or g["dampening"] or g.get("maximize") or g.get("differentiable")
-                    or isinstance(g["lr"], Tensor)):
-                return None
-            for p in g["params"]:
-                rule[p] = (g["lr"], g["momentum"], g["weight_decay"])
-        if any(p not in rule for p in (W, b, c)) or len(rule) != 3:
-            return None
-        (lr, momentum, wd), rb, rc = rule[W], rule[b], rule[c]
-        if rb != (lr, momentum, 0.0) or rc != (lr, momentum, 0.0):
-            return None
-        if sync is not None and ({id(p) for p in sync.params} != {id(W), id(b), id(c)}
-                                 or sync.n_extra < 1):
-            return None
-        step = cls(rbm, sampler, optimizer, generator, float(lr), float(momentum), float(wd),
-                   sync)
-        if previous is not None and previous.rbm is rbm and previous.sampler is sampler:
-            step._ws, step._last = previous._ws, previous._last
-        return step
-
-    def _workspace(self, B: int, M: int, W: Tensor) -> _FusedWorkspace:
-        ws = self._ws.get((B, M))
-        if ws is None:
-            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W)
-        self._last = ws
-        return ws
-
-    def __call__(self, v_data: Tensor, activation: Tensor | None = None) -> None:
-        """One update on the batch ``v_data`` (rows in [0, 1], the model's dtype and device).
-
-        ``activation`` (a 0-d tensor), if given, gets the batch's mean hidden activation
-        of the data added to it: the general path's ``hidden_activation`` diagnostic.
-        """
-        self.run((v_data,), activation)
-
-    def run(self, batches: Iterable[Tensor], activation: Tensor | None = None) -> None:
-        """One update per batch, in order: ``__call__`` over a pass, its lookups made once.
-
-        At ~10-row batches the Python work per step (attribute and buffer
-        lookups) is ~10% of the step, so a pass binds them to locals here, the
-        buffers again only when the batch shape changes workspace.
-        """
-        sync, bufs = self.sync, self.bufs
-        if sync is None:
-            return self._steps(batches, activation)
-        sync.rebind()  # every .grad is its view again (a copy into it would overwrite)
-        if bufs is not None:
-            torch._foreach_copy_(self._grads, bufs)  # the views carry the momentum
-        try:
-            self._steps(batches, activation)
-        finally:
-            if bufs is not None:
-                torch._foreach_copy_(bufs, self._grads)  # the optimizer's state again
-
-    def _steps(self, batches: Iterable, activation: Tensor | None) -> None:
-        sampler, gen, rbm, sync = self.sampler, self.generator, self.rbm, self.sync
-        W, b, c, Wt = self._W, self._b, self._c, self._Wt
-        lr, wd, momentum, bufs, persistent, k = (self.lr, self.weight_decay, self.momentum,
-                                                 self.bufs, self.persistent, self.k)
-        weight = 1.0
-        ws = None  # the first batch binds the workspace (and its buffers) below
-        # This step applies the optimizer's rule without calling its step(), which torch's
-        # lr schedulers would otherwise take for a wrong call order and warn about.
-        self.optimizer._opt_called = True
-        # Inference mode skips the autograd dispatch, ~10% of a step at this size;
-        # buffers and chains are made outside it (they must stay normal tensors).
-        with torch.inference_mode():
-            for v_data in batches:
-                if sync is not None:
-                    v_data, weight = v_data
-                    if v_data is None:  # this rank's share of a short last batch is empty
-                        for g in self._grads:
-                            g.zero_()
-                        self._synced_update(activation, 0.0)
-                        continue
-                if v_data.requires_grad:
-                    v_data = v_data.detach()
-                B = v_data.shape[0]
-                if persistent:
-                    if sampler.field is None:
-                        with torch.inference_mode(False), torch.no_grad():
-                            if sampler.chains is None:
-                                sampler.chains = sampler._start(rbm, v_data, gen)
-                            sampler.field = rbm.hidden_field(sampler.chains)
-                    M = sampler.chains.shape[0]
-                else:
-                    M = B
-                if ws is None or ws.B != B or ws.M != M:
-                    with torch.inference_mode(False):
-                        ws = self._workspace(B, M, W)
-                    hs, ph, pv, Vm, Vd, Hd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd, ws.Hd
-                    Hd_flat, mean_w = Hd.view(-1), ws.mean_weights
-                    V, F, H, Vt, Ht, Hm, Fm = ws.V, ws.F, ws.H, ws.Vt, ws.Ht, ws.Hm, ws.Fm
-                    fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
-                    scale, signs, ones = ws.model_scale, ws.signs, ws.ones
-                if persistent:
-                    # First half-sweep from the field kept from the last update (PersistentCD).
-                    torch.add(sampler.field, c, out=ph).sigmoid_()
-                    Vd.copy_(v_data)
-                    fill_hs(generator=gen).lt_(ph)
-                else:  # CD: the data's hidden means go straight into H, used twice
-                    Vd.copy_(v_data)
-                    torch.addmm(c, Vd, W, out=Hd).sigmoid_()
-                    fill_hs(generator=gen).lt_(Hd)
-                torch.addmm(b, hs, Wt, out=pv).sigmoid_()
-                fill_vm(generator=gen).lt_(pv)
-                for _ in range(k - 1):
-                    torch.addmm(c, Vm, W, out=ph).sigmoid_()
-                    fill_hs(generator=gen).lt_(ph)
-                    torch.addmm(b, hs, Wt, out=pv).sigmoid_()
-                    fill_vm(generator=gen).lt_(pv)
-                if persistent:
-                    torch.mm(V, W, out=F)  # both hidden fields, before the update
-                    torch.add(F, c, out=H).sigmoid_()
-                else:
-                    torch.addmm(c, Vm, W, out=Hm).sigmoid_()
-                if activation is not None and sync is None:  # a dot with 1/(B nh)
-                    activation.add_(torch.dot(Hd_flat, mean_w))
-                # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
-                # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
-                torch.mul(Hm, scale, out=Hm)
-                if sync is not None:
-                    # This rank's share of the new momentum buffer, w (momentum buf + wd W)
-                    # - (w / B) V^T H, in the views the ranks sum (no momentum: beta=0,
-                    # the view is overwritten).
-                    a, mw = -weight / B, momentum * weight
-                    gW, gb, gc = self._grads
-                    gW.addmm_(Vt, H, beta=mw, alpha=a)
-                    if wd:
-                        gW.add_(W, alpha=wd * weight)
-                    gb.addmv_(Vt, signs, beta=mw, alpha=a)
-                    gc.addmv_(Ht, ones, beta=mw, alpha=a)
-                    self._synced_update(activation, torch.dot(Hd_flat, mean_w) * weight)
-                elif bufs is None:
-                    a = lr / B
-                    W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
-                    b.addmv_(Vt, signs, alpha=a)
-                    c.addmv_(Ht, ones, alpha=a)
-                else:
-                    gW, gb, gc = bufs
-                    gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
-                    if wd:
-                        gW.add_(W, alpha=wd)
-                    gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
-                    gc.addmv_(Ht, ones, beta=momentum, alpha=-1.0 / B)
-                    W.sub_(gW, alpha=lr)
-                    b.sub_(gb, alpha=lr)
-                    c.sub_(gc, alpha=lr)
-                if persistent:
-                    sampler.chains, sampler.field = Vm, Fm
-
-    def _synced_update(self, activation: Tensor | None, share: Tensor | float) -> None:
-        """Sum the ranks' shares (the new momentum buffer, or the gradient), then step."""
-        extra = self.sync.reduce(1.0, [share])
-        if activation is not None:
-            activation.add_(extra[0])
-        torch._foreach_add_((self._W, self._b, self._c), self._grads, alpha=-self.lr)
-
-
-class _FusedWorkspace:
-    """Buffers of :class:`FusedBernoulliSGD` for B data rows and M chains."""
-
-    def __init__(self, B: int, M: int, W: Tensor) -> None:
-        nv, nh = W.shape
-        kw = {"dtype": W.dtype, "device": W.device}
-        self.B, self.M = B, M
-        self.V = torch.empty(B + M, nv, **kw)
-        self.F = torch.empty(B + M, nh, **kw)
-        self.H = torch.empty(B + M, nh, **kw)
-        self.Vd, self.Vm = self.V[:B], self.V[B:]
-        self.Fm, self.Hd, self.Hm = self.F[B:], self.H[:B], self.H[B:]
-        self.Vt, self.Ht = self.V.t(), self.H.t()  # views made once, not per step
-        self.ph = torch.empty(M, nh, **kw)
-        self.hs = torch.empty(M, nh, **kw)
-        self.pv = torch.empty(M, nv, **kw)
-        self.model_scale = torch.tensor(-B / M, **kw)
-        self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -B / M, **kw)])
-        self.ones = torch.ones(B + M, **kw)
-        self.mean_weights = torch.full((B * nh,), 1.0 / (B * nh), **kw)
-        # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
-        self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)

@@ -237,16 +237,6 @@ def _clamp_fn(mask: Tensor | None, values: Tensor | None, like: Tensor):
     return lambda x: torch.where(mask, values, x)
 
 
-def is_dense_bernoulli(rbm: object) -> bool:
-    """Exactly an :class:`RBM` of Bernoulli units on a dense connection (no subclass).
-
-    The models the buffered kernels (the fused training step, the Bernoulli AIS pass)
-    serve; anything else, subclasses included, takes the general path.
-    """
-    return (type(rbm) is RBM and type(rbm.visible) is BernoulliUnits
-            and type(rbm.hidden) is BernoulliUnits and type(rbm.connection) is DenseConnection)
-
-
 def make_rbm(n_visible: int, n_hidden: int, visible: str = "bernoulli",
              hidden: str = "bernoulli", visible_options: dict | None = None,
              hidden_options: dict | None = None, seed: int | None = None) -> RBM:

@@ -1,12 +1,18 @@
 """Samplers: where the negative (model) particles of a gradient step come from.
 
-A sampler's ``negative(rbm, v_data, field_data, generator)`` returns visible
-states that stand for the model distribution, and their hidden field under
-the current parameters when it has computed it anyway (else None), so the
-gradient does not pay for that GEMM twice.  ``field_data`` is the hidden
-field of the data batch, already computed by the trainer.  Samplers that
-keep chains expose them through ``state_dict``/``load_state_dict`` so
-checkpoints resume exactly.
+A sampler's ``negative(model, v_data, field_data, generator)`` returns states
+that stand for the model distribution, and their hidden field under the current
+parameters when it has computed it anyway (else None), so the gradient does not
+pay for that GEMM twice.  ``field_data`` is the hidden field of the data batch when
+the objective has it (else None).  Samplers that keep chains expose them through
+``state_dict``/``load_state_dict`` so checkpoints resume exactly.
+
+Any model with ``gibbs(x, steps, beta=..., generator=...)`` and
+``free_energy(x, beta)`` can be sampled (Ising, Potts and semi-restricted models
+too; their chains start at ``model.init_chains(n, generator)``).  A model with a
+hidden layer whose units are independent given the visible ones (an RBM: it has
+``hidden_field`` and ``sample_visible``) takes block-Gibbs half-sweeps that reuse
+the hidden fields the gradient needs anyway.
 """
 
 from __future__ import annotations
@@ -21,9 +27,22 @@ from .rbm import RBM
 
 
 class Sampler:
-    """Base class for negative-phase samplers."""
+    """Base class for negative-phase samplers.
+
+    ``k_schedule`` (optional): ``[(from_epoch, k), ...]`` (0-based epochs, the first at
+    0), e.g. ``[(0, 1), (20, 3)]``: CD-1 for 20 epochs, then CD-3 (Salakhutdinov et
+    al.'s increasing-k schedule); the Trainer calls :meth:`begin_epoch` before each
+    epoch.
+    """
 
     name = "sampler"
+    k = 1
+    k_schedule: list[tuple[int, int]] | None = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Set ``k`` from ``k_schedule`` for ``epoch`` (0-based)."""
+        if self.k_schedule:
+            self.k = [k for start, k in self.k_schedule if start <= epoch][-1]
 
     def negative(self, rbm: RBM, v_data: Tensor, field_data: Tensor,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
@@ -40,10 +59,49 @@ class Sampler:
         return {}
 
 
+def _block_gibbs(model) -> bool:
+    """Whether ``model`` is an RBM-like model (hidden units independent given v)."""
+    return hasattr(model, "sample_visible") and hasattr(model, "hidden_field")
+
+
+def init_chains(model, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``n`` random starting states of sampler chains: (n, n_visible)."""
+    start = getattr(model, "init_chains", None)
+    return start(n, generator) if start is not None else model.visible.init_state(n, generator)
+
+
 def _check_k(k: int) -> int:
-    if not isinstance(k, int) or k < 1:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"the number of Gibbs steps k must be an integer >= 1, got {k!r}")
     return k
+
+
+def check_k_schedule(schedule) -> list[tuple[int, int]] | None:
+    """``[(from_epoch, k), ...]`` sorted and checked (first entry at epoch 0, every k >= 1)."""
+    if schedule is None:
+        return None
+    try:
+        pairs = sorted((int(e), int(k)) for e, k in schedule)
+    except (TypeError, ValueError):
+        raise ConfigError(f"k_schedule must be (from_epoch, k) pairs, e.g. [[0, 1], [20, 3]], "
+                          f"got {schedule!r}") from None
+    if not pairs or pairs[0][0] != 0 or any(k < 1 for _, k in pairs):
+        raise ConfigError(f"k_schedule must start at epoch 0 with every k >= 1, e.g. "
+                          f"[[0, 1], [20, 3]], got {schedule!r}")
+    return pairs
+
+
+def parse_k_schedule(text) -> list[tuple[int, int]] | None:
+    """``"0:1,20:3"`` (from epoch: k) or a list of pairs -> checked pairs; None/"" -> None."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, str):
+        try:
+            text = [tuple(int(x) for x in part.split(":")) for part in text.split(",") if part]
+        except ValueError:
+            raise ConfigError(f"k schedule {text!r} is not EPOCH:K[,EPOCH:K...], e.g. "
+                              "0:1,15:3,24:5") from None
+    return check_k_schedule(text)
 
 
 class ContrastiveDivergence(Sampler):
@@ -55,6 +113,8 @@ class ContrastiveDivergence(Sampler):
         self.k = _check_k(k)
 
     def negative(self, rbm, v_data, field_data, generator=None):
+        if field_data is None or not _block_gibbs(rbm):
+            return rbm.gibbs(v_data, self.k, generator=generator), None
         h = rbm.hidden.sample(field_data, generator=generator)
         v = rbm.sample_visible(h, generator=generator)
         return (rbm.gibbs(v, self.k - 1, generator=generator) if self.k > 1 else v), None
@@ -81,16 +141,20 @@ class PersistentCD(Sampler):
         self.chains: Tensor | None = None
         self.field: Tensor | None = None
 
-    def _start(self, rbm: RBM, v_data: Tensor, generator) -> Tensor:
+    def start(self, rbm: RBM, v_data: Tensor, generator) -> Tensor:
+        """The chains' first states: random, or rows of the first batch (``init``)."""
         n = self.n_chains or v_data.shape[0]
         if self.init == "data":
             reps = math.ceil(n / v_data.shape[0])
             return v_data.repeat(reps, 1)[:n].clone()
-        return rbm.visible.init_state(n, generator)
+        return init_chains(rbm, n, generator)
 
     def negative(self, rbm, v_data, field_data, generator=None):
         if self.chains is None:
-            self.chains = self._start(rbm, v_data, generator)
+            self.chains = self.start(rbm, v_data, generator)
+        if not _block_gibbs(rbm):
+            self.chains = rbm.gibbs(self.chains, self.k, generator=generator)
+            return self.chains, None
         if self.field is None:
             self.field = rbm.hidden_field(self.chains)
         # The first half-sweep samples h from the field computed at the end of
@@ -156,7 +220,7 @@ class ParallelTempering(Sampler):
         T = self.betas.numel()
         if self.chains is None:
             c = self.n_chains or v_data.shape[0]
-            self.chains = rbm.visible.init_state(T * c, generator).reshape(T, c, -1)
+            self.chains = init_chains(rbm, T * c, generator).reshape(T, c, -1)
         T, C, n = self.chains.shape
         betas = self.betas.to(device=rbm.device, dtype=rbm.dtype)
         beta_col = betas.repeat_interleave(C).unsqueeze(1)
@@ -176,11 +240,16 @@ class ParallelTempering(Sampler):
         ba = betas[lo].repeat_interleave(C).unsqueeze(1)
         bb = betas[hi].repeat_interleave(C).unsqueeze(1)
         P = lo.numel()
-        fe = rbm.free_energy
         a2, b2 = a.reshape(-1, n), b.reshape(-1, n)
-        fld_a, fld_b = rbm.hidden_field(a2), rbm.hidden_field(b2)  # each used at two betas
-        own = fe(a2, ba, field=fld_a) + fe(b2, bb, field=fld_b)
-        swapped = fe(b2, ba, field=fld_b) + fe(a2, bb, field=fld_a)
+        if _block_gibbs(rbm):
+            fld_a, fld_b = rbm.hidden_field(a2), rbm.hidden_field(b2)  # each used at two betas
+            fe = rbm.free_energy
+            own = fe(a2, ba, field=fld_a) + fe(b2, bb, field=fld_b)
+            swapped = fe(b2, ba, field=fld_b) + fe(a2, bb, field=fld_a)
+        else:
+            fe = rbm.free_energy
+            own = fe(a2, ba) + fe(b2, bb)
+            swapped = fe(b2, ba) + fe(a2, bb)
         log_alpha = (own - swapped).reshape(P, C)
         u = torch.rand(P, C, generator=generator, device=x.device, dtype=x.dtype)
         accept = torch.log(u) < log_alpha
@@ -219,25 +288,30 @@ def make_sampler(method: str, k: int = 1, chains: int | None = None,
                  n_temperatures: int = 10, beta_min: float = 0.1,
                  betas: list[float] | None = None, chain_init: str = "random",
                  beta_std: float = 0.5, beta_autocorr: float = 0.9,
-                 readout_steps: int = 0) -> Sampler:
+                 readout_steps: int = 0, k_schedule=None) -> Sampler:
     """Build a sampler by name: "cd", "pcd", "pt" or "tds" (temperature-driven PCD).
 
     ``beta_std``, ``beta_autocorr`` and ``readout_steps`` only apply to "tds"
-    (see :class:`boltzkit.driven.DrivenPCD`).
+    (see :class:`boltzkit.driven.DrivenPCD`); ``k_schedule`` to every sampler
+    (:class:`Sampler`).
     """
     if method == "tds":
         from .driven import DrivenPCD
 
-        return DrivenPCD(k, chains, beta_std=beta_std, beta_autocorr=beta_autocorr,
-                         init=chain_init, readout_steps=readout_steps)
-    if readout_steps:
+        sampler: Sampler = DrivenPCD(k, chains, beta_std=beta_std, beta_autocorr=beta_autocorr,
+                                     init=chain_init, readout_steps=readout_steps)
+    elif readout_steps:
         raise ConfigError(f"readout_steps applies to the temperature-driven sampler ('tds'), "
                           f"not to {method!r}: drop it or use method 'tds'")
-    if method == "cd":
-        return ContrastiveDivergence(k)
-    if method == "pcd":
-        return PersistentCD(k, chains, init=chain_init)
-    if method == "pt":
-        return ParallelTempering(k, betas=betas, n_temperatures=n_temperatures,
-                                 beta_min=beta_min, n_chains=chains)
-    raise ConfigError(f"unknown training method {method!r}: choose one of {list(SAMPLERS)}")
+    elif method == "cd":
+        sampler = ContrastiveDivergence(k)
+    elif method == "pcd":
+        sampler = PersistentCD(k, chains, init=chain_init)
+    elif method == "pt":
+        sampler = ParallelTempering(k, betas=betas, n_temperatures=n_temperatures,
+                                    beta_min=beta_min, n_chains=chains)
+    else:
+        raise ConfigError(f"unknown training method {method!r}: choose one of "
+                          f"{list(SAMPLERS)}")
+    sampler.k_schedule = parse_k_schedule(k_schedule)
+    return sampler

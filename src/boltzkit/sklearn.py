@@ -48,8 +48,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed versio
     raise ImportError("boltzkit.sklearn needs scikit-learn >= 1.6 "
                       "(sklearn.utils.validation.validate_data)") from exc
 
+from . import kernels
 from .metrics import reconstruction_error
-from .objectives import FusedBernoulliSGD, LikelihoodGradient
+from .objectives import LikelihoodGradient
 from .rbm import make_rbm
 from .sampling import SAMPLERS, make_sampler
 from .training import LeanSGD
@@ -217,15 +218,14 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             self._objective.compute(rbm, batch, v_model, field, field_model)
         self._optimizer.step()
 
-    def _epoch(self, X, batch_size: int, shuffle: bool,
-               previous: FusedBernoulliSGD | None = None) -> FusedBernoulliSGD | None:
+    def _epoch(self, X, batch_size: int, shuffle: bool, previous=None):
         """One pass; returns the fused step it took (None: the general one), whose
         buffers the next pass of the same fit takes over."""
         # The plain case (Bernoulli units, CD/PCD, SGD) takes the fused step, the same
         # update in fewer torch calls (boltzkit.objectives.FusedBernoulliSGD); built per
         # pass, it reads the learning rate of the optimizer then.
-        fused = FusedBernoulliSGD.build(self.rbm_, self._sampler, self._objective,
-                                        self._optimizer, self._generator, previous=previous)
+        fused = previous or kernels.plan_step(self.rbm_, self._sampler, self._objective,
+                                              self._optimizer, self._generator)
         n = X.shape[0]
         if sparse.issparse(X):
             order = (torch.randperm(n, generator=self._generator, device=self.rbm_.device)

@@ -566,6 +566,99 @@ class SoftmaxUnits(Units):
             yield eye[idx].reshape(len(block), self.n)
 
 
+class ConcatUnits(Units):
+    """Layers side by side as one layer: each block of columns is its own units type.
+
+    States are the blocks' states concatenated; energies and log-partitions add up,
+    conditionals and draws are the blocks' own (block by block, in order).  A
+    discriminative RBM's joint (input, label) visible layer is
+    ``ConcatUnits([inputs, SoftmaxUnits(n_classes, n_classes)])``, which makes every
+    RBM tool (samplers, free energies, AIS, clamped sampling) work on the joint.  The
+    blocks stay their owner's (``bias`` is their concatenation, not a new parameter), so
+    the likelihood gradient takes the autograd path (``bias_only`` is False).
+    """
+
+    kind = "concat"
+    bias_only = False
+
+    def __init__(self, parts: list[Units]) -> None:
+        nn.Module.__init__(self)
+        if not parts or not all(isinstance(p, Units) for p in parts):
+            raise ConfigError("ConcatUnits needs a list of boltzkit units")
+        self.parts = nn.ModuleList(parts)
+        self.sizes = [p.n for p in parts]
+        self.n = sum(self.sizes)
+        self.discrete = all(p.discrete for p in parts)
+
+    @property
+    def bias(self) -> Tensor:  # type: ignore[override]
+        return torch.cat([p.bias for p in self.parts])
+
+    def config(self) -> dict:
+        return {"kind": self.kind, "n": self.n, "parts": [p.config() for p in self.parts]}
+
+    def _split(self, x: Tensor) -> tuple[Tensor, ...]:
+        return x.split(self.sizes, dim=-1)
+
+    def coupling(self, x: Tensor) -> Tensor:
+        return torch.cat([u.coupling(b) for u, b in zip(self.parts, self._split(x),
+                                                         strict=True)], -1)
+
+    def base_energy(self, x: Tensor) -> Tensor:
+        return sum(u.base_energy(b) for u, b in zip(self.parts, self._split(x), strict=True))
+
+    def energy(self, x: Tensor, beta: Beta = 1.0) -> Tensor:
+        return sum(u.energy(b, beta) for u, b in zip(self.parts, self._split(x), strict=True))
+
+    def activation(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return torch.cat([u.activation(f, beta) for u, f in zip(self.parts, self._split(field),
+                                                                strict=True)], -1)
+
+    def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return torch.cat([u.mean(f, beta) for u, f in zip(self.parts, self._split(field),
+                                                          strict=True)], -1)
+
+    def sample(self, field, beta=1.0, generator=None, mean=None):
+        means = self._split(mean) if mean is not None else (None,) * len(self.parts)
+        return torch.cat([u.sample(f, beta, generator, mean=m) for u, f, m in
+                          zip(self.parts, self._split(field), means, strict=True)], -1)
+
+    def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        return sum(u.log_partition(f, beta) for u, f in zip(self.parts, self._split(field),
+                                                            strict=True))
+
+    def validate(self, x: Tensor, name: str = "data") -> None:
+        Units.validate(self, x, name)
+        for i, (u, b) in enumerate(zip(self.parts, self._split(x), strict=True)):
+            u.validate(b, f"{name} (block {i + 1}, {u.kind} units)")
+
+    def fit_bias(self, x: Tensor) -> Tensor:
+        return torch.cat([u.fit_bias(b) for u, b in zip(self.parts, self._split(x),
+                                                         strict=True)])
+
+    def init_state(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.cat([u.init_state(n, generator) for u in self.parts], -1)
+
+    @property
+    def n_states(self) -> int | None:
+        counts = [u.n_states for u in self.parts]
+        return None if None in counts else math.prod(counts)
+
+    def enumerate_states(self, chunk: int = 65536) -> Iterator[Tensor]:
+        if self.n_states is None:
+            raise ConfigError("a continuous block's states cannot be enumerated")
+        if self.n_states > 2**30:
+            raise ConfigError(f"cannot enumerate {self.n_states} states: use AIS")
+        blocks = [torch.cat(list(u.enumerate_states(chunk))) for u in self.parts]
+        index = itertools.product(*(range(len(b)) for b in blocks))
+        while True:
+            rows = list(itertools.islice(index, chunk))
+            if not rows:
+                return
+            idx = torch.tensor(rows, device=blocks[0].device)
+            yield torch.cat([b[idx[:, i]] for i, b in enumerate(blocks)], -1)
+
+
 UNIT_TYPES: dict[str, type[Units]] = {
     cls.kind: cls
     for cls in (BernoulliUnits, GaussianUnits, ReLUUnits, SigmoidUnits, SoftmaxUnits)

@@ -32,6 +32,7 @@ __all__ = [
     "reconstruction_grid",
     "training_curves",
     "curves_from_json",
+    "write_training_plots",
 ]
 
 Normalize = Literal["each", "global", "none", "symmetric"]
@@ -615,3 +616,58 @@ def curves_from_json(
             "per-epoch dicts"
         )
     return training_curves(data, path, keys=keys, **kwargs)
+
+
+# --------------------------------------------------------------------------- training runs
+def _first_layer(model: Any):
+    """The weight matrix (n_visible, n_hidden) whose columns are pictures of the input, or
+    None: a dense RBM's weights, a stack's bottom layer, a conv RBM's filters."""
+    filters = getattr(model, "filter_images", None)
+    if callable(filters):
+        return filters()
+    for holder in (model, getattr(model, "rbm", None),
+                   next(iter(getattr(model, "layers", ()) or ()), None)):
+        w = getattr(getattr(holder, "connection", None), "weights", None)
+        if w is not None and w.ndim == 2:
+            return w.detach()
+    conns = getattr(model, "connections", None)
+    if conns:
+        return conns[0].weights.detach()
+    return None
+
+
+def write_training_plots(model: Any, history: Sequence[Mapping[str, Any]], stem: Path,
+                         seed: int = 0, steps: int = 1000) -> list[Path]:
+    """The pictures of a training run, named after ``stem``: the first layer's weights as a
+    mosaic (when its rows are square images), 100 samples (when the model samples) and the
+    training curves.  Returns the paths written."""
+    import torch
+
+    paths = []
+    n = getattr(model, "n_visible", None)
+    side = math.isqrt(n) if isinstance(n, int) else 0
+    shape = (side, side) if side and side * side == n else None
+    weights = _first_layer(model)
+    if weights is not None:
+        if getattr(model, "filter_images", None) is not None:
+            fs = int(getattr(model, "filter_size", 0))
+            shape = (fs, fs) if fs * fs == weights.shape[0] else None
+        if shape is not None and weights.shape[0] == shape[0] * shape[1]:
+            p = Path(f"{stem}.weights.png")
+            weight_mosaic(weights, p, image_shape=shape)
+            paths.append(p)
+    sample = getattr(model, "sample", None)
+    if callable(sample):
+        device = next(model.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        samples = sample(100, steps=steps, generator=gen)
+        p = Path(f"{stem}.samples.png")
+        n_in = samples.shape[1]
+        side = math.isqrt(n_in)
+        sample_grid(samples, p, image_shape=(side, side) if side * side == n_in else None)
+        paths.append(p)
+    if history:
+        p = Path(f"{stem}.curves.png")
+        training_curves(list(history), p)
+        paths.append(p)
+    return paths

@@ -217,9 +217,7 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
     out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
     if "error" in metrics:
         y = _labels(labels, v.shape[0], "labels").to(v.device).long()
-        proba = torch.cat([model.predict_proba(b) for b in v.split(batch_size)]).double()
-        out["test_error"] = float((proba.argmax(1) != y).double().mean())
-        out["nll"] = float(-proba.gather(1, y[:, None]).clamp_min(1e-300).log().mean())
+        out["test_error"], out["nll"] = classification_scores(model, v, y, batch_size)
     if "loglik" in metrics:
         from ..stacks.dbm import dbm_log_likelihood_bound
 
@@ -230,6 +228,38 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
         out["features_accuracy"] = _features_accuracy(model, v, labels, train_data, train_labels,
                                                       batch_size, seed)
     return _json_value(out)
+
+
+@torch.no_grad()
+def classification_scores(model, x: Tensor, y: Tensor, batch_size: int = 1000
+                          ) -> tuple[float, float]:
+    """(error rate, mean -log p(y | x)) of a classifier with ``predict_proba``.
+
+    x: tensor (n_samples, n_features) on the model's device; y: class indices (n_samples,).
+    """
+    proba = torch.cat([model.predict_proba(b) for b in x.split(batch_size)]).double()
+    y = y.to(proba.device).long()
+    err = float((proba.argmax(1) != y).double().mean())
+    nll = float(-proba.gather(1, y[:, None]).clamp_min(1e-300).log().mean())
+    return err, nll
+
+
+class ClassificationMonitor:
+    """Training callback: ``PREFIX_error`` and ``PREFIX_nll`` of a labelled set each epoch.
+
+    For a held-out test set: recorded, never used for a decision (early stopping and
+    model selection watch the validation monitors of the objective).
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, prefix: str = "test") -> None:
+        self.x, self.y, self.prefix = x, torch.as_tensor(y), prefix
+
+    def __call__(self, trainer, record: dict) -> None:
+        model = trainer.model
+        param = next(model.parameters())
+        x = torch.as_tensor(self.x).to(device=param.device, dtype=param.dtype)
+        err, nll = classification_scores(model, x, self.y)
+        record[f"{self.prefix}_error"], record[f"{self.prefix}_nll"] = err, nll
 
 
 class LikelihoodMonitor:

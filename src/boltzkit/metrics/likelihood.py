@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
-from ..rbm import RBM, is_dense_bernoulli
-from ..units import BernoulliUnits, SoftmaxUnits, uniform_filler
+from ..rbm import RBM
+from ..units import BernoulliUnits, SoftmaxUnits
 
 #: Above this many states :func:`exact_log_z` refuses (use AIS).
 MAX_EXACT_STATES = 2**25
@@ -307,8 +307,11 @@ def _anneal(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
     field, i.e. two GEMMs for a dense connection.  A dense Bernoulli-Bernoulli RBM
     takes :func:`_anneal_bernoulli`, the same pass on preallocated buffers.
     """
-    if is_dense_bernoulli(rbm):
-        return _anneal_bernoulli(rbm, v, betas, d, generator)
+    from ..kernels import plan_anneal
+
+    fused = plan_anneal(rbm)
+    if fused is not None:
+        return fused(rbm, v, betas, d, generator)
     return _anneal_general(rbm, v, betas, d, generator)
 
 
@@ -330,49 +333,6 @@ def _anneal_general(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
             vf = rbm.visible_field(h)
             vf.mul_(b).add_(d, alpha=1.0 - b)
             v = vis.sample(vf, 1.0, generator)
-    return log_w, v
-
-
-def _anneal_bernoulli(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
-                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """:func:`_anneal` for a dense Bernoulli-Bernoulli RBM, on preallocated buffers.
-
-    The same weights and the same draws in the same order (``uniform_`` and a
-    compare, as the units' ``sample``); the biases ride in the GEMMs (``addmm``) and
-    the hidden field at beta 1 is formed once per step, so only float rounding differs
-    from the general loop (``tests/test_metrics_likelihood.py`` compares the two).
-    """
-    W = rbm.connection.weights.detach()
-    b_v, c = rbm.visible.bias.detach(), rbm.hidden.bias.detach()
-    b_a = d + b_v  # the base model's visible bias
-    n, (nv, nh) = v.shape[0], W.shape
-    kw = {"dtype": W.dtype, "device": W.device}
-    field, h = torch.empty(n, nh, **kw), torch.empty(n, nh, **kw)
-    both = torch.empty(2, n, nh, **kw)  # the activations at beta_k and beta_{k-1}
-    tmp = both[0]
-    pv = torch.empty(n, nv, **kw)
-    v = v.to(**kw).clone()
-    fill_h, fill_v = uniform_filler(h), uniform_filler(v)
-    log_w = torch.zeros(n, dtype=torch.float64, device=W.device)
-    # (beta_k, beta_{k-1}) of every step as a (2, 1, 1) factor: one mul, softplus and sum
-    # give both log-partitions
-    pairs = torch.tensor(betas, **kw).unfold(0, 2, 1).flip(1).reshape(-1, 2, 1, 1)
-    sp, Wt, last = F.softplus, W.t(), len(betas) - 1
-    for k in range(1, last + 1):
-        bk, bp = betas[k], betas[k - 1]
-        torch.addmm(c, v, W, out=field)  # bias + hidden field, at beta = 1
-        # log f_k(v) - log f_{k-1}(v), as in _anneal
-        lp = sp(torch.mul(field, pairs[k - 1], out=both)).sum(2)
-        step = torch.sub(lp[0], lp[1])
-        if bk != bp:
-            step.sub_(torch.mv(v, d), alpha=bk - bp)
-        log_w += step
-        if k < last:
-            torch.mul(field, bk, out=tmp).sigmoid_()
-            fill_h(generator=generator).lt_(tmp)
-            # beta (b_v + h W^T) + (1 - beta) b_a, the general loop's visible activation
-            torch.addmm(b_v, h, Wt, out=pv).mul_(bk).add_(b_a, alpha=1.0 - bk).sigmoid_()
-            fill_v(generator=generator).lt_(pv)
     return log_w, v
 
 

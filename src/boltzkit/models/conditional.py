@@ -12,10 +12,14 @@ weights of shape ``(order * d, d)`` and ``(order * d, n_hidden)``)::
 The units already take an additive input field, so every conditional is the units' own
 ``mean``/``sample`` with the dynamic bias added to the field: no unit math is copied here.
 
-Training is CD-k: the gradient of ``mean F(v_data | u) - mean F(v_neg | u)`` with the
-negative frames ``v_neg`` (k Gibbs sweeps from the data, each with its own history held
-fixed) detached, so autograd gives the exact CD update for every parameter, ``A`` and ``B``
-included.
+Training is CD-k through the one loop (:class:`boltzkit.training.Trainer`): batches
+are (frame, history) pairs, the objective is :class:`ConditionalLikelihood`, the gradient
+of ``mean F(v_data | u) - mean F(v_neg | u)`` with the negative frames ``v_neg`` held
+fixed, so autograd gives the exact CD update for every parameter, ``A`` and ``B``
+included.  The negative frames come from the ordinary CD sampler run on
+:meth:`ConditionalRBM.conditioned` (the RBM whose biases carry each row's history), k
+Gibbs sweeps from the data, each row with its own history held fixed.  Persistent
+chains would carry no history, so a CRBM trains with CD.
 
 Data: the model takes sequences ``(T, d)`` (or a list of them, or an array ``(N, T, d)``)
 in the data's own units and builds the ``(history, frame)`` windows itself; windows never
@@ -49,8 +53,6 @@ latent variables", NIPS 2007.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,9 +61,10 @@ import torch
 from torch import Tensor, nn
 
 from ..connections import DenseConnection, connection_from_config
-from ..errors import ConfigError, DataError, TrainingDiverged
+from ..errors import ConfigError, DataError
+from ..objectives import Objective, autograd_step
 from ..rbm import RBM
-from ..units import Units, make_units, units_from_config
+from ..units import Beta, Units, make_units, units_from_config
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,13 @@ class ConditionalRBM(nn.Module):
         """The module's output is the conditional free energy F(v | u)."""
         return self.free_energy(v, history)
 
+    def conditioned(self, history: Tensor) -> RBM:
+        """The RBM of p(v, h | u) for each row's history u: this model's parameters, with
+        the biases offset by (A u, B u) row by row (rows of ``history`` match the states
+        it is used on)."""
+        voff, hoff = self.dynamic_biases(history)
+        return _Conditioned(self.rbm, voff, hoff)
+
     def hidden_mean(self, v: Tensor, history: Tensor) -> Tensor:
         return self.hidden.mean(self.rbm.hidden_field(v) + self.dynamic_biases(history)[1])
 
@@ -398,77 +408,112 @@ class ConditionalRBM(nn.Module):
             lr: float = 1e-3, k: int = 1, optimizer: str = "adam", momentum: float = 0.9,
             weight_decay: float = 0.0, standardize: bool | None = None, seed: int = 0,
             validation: SequenceInput | None = None, predict_steps: int = 10,
-            callback: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
-        """Train by CD-k; returns one history dict per epoch.
+            callback: Callable[[dict], None] | None = None,
+            **trainer_options: Any) -> list[dict[str, Any]]:
+        """Train by CD-k through :class:`~boltzkit.training.Trainer`; returns its history.
 
         ``standardize`` (default: True for real-valued visibles, False for Bernoulli) first
         stores the training sequences' mean/std in the model.  ``weight_decay`` is L2 on the
-        three weight matrices (not the biases).  Each epoch records the mean free-energy gap
-        (data minus CD negatives), and the one-step-ahead RMSE (mean-field prediction,
+        three weight matrices (not the biases).  Each epoch records the mean free-energy
+        gap (data minus CD negatives), and the one-step-ahead RMSE (mean-field prediction,
         standardised units) on the training windows and, if given, ``validation`` next to
-        the persistence baseline (v_t = v_{t-1}).
+        the persistence baseline (v_t = v_{t-1}).  Other keyword arguments go to the
+        Trainer (e.g. ``checkpoint_dir``, ``lr_schedule``).
         """
-        for label, value in (("epochs", epochs), ("batch_size", batch_size), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                    0 if label == "epochs" else 1):
-                raise ConfigError(f"{label} must be a positive integer, got {value!r}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-        if optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'adam'")
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}")
+        from ..sampling import ContrastiveDivergence
+        from ..training import Trainer
+
         if standardize is None:
             standardize = not self.visible.discrete
         if standardize:
             self.set_standardization(sequences)
-        history, frames = self.windows(sequences)
-        val = self.windows(validation, "validation sequence") if validation is not None else None
+        rows = self.windows(sequences)[::-1]  # (frames, histories)
+        val = (self.windows(validation, "validation sequence")[::-1]
+               if validation is not None else None)
+        callbacks = list(trainer_options.pop("callbacks", ()))
+        if callback is not None:
+            callbacks.append(lambda trainer, record: callback(record))
+        trainer = Trainer(self, ContrastiveDivergence(k), ConditionalLikelihood(predict_steps),
+                          optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
+                          momentum=momentum, weight_decay=weight_decay, seed=seed,
+                          callbacks=callbacks, progress=trainer_options.pop("progress", False),
+                          **trainer_options)
+        return trainer.fit(rows, val)
+
+
+class _Conditioned(RBM):
+    """An RBM whose biases are offset row by row: p(v, h | u) of a CRBM (not saved)."""
+
+    def __init__(self, rbm: RBM, voff: Tensor, hoff: Tensor) -> None:
+        super().__init__(rbm.visible, rbm.hidden, rbm.connection)
+        self.voff, self.hoff = voff, hoff
+
+    def hidden_field(self, v: Tensor) -> Tensor:
+        return super().hidden_field(v) + self.hoff
+
+    def visible_field(self, h: Tensor) -> Tensor:
+        return super().visible_field(h) + self.voff
+
+    def free_energy(self, v: Tensor, beta: Beta = 1.0, field: Tensor | None = None) -> Tensor:
+        lin = (self.voff * self.visible.coupling(v)).sum(-1)
+        lin = lin * beta.reshape(-1) if isinstance(beta, Tensor) else lin * beta
+        return super().free_energy(v, beta, field) - lin
+
+
+class ConditionalLikelihood(Objective):
+    """The CRBM's part for the training loop: a likelihood conditioned on each row's history.
+
+    Batches are (frame, history) pairs: frames (batch, d), histories (batch, order * d),
+    both in the model's standardised units (:meth:`ConditionalRBM.windows`).  The
+    negative frames come from the sampler run on :meth:`ConditionalRBM.conditioned`;
+    monitors: one-step-ahead RMSE (``train_rmse``, ``val_rmse``) with ``predict_steps``
+    mean-field steps, and the persistence baseline ``val_persistence_rmse``.
+    """
+
+    def __init__(self, predict_steps: int = 10) -> None:
+        if not isinstance(predict_steps, int) or predict_steps < 1:
+            raise ConfigError(f"predict_steps must be an integer >= 1, got {predict_steps!r}")
+        self.predict_steps = predict_steps
+
+    def prepare(self, model, data, name="data"):
+        if not (isinstance(data, tuple | list) and len(data) == 2):
+            raise DataError(f"{name}: a crbm trains on (frames, histories) pairs (windows of "
+                            "its sequences: ConditionalRBM.windows)")
+        frames = torch.as_tensor(data[0]).to(device=model.device, dtype=model.dtype)
+        history = model._history(torch.as_tensor(data[1]).to(device=model.device,
+                                                              dtype=model.dtype))
+        if frames.ndim != 2 or frames.shape[0] != history.shape[0]:
+            raise DataError(f"{name}: {tuple(frames.shape)} frames for {history.shape[0]} "
+                            "histories: pass one history row per frame")
+        model.visible.validate(frames, name)
+        return frames, history
+
+    def setup(self, model, rows, init=True):
+        if init:
+            with torch.no_grad():
+                model.visible.bias.copy_(model.visible.fit_bias(rows[0]))
+
+    def gradient(self, model, batch, sampler, generator):
+        v, u = batch
+        view = model.conditioned(u)
         with torch.no_grad():
-            self.visible.bias.copy_(self.visible.fit_bias(frames))
-        decayed = [p for n, p in self.named_parameters() if n.endswith("weights")]
-        plain = [p for n, p in self.named_parameters() if not n.endswith("weights")]
-        groups = [{"params": decayed, "weight_decay": weight_decay},
-                  {"params": plain, "weight_decay": 0.0}]
-        opt: torch.optim.Optimizer
-        if optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-        else:
-            opt = torch.optim.Adam(groups, lr=lr, betas=(momentum or 0.9, 0.999))
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        n = frames.shape[0]
-        records: list[dict[str, Any]] = []
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen, device=self.device)
-            gap_sum = 0.0
-            for start in range(0, n, batch_size):
-                idx = perm[start:start + batch_size]
-                u, v = history[idx], frames[idx]
-                v_neg = self.gibbs(v, u, k, gen).detach()
-                opt.zero_grad(set_to_none=True)
-                loss = self.free_energy(v, u).mean() - self.free_energy(v_neg, u).mean()
-                loss.backward()
-                opt.step()
-                gap_sum += float(loss.detach()) * idx.numel()
-            if not math.isfinite(gap_sum) or not all(
-                    bool(torch.isfinite(p).all()) for p in self.parameters()):
-                raise TrainingDiverged(f"CRBM training diverged at epoch {epoch} (NaN/inf "
-                                       "parameters): lower the learning rate (--lr) or "
-                                       "standardise the data")
-            rec: dict[str, Any] = {"epoch": epoch, "free_energy_gap": gap_sum / n,
-                                   "train_rmse": _rmse(self.predict_std(
-                                       history, steps=predict_steps), frames)}
-            if val is not None:
-                rec["val_rmse"] = _rmse(self.predict_std(val[0], steps=predict_steps), val[1])
-                rec["val_persistence_rmse"] = _rmse(val[0][:, :self.n_visible], val[1])
-            rec["seconds"] = time.perf_counter() - t0
-            records.append(rec)
-            if callback is not None:
-                callback(rec)
-        return records
+            field = view.hidden_field(v)
+            negative, _ = sampler.negative(view, v, field, generator)
+        params = [p for p in model.parameters() if p.requires_grad]
+        gap = autograd_step(lambda: model.free_energy(v, u).mean()
+                            - model.free_energy(negative.detach(), u).mean(), params)
+        return {"free_energy_gap": gap}
+
+    @torch.no_grad()
+    def monitor(self, model, train, val):
+        out = {}
+        if train is not None:
+            out["train_rmse"] = _rmse(model.predict_std(train[1], steps=self.predict_steps),
+                                      train[0])
+        if val is not None:
+            out["val_rmse"] = _rmse(model.predict_std(val[1], steps=self.predict_steps), val[0])
+            out["val_persistence_rmse"] = _rmse(val[1][:, :model.n_visible], val[0])
+        return out
 
 
 def _rmse(pred: Tensor, truth: Tensor) -> float:
@@ -546,84 +591,58 @@ def load_macrodata(columns: Sequence[str] = MACRO_COLUMNS) -> np.ndarray:
 
 
 # --- CLI hook ------------------------------------------------------------------
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "crbm_order": (2, "crbm: number of past frames that set the dynamic biases"),
-    "crbm_visible": ("gaussian", "crbm: visible units, gaussian (real-valued, standardised) "
-                                 "or bernoulli (binary frames)"),
-    "crbm_test_fraction": (0.2, "crbm: final fraction of the sequence held out in time "
-                                "(when no --test-data is given)"),
-    "crbm_predict_steps": (10, "crbm: mean-field steps of one-step-ahead prediction"),
-    "crbm_learn_variance": (False, "crbm: learn the Gaussian visible variances (else 1 in "
-                                   "standardised units)"),
-}
-
-
-def _load_sequence(cfg: dict[str, Any], load, split: str) -> Tensor:
-    visible = cfg.get("crbm_visible", "gaussian")
-    if visible == "bernoulli":
-        return load(split)[0]  # the CLI's binarize option applies
+def _load_sequence(run, split: str) -> Tensor:
+    """A (T, d) sequence: binarised as asked for Bernoulli frames, read as it is otherwise."""
+    if run["visible"] == "bernoulli":
+        return run.load(split)[0]
     from ..data import load_dataset
 
-    # Real-valued frames: read the file as it is (binarize does not apply).
-    path = cfg["dataset"] if split == "train" else cfg["test_data"]
-    return load_dataset(path, split="train", binarize="none", limit=cfg.get("limit"))[0]
+    path = run["dataset"] if split == "train" else run["test_data"]
+    return load_dataset(path, split="train", binarize="none", limit=run["limit"])[0]
 
 
-def train_from_config(cfg: dict[str, Any], load, quiet: bool = False):
+def train_from_config(run):
     """``boltzkit train --model crbm``: train on a sequence file or ``macrodata``.
 
     ``--dataset macrodata`` or ``PATH`` (.npy/.csv, one sequence of shape (T, d)).  Without
     ``--test-data`` the final ``crbm_test_fraction`` of the sequence is held out in time
-    (:func:`chronological_split`).  Uses the shared options n_hidden, epochs, batch_size,
-    lr, optimizer, momentum, weight_decay, k (CD-k), init_std, seed and device; the
-    sampler options (method, chains, ...) do not apply: a CRBM trains by CD-k.
+    (:func:`chronological_split`).  The loop's options apply as for every kind; the model
+    phase is CD-k (``--k``).
     """
-    order = int(cfg.get("crbm_order", 2))
-    visible = cfg.get("crbm_visible", "gaussian")
+    order = int(run["crbm_order"])
+    visible = run["visible"]
     if visible not in ("gaussian", "bernoulli"):
-        raise ConfigError(f"unknown crbm_visible {visible!r}: choose gaussian or bernoulli")
-    name = str(cfg["dataset"])
-    if name.lower() == "macrodata":
-        train, test = chronological_split(load_macrodata(), cfg["crbm_test_fraction"], order)
+        raise ConfigError(f"--model crbm takes --visible gaussian or bernoulli, not {visible!r}")
+    if str(run["dataset"]).lower() == "macrodata":
+        run.unused("binarize", "macrodata is real-valued")
+        train, test = chronological_split(load_macrodata(), run["crbm_test_fraction"], order)
     else:
-        seq = _load_sequence(cfg, load, "train")
-        if cfg.get("test_data"):
-            train, test = seq, _load_sequence(cfg, load, "test")
+        seq = _load_sequence(run, "train")
+        if run["test_data"]:
+            run.unused("crbm_test_fraction", "--test-data is the held-out sequence")
+            train, test = seq, _load_sequence(run, "test")
         else:
-            train, test = chronological_split(seq, cfg["crbm_test_fraction"], order)
-    from ..cli import _device
-
-    device = _device(cfg.get("device") or "cpu")
-    gen = torch.Generator().manual_seed(int(cfg["seed"]))
-    vis_opts = {"learn_variance": True} if (visible == "gaussian" and cfg.get(
-        "crbm_learn_variance")) else {}
-    model = ConditionalRBM(make_units(visible, int(train.shape[1]), **vis_opts),
-                           make_units("bernoulli", int(cfg["n_hidden"])), order,
-                           init_std=float(cfg["init_std"]), generator=gen).to(device)
-
-    def report(rec: dict) -> None:
-        if not quiet:
-            print(f"epoch {rec['epoch']:4d}  free-energy gap {rec['free_energy_gap']:8.4f}  "
-                  f"one-step RMSE train {rec['train_rmse']:.4f}  test {rec['val_rmse']:.4f}"
-                  f"  (persistence {rec['val_persistence_rmse']:.4f})", flush=True)
-
-    history = model.fit(train, epochs=int(cfg["epochs"]), batch_size=int(cfg["batch_size"]),
-                        lr=float(cfg["lr"]), k=int(cfg["k"]), optimizer=cfg["optimizer"],
-                        momentum=float(cfg["momentum"]),
-                        weight_decay=float(cfg["weight_decay"]), seed=int(cfg["seed"]),
-                        validation=test, predict_steps=int(cfg["crbm_predict_steps"]),
-                        callback=report)
+            train, test = chronological_split(seq, run["crbm_test_fraction"], order)
+    if visible == "gaussian":
+        run.unused("binarize", "gaussian frames are used as they are")
+    gen = torch.Generator().manual_seed(int(run["seed"]))
+    opts = {"learn_variance": bool(run["learn_variance"]), "std": run["visible_std"]} \
+        if visible == "gaussian" else {}
+    model = ConditionalRBM(make_units(visible, int(train.shape[1]), **opts),
+                           make_units("bernoulli", int(run["n_hidden"])), order,
+                           init_std=float(run["init_std"]), generator=gen).to(run.device)
+    if not model.visible.discrete:
+        model.set_standardization(train)
+    rows = model.windows(train)[::-1]  # (frames, histories)
+    val = model.windows(test, "test sequence")[::-1]
+    trainer = run.trainer(model, run.sampler(), ConditionalLikelihood(run["crbm_predict_steps"]))
+    history = run.fit(trainer, rows, val)
     # The linear AR baseline of the same order on the same windows, for comparison.
-    h_tr, f_tr = model.windows(train)
-    h_te, f_te = model.windows(test)
-    coef = linear_ar_fit(h_tr.cpu().numpy(), f_tr.cpu().numpy())
-    ar = float(np.sqrt(((linear_ar_predict(coef, h_te.cpu().numpy())
-                         - f_te.cpu().numpy()) ** 2).mean()))
+    coef = linear_ar_fit(rows[1].cpu().numpy(), rows[0].cpu().numpy())
+    ar = float(np.sqrt(((linear_ar_predict(coef, val[1].cpu().numpy())
+                         - val[0].cpu().numpy()) ** 2).mean()))
     if history:
         history[-1]["val_linear_ar_rmse"] = ar
-    if not quiet:
+    if not run.quiet:
         print(f"linear AR({order}) baseline test RMSE {ar:.4f} (standardised units)")
     return model, history
-
-
-MODEL_CLASSES = {"crbm": ConditionalRBM}

@@ -16,7 +16,7 @@ log Z on tiny models and AIS all come from the generic code.  The features for a
 downstream classifier are the pooling units' probabilities (:meth:`ConvRBM.pooled_features`).
 
 ``boltzkit train --model conv-rbm --dataset mnist --conv-filters 24 --conv-filter-size 7``
-trains one with the generic Trainer, samplers and :class:`~boltzkit.LikelihoodGradient`.
+trains one with the one Trainer, any sampler and :class:`~boltzkit.LikelihoodGradient`.
 Note the filter gradient is a *sum* over all ``h x w`` positions (the exact likelihood
 gradient), so useful learning rates are smaller than for a dense RBM (about 1/(h w)).
 """
@@ -24,7 +24,6 @@ gradient), so useful learning rates are smaller than for a dense RBM (about 1/(h
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -153,22 +152,6 @@ def make_objective(target: float | None, cost: float, on: str = "all") -> Likeli
     return cls(target, cost)
 
 
-MODEL_CLASSES = {"conv-rbm": ConvRBM}
-
-#: ``boltzkit train`` under torchrun trains this kind data-parallel (it uses the Trainer).
-DATA_PARALLEL = True
-
-TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
-    "conv_filters": (24, "conv-rbm: number of shared filters (feature maps)"),
-    "conv_filter_size": (7, "conv-rbm: filter side in pixels (valid convolution)"),
-    "conv_pool": (2, "conv-rbm: probabilistic max-pooling block side (1 = no pooling)"),
-    "conv_channels": (1, "conv-rbm: image channels (rows are channel-first C*H*W)"),
-    "conv_image_shape": ("", "conv-rbm: image HxW, e.g. 28x28 (default: square)"),
-    "conv_sparsity_on": ("all", "conv-rbm: sparsity acts on the filter biases only (bias, "
-                                 "Lee et al.) or also on the weights (all)"),
-}
-
-
 def parse_image_shape(text: str | None, n: int, channels: int = 1) -> tuple[int, int]:
     """(height, width) from "HxW", or the square that fits ``n / channels`` values."""
     if n % channels:
@@ -203,50 +186,25 @@ def standardize(train: Tensor, *others: Tensor | None) -> tuple[float, float, li
                                                for o in others]
 
 
-def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[ConvRBM, list[dict]]:
-    """Train a conv-rbm from a resolved ``boltzkit train`` config (see models/__init__)."""
-    from ..cli import RUN_SIGNATURE, TRAIN_DEFAULTS, _device
-    from ..sampling import make_sampler
-    from ..training import Trainer
-    from . import load_splits
-
-    train, _, test, _ = load_splits(load)
-    channels = int(cfg.get("conv_channels", 1))
-    shape = parse_image_shape(cfg.get("conv_image_shape"), train.shape[1], channels)
-    visible = cfg.get("visible", "bernoulli")
-    if visible not in VISIBLE_TYPES:
-        raise ConfigError(f"--model conv-rbm supports --visible {' or '.join(VISIBLE_TYPES)}, "
-                          f"got {visible!r}")
+def train_from_config(run) -> tuple[ConvRBM, list[dict]]:
+    """``boltzkit train --model conv-rbm``: a conv RBM trained by the one loop."""
+    train, _, test, _ = run.splits()
+    channels = int(run["conv_channels"])
+    shape = parse_image_shape(run["conv_image_shape"], train.shape[1], channels)
     mean, std = 0.0, 1.0
-    if visible == "gaussian":
+    if run["visible"] == "gaussian":
         mean, std, (train, test) = standardize(train, test)
-    gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
-    model = ConvRBM(shape, filters=int(cfg["conv_filters"]),
-                    filter_size=int(cfg["conv_filter_size"]), pool=int(cfg["conv_pool"]),
-                    channels=channels, visible=visible,
-                    visible_std=float(cfg.get("visible_std", 1.0)),
-                    init_std=float(cfg.get("init_std", 0.01)), input_mean=mean, input_std=std,
-                    generator=gen).to(_device(cfg.get("device", "cpu")))
-    sampler = make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
-                           cfg["beta_min"], beta_std=cfg["beta_std"],
-                           beta_autocorr=cfg["beta_autocorr"])
-    objective = make_objective(cfg["sparsity_target"], cfg["sparsity_cost"],
-                               cfg.get("conv_sparsity_on") or "all")
-    callbacks = []
-    if not quiet:
-        from ..cli import _print_epoch
-
-        callbacks.append(_print_epoch)
-    keys = [*RUN_SIGNATURE, *TRAIN_OPTIONS]
-    trainer = Trainer(model, sampler, objective, epochs=cfg["epochs"],
-                      batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-                      momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
-                      lr_schedule=cfg["lr_schedule"], lr_final_factor=cfg["lr_final_factor"],
-                      seed=cfg["seed"], callbacks=callbacks,
-                      checkpoint_dir=cfg.get("checkpoint_dir"),
-                      checkpoint_every=cfg.get("checkpoint_every", 1),
-                      progress=False if quiet else None,
-                      signature={k: cfg.get(k) for k in keys},
-                      signature_defaults={k: TRAIN_DEFAULTS.get(k) for k in RUN_SIGNATURE})
-    history = trainer.fit(train, test)
-    return model, history
+    elif run["visible"] != "bernoulli":
+        raise ConfigError(f"--model conv-rbm supports --visible {' or '.join(VISIBLE_TYPES)}, "
+                          f"got {run['visible']!r}")
+    gen = torch.Generator().manual_seed(int(run["seed"]))
+    model = ConvRBM(shape, filters=int(run["conv_filters"]),
+                    filter_size=int(run["conv_filter_size"]), pool=int(run["conv_pool"]),
+                    channels=channels, visible=run["visible"],
+                    visible_std=float(run["visible_std"]), init_std=float(run["init_std"]),
+                    input_mean=mean, input_std=std, generator=gen).to(run.device)
+    objective = make_objective(run["sparsity_target"], run["sparsity_cost"],
+                               run["conv_sparsity_on"])
+    trainer = run.trainer(model, run.sampler(), objective,
+                          monitor_data=(test if test is not None else train, train))
+    return model, run.fit(trainer, train, test)

@@ -24,13 +24,18 @@ Objectives (``objective=``):
 
 - ``"discriminative"``: mean -log p(y | x); autograd on the closed form gives
   its exact gradient.
-- ``"generative"``: maximum likelihood of the joint (x, y) by CD-k or PCD-k:
-  autograd on ``mean F(data) - mean F(negative particles)`` with the particles
-  held fixed, which is the exact CD/PCD estimator for every units type (the
-  same identity :mod:`boltzkit.objectives` uses).  The boltzkit samplers take
-  an RBM with a single visible layer, so the joint block-Gibbs chain over
-  (x, y) is the small :meth:`DiscriminativeRBM.gibbs` here.
+- ``"generative"``: maximum likelihood of the joint (x, y): autograd on
+  ``mean F(data) - mean F(negative particles)`` with the particles held fixed,
+  which is the exact CD/PCD estimator for every units type (the same identity
+  :mod:`boltzkit.objectives` uses).  The joint is an ordinary
+  :class:`~boltzkit.rbm.RBM` (:attr:`DiscriminativeRBM.joint`: visible layer
+  ``ConcatUnits([inputs, labels])``, connection ``StackedConnection([W, U])``,
+  sharing this model's parameters), so every sampler (CD, PCD, parallel tempering,
+  temperature-driven) draws its negative particles.
 - ``"hybrid"``: discriminative + ``alpha`` x generative (the paper: alpha ~ 0.01).
+
+Training runs through the one loop: :class:`DiscriminativeObjective` is the part this
+kind brings to :class:`boltzkit.training.Trainer`; batches are (inputs, labels) pairs.
 
 Tensor names in a saved file: ``weights`` (n_visible x n_hidden),
 ``label_weights`` (n_classes x n_hidden), ``visible_bias``, ``label_bias``,
@@ -39,10 +44,8 @@ Tensor names in a saved file: ``weights`` (n_visible x n_hidden),
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,10 +53,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..connections import DenseConnection
-from ..errors import ConfigError, DataError, TrainingDiverged
-from ..training import ParameterAverage
-from ..units import BernoulliUnits, SoftmaxUnits, Units, make_units, units_from_config
+from ..connections import DenseConnection, StackedConnection
+from ..errors import ConfigError, DataError
+from ..objectives import Objective, assign_grads
+from ..rbm import RBM
+from ..units import BernoulliUnits, ConcatUnits, SoftmaxUnits, Units, units_from_config
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +90,22 @@ class DiscriminativeRBM(nn.Module):
         self.hidden = hidden
         self.connection = DenseConnection(n_visible, n_hidden, init_std, generator)
         self.label_connection = DenseConnection(n_classes, n_hidden, init_std, generator)
+        # The joint model over [x, one-hot y] as a plain RBM made of this model's own
+        # parts (not a submodule: no second copy of any tensor in state_dict or files).
+        object.__setattr__(self, "_joint", RBM(ConcatUnits([visible, self.label]), hidden,
+                                               StackedConnection([self.connection,
+                                                                  self.label_connection])))
 
     # --- description -----------------------------------------------------------
+    @property
+    def joint(self) -> RBM:
+        """The RBM of the joint p(x, y) over rows [x, one-hot y], sharing these parameters."""
+        return self._joint
+
+    def joint_state(self, x: Tensor, y: Tensor) -> Tensor:
+        """Rows [x, one-hot y] of the joint RBM, shape (batch, n_visible + n_classes)."""
+        return torch.cat([x, self.one_hot(y)], 1)
+
     @property
     def n_visible(self) -> int:
         return self.visible.n
@@ -223,25 +241,7 @@ class DiscriminativeRBM(nn.Module):
         nll = float(-lp.gather(1, y[:, None]).double().mean())
         return err, nll
 
-    # --- the joint model: Gibbs chain and generative objective ---------------------
-    @torch.no_grad()
-    def gibbs(self, x: Tensor, y: Tensor, steps: int = 1,
-              generator: torch.Generator | None = None,
-              field: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``steps`` block-Gibbs sweeps (x, y) -> h -> (x, y) of the joint; y one-hot.
-
-        ``field`` is :meth:`hidden_field` of the starting ``x`` when the caller has it
-        (used by the first sweep only).
-        """
-        y = self.one_hot(y)
-        for step in range(steps):
-            vis_field = self.hidden_field(x) if step or field is None else field.detach()
-            field_h = vis_field + self.label_connection(y)
-            h = self.hidden.coupling(self.hidden.sample(field_h, generator=generator))
-            x = self.visible.sample(self.connection.transpose(h), generator=generator)
-            y = self.label.sample(self.label_connection.transpose(h), generator=generator)
-        return x, y
-
+    # --- the joint model ---------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
                labels: Any = None, return_mean: bool = True) -> Tensor:
@@ -249,39 +249,135 @@ class DiscriminativeRBM(nn.Module):
 
         With ``labels`` (``n`` class indices) the label units stay clamped: class-conditional
         samples of p(x | y).  ``return_mean`` returns E[x | h] of the last sweep (images).
+        Returns (n, n_visible).
         """
         if not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
-        x = self.visible.init_state(n, generator)
-        if labels is None:
-            y = self.label.init_state(n, generator)
-            y_fixed = None
-        else:
-            y_fixed = self.one_hot(self.prepare_labels(labels, n))
-            y = y_fixed
-        for _ in range(steps):
-            field = self.hidden_field(x) + self.label_connection(y)
-            h = self.hidden.coupling(self.hidden.sample(field, generator=generator))
-            vis_field = self.connection.transpose(h)
-            x = self.visible.sample(vis_field, generator=generator)
-            if y_fixed is None:
-                y = self.label.sample(self.label_connection.transpose(h), generator=generator)
-        return self.visible.mean(vis_field) if return_mean else x
-
-    def generative_loss(self, x: Tensor, y: Tensor, x_neg: Tensor, y_neg: Tensor,
-                        field: Tensor | None = None) -> Tensor:
-        """Surrogate whose gradient is the CD/PCD estimate of -d log p(x, y) / d theta.
-
-        ``field``: :meth:`hidden_field` of the data ``x`` if already computed (saves a pass).
-        """
-        return (self.free_energy(x, y, field).mean()
-                - self.free_energy(x_neg.detach(), y_neg.detach()).mean())
+        joint, nv = self.joint, self.n_visible
+        mask = values = None
+        if labels is not None:
+            y = self.one_hot(self.prepare_labels(labels, n))
+            values = torch.cat([torch.zeros(n, nv, dtype=self.dtype, device=self.device), y], 1)
+            mask = torch.zeros(joint.n_visible, dtype=torch.bool, device=self.device)
+            mask[nv:] = True
+        v = joint.sample(n, steps, generator=generator, clamp_mask=mask, clamp_values=values,
+                         return_mean=return_mean)
+        return v[:, :nv]
 
     def parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
 # ------------------------------------------------------------------------------ training
+class DiscriminativeObjective(Objective):
+    """The DRBM's part for the training loop: batches are (inputs, labels) pairs.
+
+    ``objective``: "discriminative" (mean -log p(y | x)), "generative" (the joint's
+    likelihood, negative particles from the sampler run on :attr:`DiscriminativeRBM.joint`)
+    or "hybrid" (discriminative + ``alpha`` x generative).  ``dropout`` drops each hidden
+    unit from the discriminative term's sum over h with this probability, per row and
+    batch, scaling the kept ones by 1 / (1 - dropout) (Bernoulli hidden units).  The class
+    log-odds are linear in the mask, so the unmasked model used at test time gives exactly
+    the normalised geometric mean of the dropped-out models' p(y | x).  ``input_dropout``
+    likewise zeroes each input value of the discriminative term, scaling the kept ones by
+    1 / (1 - input_dropout); the generative term always sees the whole input.
+    ``strict=False`` accepts inputs outside the visible units' values (see
+    :meth:`DiscriminativeRBM.prepare`).  Monitors: ``val_error`` and ``val_nll`` on the
+    validation pairs.  Diagnostics: ``train_loss`` (the objective) and ``train_nll``.
+    """
+
+    def __init__(self, objective: str = "discriminative", alpha: float = 0.01,
+                 dropout: float = 0.0, input_dropout: float = 0.0, strict: bool = True) -> None:
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown drbm objective {objective!r}: choose one of "
+                              f"{list(OBJECTIVES)}")
+        if not (isinstance(alpha, int | float) and alpha >= 0 and math.isfinite(alpha)):
+            raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0 <= rate < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {rate!r}")
+        self.objective, self.alpha = objective, float(alpha)
+        self.dropout, self.input_dropout, self.strict = dropout, input_dropout, strict
+        self.use_disc = objective in ("discriminative", "hybrid")
+        self.gen_weight = self.alpha if objective == "hybrid" else 1.0
+        self.use_gen = objective == "generative" or (objective == "hybrid" and self.alpha > 0)
+        self.needs_sampler = self.use_gen
+
+    def prepare(self, model, data, name="data"):
+        if not (isinstance(data, tuple | list) and len(data) == 2):
+            raise DataError(f"{name}: a drbm trains on (inputs, labels) pairs")
+        x = model.prepare(data[0], name, self.strict)
+        return x, model.prepare_labels(data[1], x.shape[0], f"{name} labels")
+
+    def setup(self, model, rows, init=True):
+        if self.dropout and not isinstance(model.hidden, BernoulliUnits):
+            raise ConfigError("drbm dropout needs Bernoulli hidden units")
+
+    def gradient(self, model, batch, sampler, generator):
+        x, y = batch
+        params = [p for p in model.parameters() if p.requires_grad]
+        out: dict[str, Tensor] = {}
+        with torch.enable_grad():
+            field = model.hidden_field(x)
+            loss = field.new_zeros(())
+            if self.use_disc:
+                mask, disc_field = None, field
+                if self.input_dropout:
+                    kept = torch.rand(x.shape, generator=generator, device=x.device,
+                                      dtype=x.dtype) >= self.input_dropout
+                    disc_field = model.hidden_field(x * kept / (1.0 - self.input_dropout))
+                if self.dropout:
+                    keep = torch.rand(x.shape[0], model.n_hidden, generator=generator,
+                                      device=x.device, dtype=x.dtype) >= self.dropout
+                    mask = keep.to(x.dtype) / (1.0 - self.dropout)
+                nll = model.discriminative_loss(x, y, disc_field, mask)
+                out["train_nll"] = nll.detach()
+                loss = loss + nll
+            if self.use_gen:
+                joint, state = model.joint, model.joint_state(x, y)
+                with torch.no_grad():
+                    # the joint's hidden field of the data: W x (already here) + U y
+                    jfield = field.detach() + model.label_connection(model.one_hot(y))
+                    negative, _ = sampler.negative(joint, state, jfield, generator)
+                gen = (joint.free_energy(state, field=field + model.label_connection(
+                    model.one_hot(y))).mean() - joint.free_energy(negative.detach()).mean())
+                loss = loss + self.gen_weight * gen
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        assign_grads(params, grads)
+        out["train_loss"] = loss.detach()
+        return out
+
+    @torch.no_grad()
+    def monitor(self, model, train, val):
+        if val is None:
+            return {}
+        from ..metrics.evaluate import classification_scores
+
+        err, nll = classification_scores(model, *val)
+        return {"val_error": err, "val_nll": nll}
+
+
+def drbm_trainer(model: DiscriminativeRBM, objective: DiscriminativeObjective,
+                 sampler: Any = None, *, val: bool = False, patience: int | None = None,
+                 test: tuple[Any, Any] | None = None, trainer_factory=None, **options):
+    """The Trainer of a DRBM: model selection on validation pairs (``val_error``, then
+    ``val_nll``), the test pairs recorded each epoch, no visible-bias initialisation.
+
+    ``trainer_factory`` (default :class:`~boltzkit.training.Trainer`) is called as
+    ``factory(model, sampler, objective, **options)``.
+    """
+    from ..metrics.evaluate import ClassificationMonitor
+    from ..training import Trainer
+
+    callbacks = list(options.pop("callbacks", ()))
+    if test is not None:
+        callbacks.append(ClassificationMonitor(test[0], np.asarray(test[1]), "test"))
+    factory = Trainer if trainer_factory is None else trainer_factory
+    return factory(model, sampler, objective, callbacks=callbacks, monitor_size=0,
+                   init_visible_bias=False, best_by=("val_error", "val_nll") if val else None,
+                   patience=patience if val else None, **options)
+
+
 def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "discriminative",
              alpha: float = 0.01, epochs: int = 10, batch_size: int = 100, lr: float = 0.05,
              optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0,
@@ -290,210 +386,40 @@ def fit_drbm(model: DiscriminativeRBM, x: Any, y: Any, *, objective: str = "disc
              val: tuple[Any, Any] | None = None, test: tuple[Any, Any] | None = None,
              patience: int | None = None, restore_best: bool = True, strict: bool = True,
              dropout: float = 0.0, input_dropout: float = 0.0, average_from: int = 0,
-             callback: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train ``model`` in place by minibatch gradient descent; returns per-epoch history.
+             callback: Callable[[dict], None] | None = None, **trainer_options) -> list[dict]:
+    """Train ``model`` in place through :class:`~boltzkit.training.Trainer`; returns the history.
 
-    Each record has ``epoch``, ``time``, ``train_loss`` (the objective's mean over the
-    epoch's batches) and ``train_nll`` (mean -log p(y|x) on the batches, where computed),
-    plus ``val_error``/``val_nll`` and ``test_error``/``test_nll`` when those sets are
-    given.  With ``val``, the parameters of the epoch with the lowest validation error
-    (ties: lowest validation NLL) are restored at the end (``restore_best``; the last
-    record then also holds ``best_epoch`` and that epoch's ``best_val_error``,
-    ``best_test_error``, ...) and
-    training stops after ``patience`` epochs without improvement (None: never).
-    ``strict=False`` accepts inputs outside the visible units' values (see
-    :meth:`DiscriminativeRBM.prepare`).
-    ``weight_decay`` is L2 on the two weight matrices only.  ``dropout`` drops each hidden
-    unit from the discriminative term's sum over h with this probability, per row and batch,
-    scaling the kept ones by 1 / (1 - dropout) ("inverted" dropout, Bernoulli hidden units).
-    The class log-odds are linear in the mask, so the unmasked model used at test time
-    gives exactly the normalised geometric mean of the dropped-out models' p(y | x).
-    ``input_dropout`` likewise zeroes each input value of the discriminative term with
-    this probability, scaling the kept ones by 1 / (1 - input_dropout) (so the hidden
-    field keeps its mean); the generative term always sees the whole input.
-    ``lr_schedule`` decays the learning rate per epoch as in
-    :class:`boltzkit.training.Trainer` ("constant", "linear" or "cosine" to
-    ``lr_final_factor`` x lr, "exponential" by ``lr_final_factor**(1/epochs)``).
-    ``average_from`` (> 0): from that epoch on the mean of the parameters after every
-    step (:class:`~boltzkit.training.ParameterAverage`) is what each epoch's validation and
-    test scores see, what ``restore_best`` keeps and, without ``val``, what the model ends
-    with; training itself continues from the live parameters.
+    The parts are :class:`DiscriminativeObjective` and, for the generative term, the
+    sampler ``sampler`` ("cd", "pcd", "pt" or "tds", ``k`` sweeps) on the joint RBM.  Each
+    record has ``epoch``, ``time``, ``train_loss``, ``train_nll`` (where computed) and,
+    given ``val`` / ``test`` (inputs, labels), ``val_error``, ``val_nll``, ``test_error``,
+    ``test_nll``.  With ``val`` the parameters of the epoch with the lowest validation
+    error (ties: NLL) are restored at the end (``restore_best``; the last record then
+    also holds ``best_epoch`` and that epoch's ``best_val_error``, ...) and training stops
+    after ``patience`` epochs without improvement (None: never).  ``test`` is only
+    recorded, never used for a decision.  ``average_from`` (> 0): the mean of the
+    parameters after every step from that epoch on is what the scores see, what
+    ``restore_best`` keeps and what the model ends with.  Other keyword arguments go to
+    the Trainer (e.g. ``checkpoint_dir``).
     """
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"unknown drbm objective {objective!r}: choose one of "
-                          f"{list(OBJECTIVES)}")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown drbm sampler {sampler!r}: choose one of {list(SAMPLERS)}")
-    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("k", k, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ConfigError(f"patience must be an integer >= 1 or None, got {patience!r}")
-    if (not isinstance(average_from, int) or isinstance(average_from, bool)
-            or not 0 <= average_from <= epochs):
-        raise ConfigError(f"average_from must be an epoch 1..{epochs} (0: no averaging), "
-                          f"got {average_from!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-    if not (alpha >= 0 and math.isfinite(alpha)):
-        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if not 0 <= momentum < 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-    if dropout and not isinstance(model.hidden, BernoulliUnits):
-        raise ConfigError("drbm dropout needs Bernoulli hidden units")
-    if not 0 <= input_dropout < 1:
-        raise ConfigError(f"input_dropout must be in [0, 1), got {input_dropout!r}")
-    x = model.prepare(x, "training data", strict)
-    y = model.prepare_labels(y, x.shape[0], "training labels")
-    sets = {}
-    for key, pair in (("val", val), ("test", test)):
-        if pair is not None:
-            sx = model.prepare(pair[0], f"{key} data", strict)
-            sets[key] = (sx, model.prepare_labels(pair[1], sx.shape[0], f"{key} labels"))
-    decayed = [model.connection.weights, model.label_connection.weights]
-    plain = [p for p in model.parameters() if all(p is not d for d in decayed)]
-    groups = [{"params": decayed, "weight_decay": weight_decay},
-              {"params": plain, "weight_decay": 0.0}]
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=lr, betas=(momentum or 0.9, 0.999))
-    else:
-        raise ConfigError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'adam'")
-    sched = _scheduler(opt, lr_schedule, lr_final_factor, max(epochs, 1))
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    use_disc = objective in ("discriminative", "hybrid")
-    gen_weight = alpha if objective == "hybrid" else 1.0
-    use_gen = objective == "generative" or (objective == "hybrid" and alpha > 0)
-    chains: tuple[Tensor, Tensor] | None = None
-    n = x.shape[0]
-    n_batches = math.ceil(n / batch_size)
-    history: list[dict] = []
-    best: tuple[float, float] | None = None
-    best_state: dict[str, Tensor] | None = None
-    best_epoch, stale = 0, 0
-    params = list(model.parameters())
-    averager = ParameterAverage()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        averaging = bool(average_from) and epoch >= average_from
-        perm = torch.randperm(n, generator=gen, device=model.device)
-        total = torch.zeros((), dtype=torch.float64)
-        total_nll = torch.zeros((), dtype=torch.float64)
-        for i in range(n_batches):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            field = model.hidden_field(xb)
-            loss = field.new_zeros(())
-            if use_disc:
-                mask, disc_field = None, field
-                if input_dropout:
-                    kept = torch.rand(xb.shape, generator=gen, device=model.device,
-                                      dtype=model.dtype) >= input_dropout
-                    disc_field = model.hidden_field(xb * kept / (1.0 - input_dropout))
-                if dropout:
-                    keep = torch.rand(xb.shape[0], model.n_hidden, generator=gen,
-                                      device=model.device, dtype=model.dtype) >= dropout
-                    mask = keep.to(model.dtype) / (1.0 - dropout)
-                nll = model.discriminative_loss(xb, yb, disc_field, mask)
-                total_nll += nll.detach()
-                loss = loss + nll
-            if use_gen:
-                if sampler == "pcd":
-                    if chains is None or chains[0].shape[0] != xb.shape[0]:
-                        chains = (xb, model.one_hot(yb))
-                    start = chains
-                else:
-                    start = (xb, model.one_hot(yb))
-                # CD starts at the data, whose hidden field is already computed
-                xn, yn = model.gibbs(start[0], start[1], k, gen,
-                                     field=field if sampler == "cd" else None)
-                if sampler == "pcd":
-                    chains = (xn, yn)
-                loss = loss + gen_weight * model.generative_loss(xb, yb, xn, yn, field)
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            opt.step()
-            if averaging:
-                averager.update(params)
-            total += loss.detach()
-        if not model.parameters_finite() or not math.isfinite(float(total)):
-            raise TrainingDiverged(
-                f"drbm parameters became NaN/inf in epoch {epoch}: lower the learning rate "
-                "(--lr), alpha (--drbm-alpha) or add weight decay")
-        record: dict[str, Any] = {"epoch": epoch, "time": time.perf_counter() - t0,
-                                  "lr": opt.param_groups[0]["lr"],
-                                  "train_loss": float(total) / n_batches}
-        if sched is not None:
-            sched.step()
-        if use_disc:
-            record["train_nll"] = float(total_nll) / n_batches
-        if averaging:
-            record["averaged_steps"] = averager.n
-        with averager.applied(params):  # the scores (and a kept best) see the mean
-            for key, (sx, sy) in sets.items():
-                err, nll = model.error_rate(sx, sy, strict=strict)
-                record[f"{key}_error"], record[f"{key}_nll"] = err, nll
-            history.append(record)
-            if callback is not None:
-                callback(record)
-            improved = False
-            if "val" in sets:
-                score = (record["val_error"], record["val_nll"])
-                if best is None or score < best:
-                    best, best_epoch, stale, improved = score, epoch, 0, True
-                    best_state = copy.deepcopy(model.state_dict())
-        if "val" in sets and not improved:
-            stale += 1
-            if patience is not None and stale >= patience:
-                log.info("drbm: no validation improvement for %d epochs, stopping", stale)
-                break
-    if restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-        chosen = history[best_epoch - 1]
-        history[-1].update({f"best_{k}": chosen[k] for k in
-                            ("epoch", "val_error", "val_nll", "test_error", "test_nll")
-                            if k in chosen})
-    else:
-        averager.copy_to(params)
-    return history
+    from ..sampling import make_sampler
 
-
-def _scheduler(opt: torch.optim.Optimizer, name: str, final: float, n: int):
-    sched = torch.optim.lr_scheduler
-    if name == "constant":
-        return None
-    if name not in ("linear", "exponential", "cosine"):
-        raise ConfigError(f"unknown lr schedule {name!r}: choose constant, linear, exponential "
-                          "or cosine")
-    if not 0 < final <= 1:
-        raise ConfigError(f"lr_final_factor must be in (0, 1], got {final}")
-    if name == "linear":
-        return sched.LinearLR(opt, 1.0, final, total_iters=n)
-    if name == "exponential":
-        return sched.ExponentialLR(opt, final ** (1.0 / n))
-    return sched.CosineAnnealingLR(opt, n, eta_min=opt.defaults["lr"] * final)
+    obj = DiscriminativeObjective(objective, alpha, dropout, input_dropout, strict)
+    sampler_ = make_sampler(sampler, k) if obj.needs_sampler else None
+    callbacks = list(trainer_options.pop("callbacks", ()))
+    if callback is not None:
+        callbacks.append(lambda trainer, record: callback(record))
+    trainer = drbm_trainer(model, obj, sampler_, val=val is not None, patience=patience,
+                           test=test, epochs=epochs, batch_size=batch_size, lr=lr,
+                           optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
+                           lr_schedule=lr_schedule, lr_final_factor=lr_final_factor, seed=seed,
+                           average_from=average_from, restore_best=restore_best,
+                           progress=trainer_options.pop("progress", False), callbacks=callbacks,
+                           **trainer_options)
+    return trainer.fit((x, y), None if val is None else tuple(val))
 
 
 # ------------------------------------------------------------------------------ the CLI
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "drbm_objective": ("discriminative", "drbm: discriminative | hybrid | generative"),
-    "drbm_alpha": (0.01, "drbm: weight of the generative term in the hybrid objective"),
-    "drbm_sampler": ("cd", "drbm: negative phase of the generative term, cd | pcd (uses --k)"),
-    "drbm_val_size": (10000, "drbm: hold out the last N training rows for validation / "
-                             "early stopping (0: none)"),
-    "drbm_patience": (0, "drbm: stop after N epochs without validation improvement (0: never)"),
-    "drbm_dropout": (0.0, "drbm: drop each hidden unit from the discriminative term with "
-                          "this probability (training only)"),
-    "drbm_input_dropout": (0.0, "drbm: drop each input value from the discriminative term "
-                                "with this probability (training only)"),
-}
-
-
 def _labels_or_error(labels: Any, split: str, n: int) -> np.ndarray:
     if labels is None:
         raise DataError(f"the {split} split has no labels: a drbm needs a labelled data set "
@@ -501,29 +427,24 @@ def _labels_or_error(labels: Any, split: str, n: int) -> np.ndarray:
     arr = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     if arr.shape != (n,):
         raise DataError(f"the {split} split has {arr.shape} labels for {n} rows")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{split} labels must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise DataError(f"{split} labels must be >= 0, found {int(arr.min())}")
     return arr
 
 
-def train_from_config(cfg: dict, load: Callable[[str], tuple[Any, Any]],
-                      quiet: bool = False) -> tuple[DiscriminativeRBM, list[dict]]:
-    """Train a drbm from a resolved ``boltzkit train`` config (see :data:`TRAIN_OPTIONS`)."""
-    x, labels = load("train")
+def train_from_config(run) -> tuple[DiscriminativeRBM, list[dict]]:
+    """``boltzkit train --model drbm``: the DRBM's objective through the one loop."""
+    from .rbm import units_from_options
+
+    x, labels, tx, tl = run.splits()
     x = torch.as_tensor(x, dtype=torch.float32)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise DataError(f"training data must be a non-empty 2-D array, got {tuple(x.shape)}")
     y = _labels_or_error(labels, "train", x.shape[0])
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"training labels must be integers, got dtype {y.dtype}")
-    if y.min() < 0:
-        raise DataError(f"training labels must be >= 0, found {int(y.min())}")
     n_classes = max(int(y.max()) + 1, 2)
-    try:
-        tx, tl = load("test")
-        test = (torch.as_tensor(tx, dtype=torch.float32),
-                _labels_or_error(tl, "test", len(tx)))
-    except DataError:
-        test = None
-    n_val = int(cfg.get("drbm_val_size") or 0)
+    test = None if tx is None else (torch.as_tensor(tx, dtype=torch.float32),
+                                    _labels_or_error(tl, "test", len(tx)))
+    n_val = int(run["drbm_val_size"] or 0)
     val = None
     if n_val:
         if not 0 < n_val < x.shape[0]:
@@ -531,43 +452,14 @@ def train_from_config(cfg: dict, load: Callable[[str], tuple[Any, Any]],
                               "training rows (or 0 for no validation set)")
         val = (x[-n_val:], y[-n_val:])
         x, y = x[:-n_val], y[:-n_val]
-    vis_opts: dict[str, Any] = {}
-    if cfg.get("visible") == "gaussian":
-        vis_opts = {"std": cfg.get("visible_std", 1.0),
-                    "learn_variance": bool(cfg.get("learn_variance"))}
-    if cfg.get("group_size") and cfg.get("visible") == "softmax":
-        vis_opts = {"group_size": int(cfg["group_size"])}
-    seed = int(cfg.get("seed") or 0)
-    gen = torch.Generator().manual_seed(seed)
-    model = DiscriminativeRBM(
-        x.shape[1], n_classes, int(cfg["n_hidden"]),
-        visible=make_units(cfg.get("visible", "bernoulli"), x.shape[1], **vis_opts),
-        hidden=make_units(cfg.get("hidden", "bernoulli"), int(cfg["n_hidden"])),
-        init_std=float(cfg.get("init_std", 0.01)), generator=gen)
-    device = cfg.get("device") or "cpu"
-    model = model.to(device)
-
-    def show(rec: dict) -> None:
-        if not quiet:
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in rec.items()), flush=True)
-
-    history = fit_drbm(
-        model, x, y, objective=cfg.get("drbm_objective", "discriminative"),
-        alpha=float(cfg.get("drbm_alpha", 0.01)), epochs=int(cfg["epochs"]),
-        batch_size=int(cfg["batch_size"]), lr=float(cfg["lr"]),
-        optimizer=cfg.get("optimizer", "sgd"), momentum=float(cfg.get("momentum", 0.0)),
-        weight_decay=float(cfg.get("weight_decay", 0.0)),
-        lr_schedule=cfg.get("lr_schedule", "constant"),
-        lr_final_factor=float(cfg.get("lr_final_factor", 0.01)), k=int(cfg.get("k", 1)),
-        sampler=cfg.get("drbm_sampler", "cd"), seed=seed, val=val, test=test,
-        patience=int(cfg.get("drbm_patience") or 0) or None,
-        dropout=float(cfg.get("drbm_dropout") or 0.0),
-        input_dropout=float(cfg.get("drbm_input_dropout") or 0.0),
-        average_from=int(cfg.get("average_from") or 0), callback=show)
-    if history and "best_epoch" in history[-1]:
-        show({k: v for k, v in history[-1].items() if k.startswith("best_")})
-    return model, history
-
-
-MODEL_CLASSES = {"drbm": DiscriminativeRBM}
+    visible, hidden = units_from_options(run.cfg, x.shape[1])
+    gen = torch.Generator().manual_seed(int(run["seed"]))
+    model = DiscriminativeRBM(x.shape[1], n_classes, hidden.n, visible, hidden,
+                              init_std=float(run["init_std"]), generator=gen).to(run.device)
+    objective = DiscriminativeObjective(run["drbm_objective"], run["drbm_alpha"],
+                                        run["drbm_dropout"], run["drbm_input_dropout"])
+    sampler = run.sampler() if objective.needs_sampler else None
+    trainer = drbm_trainer(model, objective, sampler, val=val is not None,
+                           patience=int(run["drbm_patience"] or 0) or None, test=test,
+                           trainer_factory=run.trainer)
+    return model, run.fit(trainer, (x, y), val)

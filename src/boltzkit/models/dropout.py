@@ -44,11 +44,12 @@ masked network exactly (Learnergy's loss ignores the mask).  The importance is
 defined per training case, so E-dropout trains with CD; at test time the full,
 unscaled RBM is used (as the reference code does).
 
-**How it plugs into training.**  ``Trainer.fit`` calls ``model.begin_batch(batch,
-generator)`` at the start of each batch: the model draws that batch's masks from
-the trainer's generator (so runs are reproducible and resume exactly) and turns
-into the unscaled, masked training network.  :class:`MaskedSampler` runs the
-wrapped sampler's negative phase under the chains' masks, and
+**How it plugs into training.**  :class:`MaskedLikelihood` calls
+``model.begin_batch(batch, generator)`` at the start of each batch's gradient: the
+model draws that batch's masks from the trainer's generator (so runs are
+reproducible and resume exactly) and turns into the unscaled, masked training
+network.  :class:`MaskedSampler` runs the wrapped sampler's negative phase under the
+chains' masks, and
 :class:`MaskedLikelihood` fills the gradient of::
 
     mean_i F(v_data_i | r_i) - mean_c F(v_model_c | r'_c)
@@ -77,7 +78,7 @@ from torch.nn import functional as F
 
 from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError
-from ..objectives import LikelihoodGradient
+from ..objectives import LikelihoodGradient, Objective, assign_grads
 from ..rbm import RBM
 from ..sampling import ContrastiveDivergence, Sampler
 from ..units import BernoulliUnits, Beta, Units, units_from_config
@@ -455,8 +456,8 @@ def _masked_field(field: Tensor, mask: Tensor | None) -> Tensor:
     return field if mask is None else field.masked_fill(~mask, -math.inf)
 
 
-class MaskedLikelihood:
-    """Likelihood gradient of the network a batch's masks leave; closes the batch.
+class MaskedLikelihood(Objective):
+    """Likelihood gradient of the network a batch's masks leave; opens and closes the batch.
 
     Fills ``.grad`` with the gradient of mean F(v_data | r) - mean F(v_model | r')
     (see the module docs) through ``base``'s fast path when it applies, else by
@@ -471,8 +472,8 @@ class MaskedLikelihood:
                               "would move the weights of dropped units; leave --centering off")
         self.base = base
 
-    def setup(self, rbm: RBM, data: Tensor) -> None:
-        self.base.setup(rbm, data)
+    def setup(self, rbm: RBM, data: Tensor, init: bool = True) -> None:
+        self.base.setup(rbm, data, init)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.base.state_dict()
@@ -482,6 +483,13 @@ class MaskedLikelihood:
 
     def fast_path(self, rbm: RBM) -> bool:
         return self.base.fast_path(rbm)
+
+    def gradient(self, model, batch, sampler, generator):
+        """Draw the batch's masks (``model.begin_batch``), then the masked gradient."""
+        begin = getattr(model, "begin_batch", None)
+        if begin is not None:
+            begin(batch, generator)
+        return super().gradient(model, batch, sampler, generator)
 
     def compute(self, rbm: RBM, v_data: Tensor, v_model: Tensor,
                 field_data: Tensor | None = None,
@@ -521,12 +529,7 @@ class MaskedLikelihood:
                 f_model = rbm.free_energy(v_model.detach())
             loss = f_data.mean() - f_model.mean()
             grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, g in zip(params, grads, strict=True):
-            g = torch.zeros_like(p) if g is None else g.detach()
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.copy_(g)
+        assign_grads(params, grads)
         with torch.no_grad(), rbm.role("data"):
             q = rbm.hidden_mean(v_data).mean()
         return {"hidden_activation": q}
@@ -539,72 +542,25 @@ def training_parts(sampler: Sampler, objective: LikelihoodGradient | None = None
 
 
 # --------------------------------------------------------------------------- CLI
-#: ``boltzkit train`` under torchrun trains this kind data-parallel (it uses the Trainer).
-DATA_PARALLEL = True
+def train_from_config(run) -> tuple[_MaskedRBM, list[dict]]:
+    """``boltzkit train --model dropout-rbm`` / ``edropout-rbm`` through the one loop."""
+    from .rbm import rbm_from_options
 
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "dropout_rate": (0.5, "dropout-rbm: probability of dropping a hidden unit per case and "
-                          "batch (the keep probability is p = 1 - rate; test time scales "
-                          "the weights by p)"),
-    "dropconnect_rate": (0.0, "dropout-rbm: probability of dropping a weight per batch "
-                              "(DropConnect; test time scales the weights by 1 - rate)"),
-}
-
-MODEL_CLASSES: dict[str, type[_MaskedRBM]] = {"dropout-rbm": DropoutRBM,
-                                              "edropout-rbm": EDropoutRBM}
-
-#: Samplers each kind trains with (DropConnect alone shares one mask with any chain).
-_HIDDEN_MASK_SAMPLERS = {"dropout-rbm": ("cd", "pcd"), "edropout-rbm": ("cd",)}
-
-
-def build(cfg: dict[str, Any], n_visible: int) -> _MaskedRBM:
-    """The dropout model a resolved training config describes (units as for ``rbm``)."""
-    from ..cli import build_model
-
-    plain = build_model(cfg, n_visible)
-    kind = cfg["model"]
+    kind = run["model"]
+    if kind == "dropout-rbm" and run["dropout_rate"] > 0 and run["method"] not in ("cd", "pcd"):
+        raise ConfigError(f"--model dropout-rbm with hidden dropout trains with --method cd or "
+                          f"pcd (each chain keeps one mask per batch), not {run['method']!r}; "
+                          "DropConnect alone (--dropout-rate 0) takes any sampler")
+    train, _, test, _ = run.splits()
+    plain = rbm_from_options(run.cfg, train.shape[1])
     if kind == "dropout-rbm":
-        return DropoutRBM(plain.visible, plain.hidden, plain.connection,
-                          dropout_rate=cfg.get("dropout_rate", 0.5),
-                          dropconnect_rate=cfg.get("dropconnect_rate", 0.0))
-    if kind == "edropout-rbm":
-        return EDropoutRBM(plain.visible, plain.hidden, plain.connection)
-    raise ConfigError(f"unknown dropout model kind {kind!r}: use one of {sorted(MODEL_CLASSES)}")
-
-
-def train_from_config(cfg: dict[str, Any], load, quiet: bool = False):
-    """Train a dropout kind from a resolved ``boltzkit train`` config; (model, history)."""
-    from ..cli import RUN_SIGNATURE, TRAIN_DEFAULTS, _device, _print_epoch
-    from ..sampling import make_sampler
-    from ..training import Trainer
-    from . import load_splits
-
-    kind = cfg["model"]
-    hidden_masks = kind == "edropout-rbm" or cfg.get("dropout_rate", 0.5) > 0
-    if hidden_masks and cfg["method"] not in _HIDDEN_MASK_SAMPLERS[kind]:
-        raise ConfigError(f"{kind} trains with --method {' or '.join(_HIDDEN_MASK_SAMPLERS[kind])}"
-                          f", got {cfg['method']!r}")
-    if cfg.get("objective", "ml") != "ml":
-        raise ConfigError(f"{kind} trains with the likelihood objective (--objective ml)")
-    device = _device(cfg["device"])
-    train, _, test, _ = load_splits(load)
-    model = build(cfg, train.shape[1]).to(device)
-    sampler, objective = training_parts(
-        make_sampler(cfg["method"], cfg["k"], cfg["chains"], cfg["n_temperatures"],
-                     cfg["beta_min"], beta_std=cfg["beta_std"],
-                     beta_autocorr=cfg["beta_autocorr"]),
-        LikelihoodGradient(cfg["sparsity_target"], cfg["sparsity_cost"],
-                           centering=bool(cfg["centering"])))
-    keys = [k for k in RUN_SIGNATURE if k in cfg] + [k for k in TRAIN_OPTIONS if k in cfg]
-    trainer = Trainer(model, sampler, objective, epochs=cfg["epochs"],
-                      batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-                      momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
-                      lr_schedule=cfg["lr_schedule"], lr_final_factor=cfg["lr_final_factor"],
-                      seed=cfg["seed"], callbacks=[] if quiet else [_print_epoch],
-                      checkpoint_dir=cfg.get("checkpoint_dir"),
-                      checkpoint_every=cfg.get("checkpoint_every", 1),
-                      progress=False if quiet else None,
-                      signature={k: cfg[k] for k in keys},
-                      signature_defaults={k: TRAIN_DEFAULTS.get(k) for k in RUN_SIGNATURE})
-    history = trainer.fit(train, test)
-    return model, history
+        model: _MaskedRBM = DropoutRBM(plain.visible, plain.hidden, plain.connection,
+                                       dropout_rate=run["dropout_rate"],
+                                       dropconnect_rate=run["dropconnect_rate"])
+    else:
+        model = EDropoutRBM(plain.visible, plain.hidden, plain.connection)
+    model = model.to(run.device)
+    sampler, objective = training_parts(run.sampler(), run.likelihood())
+    trainer = run.trainer(model, sampler, objective,
+                          monitor_data=(test if test is not None else train, train))
+    return model, run.fit(trainer, train, test)

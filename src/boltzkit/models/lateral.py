@@ -44,17 +44,16 @@ semi-restricted RBM when that is too many.
 from __future__ import annotations
 
 import copy
+import functools
 import math
-import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..connections import DenseConnection, connection_from_config
-from ..errors import ConfigError, DataError, ModelFileError, TrainingDiverged
+from ..errors import ConfigError, DataError, ModelFileError
 from ..metrics.likelihood import (
     DEFAULT_AIS_STEPS,
     MAX_EXACT_STATES,
@@ -64,12 +63,12 @@ from ..metrics.likelihood import (
     _weight_problems,
     ais_schedule,
 )
+from ..objectives import Objective, autograd_step
 from ..rbm import RBM
-from ..units import BernoulliUnits, SoftmaxUnits, Units, make_units, units_from_config
+from ..units import BernoulliUnits, Beta, SoftmaxUnits, Units, make_units, units_from_config
 
 SPINS: dict[str, tuple[float, float]] = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
 SCANS = ("sequential", "random", "colored")
-METHODS = ("pl", "pcd")
 
 
 def _check_choice(name: str, value: str, choices) -> str:
@@ -199,6 +198,10 @@ class _LateralLayer(nn.Module):
         """``n`` uniformly random states (independent sites)."""
         return self._spin_bits(self.visible.init_state(n, generator).to(self.dtype))
 
+    def init_chains(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Starting states of ``n`` sampler chains (uniformly random), (n, n_units)."""
+        return self.random_states(n, generator)
+
     def enumerate_states(self, chunk: int = 65536):
         """Yield every state of the layer in chunks (2^n or q^n of them)."""
         for s in self.visible.enumerate_states(chunk):
@@ -260,8 +263,9 @@ class _LateralLayer(nn.Module):
 
     @torch.no_grad()
     def _sweep(self, x: Tensor, const: Tensor, j: Tensor, blocks: list[Tensor | int],
-               generator: torch.Generator | None) -> Tensor:
-        """One Gibbs sweep: each block's natural parameters are const + x @ J (in place).
+               generator: torch.Generator | None, beta: Beta = 1.0) -> Tensor:
+        """One Gibbs sweep at inverse temperature ``beta`` (a number, or a column (B, 1)
+        per chain): each block's natural parameters are beta (const + x @ J) (in place).
 
         A block is a tensor of columns, or an int for a single binary unit: the
         fast path (one matrix-vector product, uniforms drawn once per sweep),
@@ -270,15 +274,20 @@ class _LateralLayer(nn.Module):
         u = None
         lo, hi = SPINS[self.spins]
         const = const.expand(x.shape[0], -1) if const.ndim == 1 else const
+        hot = isinstance(beta, Tensor) or beta != 1.0
+        col = beta.reshape(-1) if isinstance(beta, Tensor) else beta
         for cols in blocks:
             if isinstance(cols, int):
                 if u is None:
                     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                p = torch.sigmoid((const[:, cols] + x @ j[:, cols]).mul_(hi - lo))
+                phi = const[:, cols] + x @ j[:, cols]
+                p = torch.sigmoid(phi.mul_(col * (hi - lo)) if hot else phi.mul_(hi - lo))
                 on = u[:, cols] < p
                 x[:, cols] = on if lo == 0.0 else on * (hi - lo) + lo
             else:
                 phi = const[:, cols] + x @ j[:, cols]
+                if hot:
+                    phi = phi * (beta if isinstance(beta, Tensor) else beta)
                 x[:, cols] = self._sample_columns(phi, generator)
         return x
 
@@ -338,9 +347,10 @@ class FullyVisibleBM(_LateralLayer):
         """E(x) = -h.x - x^T J x / 2, shape (batch,)."""
         return -(x @ self.visible.bias) - 0.5 * ((x @ self.coupling_matrix()) * x).sum(-1)
 
-    def free_energy(self, x: Tensor) -> Tensor:
-        """Same as :meth:`energy` (all units are visible)."""
-        return self.energy(x)
+    def free_energy(self, x: Tensor, beta: Beta = 1.0) -> Tensor:
+        """beta E(x): the energy (all units are visible), every term scaled by beta."""
+        e = self.energy(x)
+        return e * beta.reshape(-1) if isinstance(beta, Tensor) else e * beta
 
     def log_conditionals(self, x: Tensor) -> Tensor:
         """log p(x_i | x_-i) of the observed value of each site, shape (B, n_sites)."""
@@ -351,13 +361,13 @@ class FullyVisibleBM(_LateralLayer):
         return self._conditional_probs(self.local_field(x))
 
     @torch.no_grad()
-    def gibbs(self, x: Tensor, steps: int = 1, generator: torch.Generator | None = None
-              ) -> Tensor:
-        """``steps`` Gibbs sweeps over all sites of every chain (rows of ``x``)."""
+    def gibbs(self, x: Tensor, steps: int = 1, generator: torch.Generator | None = None,
+              beta: Beta = 1.0) -> Tensor:
+        """``steps`` Gibbs sweeps over all sites of every chain (rows of ``x``) at ``beta``."""
         x = x.clone()
         j = self.coupling_matrix()
         for _ in range(steps):
-            x = self._sweep(x, self.visible.bias, j, self.blocks(generator, j), generator)
+            x = self._sweep(x, self.visible.bias, j, self.blocks(generator, j), generator, beta)
         return x
 
     @torch.no_grad()
@@ -525,9 +535,11 @@ class SemiRestrictedRBM(_LateralLayer):
         """Joint energy E(v, h) = E_rbm(v, h) - v^T L v / 2."""
         return self.rbm.energy(v, h) + self._lateral_energy(v)
 
-    def free_energy(self, v: Tensor) -> Tensor:
-        """F(v) = F_rbm(v) - v^T L v / 2 (hidden units summed out in closed form)."""
-        return self.rbm.free_energy(v) + self._lateral_energy(v)
+    def free_energy(self, v: Tensor, beta: Beta = 1.0) -> Tensor:
+        """F(v) = F_rbm(v) - v^T L v / 2 (hidden units summed out in closed form), at beta."""
+        lat = self._lateral_energy(v)
+        lat = lat * beta.reshape(-1) if isinstance(beta, Tensor) else lat * beta
+        return self.rbm.free_energy(v, beta) + lat
 
     def log_conditionals(self, v: Tensor, chunk: int = 2**22) -> Tensor:
         """log p(v_i | v_-i) (hidden summed out) per site, shape (B, n_sites).
@@ -568,15 +580,16 @@ class SemiRestrictedRBM(_LateralLayer):
 
     # --- sampling -------------------------------------------------------------------
     @torch.no_grad()
-    def gibbs(self, v: Tensor, steps: int = 1, generator: torch.Generator | None = None
-              ) -> Tensor:
-        """``steps`` sweeps: h ~ p(h | v), then one sequential (or colored) sweep of v | h."""
+    def gibbs(self, v: Tensor, steps: int = 1, generator: torch.Generator | None = None,
+              beta: Beta = 1.0) -> Tensor:
+        """``steps`` sweeps at ``beta``: h ~ p(h | v), then one sequential (or colored)
+        sweep of v | h."""
         v = v.clone()
         j = self.coupling_matrix()
         for _ in range(steps):
-            h = self.rbm.sample_hidden(v, generator=generator)
+            h = self.rbm.sample_hidden(v, beta, generator=generator)
             const = self.visible.bias + self.rbm.visible_field(h)
-            v = self._sweep(v, const, j, self.blocks(generator, j), generator)
+            v = self._sweep(v, const, j, self.blocks(generator, j), generator, beta)
         return v
 
     @torch.no_grad()
@@ -726,16 +739,6 @@ def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: in
 
 
 # --------------------------------------------------------------------------- training
-def _optimizer(params, name: str, lr: float, momentum: float) -> torch.optim.Optimizer:
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    raise ConfigError(f"unknown optimizer {name!r}: choose 'sgd' or 'adam'")
-
-
 def _coupling_penalty(model: LateralModel, l2: float) -> Tensor | float:
     if not l2:
         return 0.0
@@ -745,198 +748,161 @@ def _coupling_penalty(model: LateralModel, l2: float) -> Tensor | float:
     return pen
 
 
-def _check_finite(model: LateralModel, epoch: int) -> None:
-    if not model.parameters_finite():
-        raise TrainingDiverged(f"parameters became NaN/inf in epoch {epoch}: lower the learning "
-                               "rate or add weight decay (l2)")
+class _LateralObjective(Objective):
+    """What both lateral objectives share: rows are states, the fields start at the data's
+    marginals, the monitor is the pseudo-log-likelihood of (up to 2000) training rows."""
+
+    def __init__(self, l2: float = 0.0) -> None:
+        if not (l2 >= 0 and math.isfinite(l2)):
+            raise ConfigError(f"l2 must be a finite number >= 0, got {l2!r}")
+        self.l2 = float(l2)
+
+    def prepare(self, model, data, name="data"):
+        return _check_model(model).prepare(data, name)
+
+    def setup(self, model, rows, init=True):
+        if init:
+            model.init_fields(rows)
+
+    @torch.no_grad()
+    def monitor(self, model, train, val):
+        if train is None:
+            return {}
+        out = {"pseudo_log_likelihood": float(pseudo_log_likelihood(model, train))}
+        if val is not None:
+            out["val_pseudo_log_likelihood"] = float(pseudo_log_likelihood(model, val))
+        return out
 
 
-def _train_loop(model: LateralModel, data: Tensor, loss_fn: Callable[[Tensor], Tensor],
-                epochs: int, batch_size: int | None, lr: float, optimizer: str, momentum: float,
-                seed: int, callback: Callable[[dict], None] | None, monitor,
-                lr_final_factor: float = 1.0) -> list[dict]:
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
-    n = data.shape[0]
-    bs = n if not batch_size else int(batch_size)
-    if bs < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "lbfgs":
-        if bs < n:
-            raise ConfigError("optimizer 'lbfgs' is full-batch: leave batch_size unset")
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=20, history_size=20,
-                                line_search_fn="strong_wolfe")
-    else:
-        opt = _optimizer(params, optimizer, lr, momentum)
-    if not 0 < lr_final_factor <= 1:
-        raise ConfigError(f"lr_final_factor must be in (0, 1], got {lr_final_factor}")
-    sched = torch.optim.lr_scheduler.LinearLR(opt, 1.0, lr_final_factor, max(epochs, 1))
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(data.device)
-        total = 0.0
-        for start in range(0, n, bs):
-            batch = data.index_select(0, perm[start:start + bs])
+class PseudoLikelihood(_LateralObjective):
+    """Besag's exact pseudo-likelihood (all sites) plus ``l2``/2 ||J||^2 (and ||W||^2 for a
+    semi-restricted RBM): no model phase, so no sampler.  Diagnostic ``loss``."""
 
-            def closure(batch=batch):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(batch)
-                loss.backward()
-                return loss
+    needs_sampler = False
 
-            loss = opt.step(closure)
-            total += float(loss.detach()) * batch.shape[0]
-        _check_finite(model, epoch)
-        rec = {"epoch": epoch, "time": time.perf_counter() - t0, "loss": total / n,
-               "lr": opt.param_groups[0]["lr"]}
-        sched.step()
-        rec.update(monitor())
-        if not math.isfinite(rec["loss"]):
-            raise TrainingDiverged(f"the loss became {rec['loss']} in epoch {epoch}: lower the "
-                                   "learning rate")
-        history.append(rec)
-        if callback is not None:
-            callback(rec)
-    return history
+    def gradient(self, model, batch, sampler, generator):
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss = autograd_step(lambda: -pseudo_log_likelihood(model, batch)
+                             + _coupling_penalty(model, self.l2), params)
+        return {"loss": loss}
+
+
+class LateralLikelihood(_LateralObjective):
+    """The likelihood gradient (data minus model statistics) of a lateral model: autograd of
+    mean F(data) - mean F(particles) with the sampler's particles held fixed, plus the
+    ``l2`` penalty.  Diagnostic ``loss`` (the free-energy gap plus penalty)."""
+
+    def gradient(self, model, batch, sampler, generator):
+        with torch.no_grad():
+            negative, _ = sampler.negative(model, batch, None, generator)
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss = autograd_step(lambda: model.free_energy(batch).mean()
+                             - model.free_energy(negative.detach()).mean()
+                             + _coupling_penalty(model, self.l2), params)
+        return {"loss": loss}
 
 
 def fit_pseudo_likelihood(model: LateralModel, data: Tensor, epochs: int = 100,
                           batch_size: int | None = None, lr: float = 0.05,
                           optimizer: str = "adam", momentum: float = 0.0, l2: float = 0.0,
                           seed: int = 0, init_fields: bool = True, lr_final_factor: float = 1.0,
-                          callback: Callable[[dict], None] | None = None) -> list[dict]:
-    """Maximise the exact pseudo-likelihood (all sites) by a torch optimizer.
+                          callback: Callable[[dict], None] | None = None,
+                          **trainer_options) -> list[dict]:
+    """Maximise the exact pseudo-likelihood (all sites) through the one Trainer.
 
-    ``batch_size=None`` is full-batch.  ``optimizer`` is "adam", "sgd" or, full-batch
-    only, "lbfgs" (each epoch up to 20 L-BFGS iterations with a strong-Wolfe line
-    search, ``lr`` 1 is its natural step): the Ising pseudo-likelihood is concave,
-    so L-BFGS reaches the exact maximum-pseudo-likelihood estimate in a few epochs.
-    ``l2`` adds l2/2 * ||J||^2 (and ||W||^2); the learning rate decays linearly to
-    ``lr_final_factor`` x ``lr`` over the epochs (1: constant).
-    Returns per-epoch history: ``loss`` (negative mean PL plus penalty, averaged
-    over batches) and ``pseudo_log_likelihood`` on (up to 2000 rows of) the data.
+    ``batch_size=None`` is full-batch.  ``optimizer`` is "adam", "sgd", any
+    ``torch.optim`` class or, full-batch only, "lbfgs" (each epoch up to 20 L-BFGS
+    iterations with a strong-Wolfe line search, ``lr`` 1 is its natural step): the
+    Ising pseudo-likelihood is concave, so L-BFGS reaches the exact
+    maximum-pseudo-likelihood estimate in a few epochs.  ``l2`` adds l2/2 * ||J||^2 (and
+    ||W||^2); the learning rate decays linearly to ``lr_final_factor`` x ``lr`` over the
+    epochs (1: constant).  Returns per-epoch history: ``loss`` (negative mean PL plus
+    penalty, averaged over batches) and ``pseudo_log_likelihood`` on (up to 2000 rows
+    of) the data.
     """
-    model = _check_model(model)
-    x = model.prepare(data, "training data")
-    if init_fields:
-        model.init_fields(x)
-    mon = x[:2000]
-
-    def loss_fn(batch):
-        return -pseudo_log_likelihood(model, batch) + _coupling_penalty(model, l2)
-
-    def monitor():
-        with torch.no_grad():
-            return {"pseudo_log_likelihood": float(pseudo_log_likelihood(model, mon))}
-
-    return _train_loop(model, x, loss_fn, epochs, batch_size, lr, optimizer, momentum, seed,
-                       callback, monitor, lr_final_factor)
+    return _fit(model, data, PseudoLikelihood(l2), None, epochs, batch_size, lr, optimizer,
+                momentum, seed, init_fields, lr_final_factor, callback, trainer_options)
 
 
 def fit_pcd(model: LateralModel, data: Tensor, epochs: int = 100, batch_size: int = 100,
             lr: float = 0.05, optimizer: str = "adam", momentum: float = 0.0, l2: float = 0.0,
             chains: int | None = None, sweeps: int = 1, seed: int = 0,
             init_fields: bool = True, lr_final_factor: float = 1.0,
-            callback: Callable[[dict], None] | None = None) -> list[dict]:
+            callback: Callable[[dict], None] | None = None, **trainer_options) -> list[dict]:
     """Persistent contrastive divergence: ``chains`` persistent Gibbs chains, ``sweeps`` each.
 
-    The gradient is autograd of mean F(batch) - mean F(chains) with the chains
-    held fixed (data minus model statistics); chains start at random states.
-    History as :func:`fit_pseudo_likelihood` (``loss`` is the free-energy gap).
+    The gradient is autograd of mean F(batch) - mean F(chains) with the chains held fixed
+    (data minus model statistics); chains start at random states.  History as
+    :func:`fit_pseudo_likelihood` (``loss`` is the free-energy gap).
     """
-    model = _check_model(model)
-    x = model.prepare(data, "training data")
+    from ..sampling import PersistentCD
+
     if not isinstance(sweeps, int) or sweeps < 1:
         raise ConfigError(f"sweeps (k) must be a positive integer, got {sweeps!r}")
-    if init_fields:
-        model.init_fields(x)
-    gen = torch.Generator(device=model.device).manual_seed(seed + 1)
-    n_chains = int(chains or batch_size or 100)
-    state = {"chains": model.random_states(n_chains, gen)}
-    mon = x[:2000]
+    sampler = PersistentCD(sweeps, int(chains or batch_size or 100))
+    return _fit(model, data, LateralLikelihood(l2), sampler, epochs, batch_size, lr, optimizer,
+                momentum, seed + 1, init_fields, lr_final_factor, callback, trainer_options)
 
-    def loss_fn(batch):
-        state["chains"] = model.gibbs(state["chains"], sweeps, gen)
-        return (model.free_energy(batch).mean() - model.free_energy(state["chains"]).mean()
-                + _coupling_penalty(model, l2))
 
-    def monitor():
-        with torch.no_grad():
-            return {"pseudo_log_likelihood": float(pseudo_log_likelihood(model, mon))}
+def _fit(model, data, objective, sampler, epochs, batch_size, lr, optimizer, momentum, seed,
+         init_fields, lr_final_factor, callback, trainer_options) -> list[dict]:
+    from ..training import Trainer
 
-    return _train_loop(model, x, loss_fn, epochs, batch_size, lr, optimizer, momentum, seed,
-                       callback, monitor, lr_final_factor)
+    model = _check_model(model)
+    x = model.prepare(data, "training data")
+    if optimizer == "lbfgs":
+        if batch_size and batch_size < x.shape[0]:
+            raise ConfigError("optimizer 'lbfgs' is full-batch: leave batch_size unset")
+        optimizer = functools.partial(torch.optim.LBFGS, lr=lr, max_iter=20, history_size=20,
+                                      line_search_fn="strong_wolfe")
+        lr = None
+    callbacks = list(trainer_options.pop("callbacks", ()))
+    if callback is not None:
+        callbacks.append(lambda trainer, record: callback(record))
+    schedule = ("linear", lr_final_factor) if lr_final_factor != 1.0 else ("constant", 0.01)
+    trainer = Trainer(model, sampler, objective, optimizer, epochs=epochs,
+                      batch_size=int(batch_size or x.shape[0]), lr=lr, momentum=momentum,
+                      seed=seed, lr_schedule=schedule[0], lr_final_factor=schedule[1],
+                      init_visible_bias=init_fields, monitor_size=2000, callbacks=callbacks,
+                      progress=trainer_options.pop("progress", False), **trainer_options)
+    return trainer.fit(x)
 
 
 # --------------------------------------------------------------------------- CLI
-TRAIN_OPTIONS: dict[str, tuple[Any, str]] = {
-    "lateral_method": ("pl", "ising/potts/srbm: pl (pseudo-likelihood) or pcd (persistent "
-                             "Gibbs chains; --k sweeps, --chains chains)"),
-    "lateral_spins": ("01", "ising: spin values 01 ({0,1}) or pm1 ({-1,+1}; use --binarize none)"),
-    "lateral_q": (0, "potts: states per site (0 = largest label + 1); data are integer labels "
-                     "(samples, sites), use --binarize none"),
-    "lateral_scan": ("sequential", "ising/potts/srbm Gibbs scan: sequential, random or colored"),
-    "lateral_l2": (0.0, "ising/potts/srbm: L2 penalty on couplings (and srbm weights)"),
-}
-
-
-def _build(cfg: dict, data: Tensor) -> tuple[LateralModel, Tensor]:
-    kind, scan = cfg["model"], cfg.get("lateral_scan", "sequential")
-    gen = torch.Generator().manual_seed(int(cfg.get("seed") or 0))
+def _build(run, data: Tensor) -> tuple[LateralModel, Tensor]:
+    kind, scan = run["model"], run["lateral_scan"]
+    gen = torch.Generator().manual_seed(int(run["seed"]))
     if kind == "ising":
-        return IsingModel(data.shape[1], cfg.get("lateral_spins", "01"), scan), data
+        return IsingModel(data.shape[1], run["lateral_spins"], scan), data
     if kind == "potts":
-        q = int(cfg.get("lateral_q") or 0) or int(data.max()) + 1
+        q = int(run["lateral_q"] or 0) or int(data.max()) + 1
         model = PottsModel(data.shape[1], q, scan)
         return model, model.one_hot(data)
-    n_hidden = int(cfg.get("n_hidden") or 64)
-    init_std = float(cfg.get("init_std") or 0.01)
     vis = make_units("bernoulli", data.shape[1])
-    hid = make_units("bernoulli", n_hidden)
-    conn = DenseConnection(data.shape[1], n_hidden, init_std, gen)
+    hid = make_units("bernoulli", int(run["n_hidden"]))
+    conn = DenseConnection(data.shape[1], hid.n, float(run["init_std"]), gen)
     return SemiRestrictedRBM(vis, hid, conn, scan), data
 
 
-def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[LateralModel, list[dict]]:
-    """Train an ising/potts/srbm model from a resolved ``boltzkit train`` config."""
-    from . import load_splits
-
-    method = _check_choice("lateral_method", cfg.get("lateral_method", "pl"), METHODS)
-    train, _, test, _ = load_splits(load)
-    model, x = _build(cfg, train)
+def train_from_config(run) -> tuple[LateralModel, list[dict]]:
+    """``boltzkit train --model ising|potts|srbm``: pseudo-likelihood (``--objective pl``)
+    or the likelihood with any sampler (``--objective ml --method pcd``, ...)."""
+    train, _, test, _ = run.splits()
+    model, x = _build(run, train)
     if test is not None and isinstance(model, PottsModel):
         test = model.one_hot(test)
-    device = torch.device(cfg.get("device") or "cpu")
-    model = model.to(device)
-    x = model.prepare(x, "training data")
-
-    def show(rec):
-        if not quiet:
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in rec.items()), flush=True)
-
-    common = dict(epochs=int(cfg.get("epochs", 10)), lr=float(cfg.get("lr", 0.05)),
-                  optimizer=cfg.get("optimizer", "sgd"), momentum=float(cfg.get("momentum", 0.0)),
-                  l2=float(cfg.get("lateral_l2") or 0.0), seed=int(cfg.get("seed") or 0),
-                  callback=show, lr_final_factor=(float(cfg.get("lr_final_factor") or 1.0)
-                                                  if cfg.get("lr_schedule") == "linear" else 1.0))
-    if method == "pl":
-        history = fit_pseudo_likelihood(model, x, batch_size=cfg.get("batch_size"), **common)
+    model = model.to(run.device)
+    if run["objective"] == "pl":
+        objective, sampler = PseudoLikelihood(run["lateral_l2"]), None
     else:
-        history = fit_pcd(model, x, batch_size=int(cfg.get("batch_size") or 100),
-                          chains=cfg.get("chains"), sweeps=int(cfg.get("k") or 1), **common)
-    if history:
+        objective, sampler = LateralLikelihood(run["lateral_l2"]), run.sampler()
+    trainer = run.trainer(model, sampler, objective, monitor_size=2000)
+    history = run.fit(trainer, x, None if test is None else model.prepare(test, "test data"))
+    if history and model.n_states <= 2**20:
         final = history[-1]
-        if model.n_states <= 2**20:
-            lz = exact_log_z(model)
-            final["log_z"] = lz
-            final["train_log_likelihood"] = log_likelihood(model, x, lz)
-            if test is not None:
-                final["test_log_likelihood"] = log_likelihood(model, test, lz)
+        lz = exact_log_z(model)
+        final["log_z"] = lz
+        final["train_log_likelihood"] = log_likelihood(model, x, lz)
+        if test is not None:
+            final["test_log_likelihood"] = log_likelihood(model, test, lz)
     return model, history
-
-
-MODEL_CLASSES = {"ising": IsingModel, "potts": PottsModel, "srbm": SemiRestrictedRBM}

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,8 +54,10 @@ import torch
 from torch import Tensor
 
 from ..connections import DenseConnection
-from ..errors import ConfigError, DataError, TrainingDiverged
+from ..errors import ConfigError, DataError
+from ..objectives import Objective
 from ..rbm import RBM
+from ..sampling import check_k_schedule
 from ..units import BernoulliUnits, SoftmaxUnits
 
 log = logging.getLogger(__name__)
@@ -313,93 +314,39 @@ class CFRBM(RBM):
             cd_schedule: Sequence[Sequence[int]] = ((0, 1),), seed: int = 0,
             lr_schedule: str = "constant", lr_final_factor: float = 0.1,
             average_from: int = 0, implicit=None, eval_fn=None, eval_every: int = 0,
-            verbose: bool = False) -> list[dict]:
-        """Train by CD-T on the given ratings (indices + raw values).  Returns a history.
+            verbose: bool = False, **trainer_options) -> list[dict]:
+        """Train by CD-T on the given ratings (indices + raw values) through the one
+        :class:`~boltzkit.training.Trainer`.  Returns its history.
 
-        ``lr_schedule`` (constant, linear, exponential, cosine) decays the learning rate
-        per epoch towards ``lr_final_factor * lr``; ``average_from`` (> 0): the model ends with
-        (and ``eval_fn`` sees) the mean of the parameters after each epoch from that one
+        ``cd_schedule``: [(from_epoch, T), ...], CD-T from that epoch (0-based) on.
+        ``lr_schedule`` (constant, linear, exponential, cosine) decays the learning rate per
+        epoch towards ``lr_final_factor * lr``; ``average_from`` (> 0): the model ends with
+        (and ``eval_fn`` sees) the mean of the parameters after every step from that epoch
         (1-based) on, Polyak averaging that damps the CD noise; ``implicit``: ``(users,
-        items)`` pairs known to be rated, ratings unknown (conditional model).
+        items)`` pairs known to be rated, ratings unknown (conditional model).  ``eval_fn``
+        (model -> dict) adds its entries to the record every ``eval_every`` epochs and at
+        the last one.  Other keyword arguments go to the Trainer (e.g. ``checkpoint_dir``).
         """
-        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not lr > 0:
-            raise ConfigError(f"lr must be positive, got {lr}")
-        lr_factor(lr_schedule, lr_final_factor, 0, epochs)  # validates the schedule
-        if not isinstance(average_from, int) or not 0 <= average_from <= epochs:
-            raise ConfigError(f"average_from must be an epoch 1..{epochs} (0: no averaging), "
-                              f"got {average_from!r}")
-        schedule = sorted((int(e), int(t)) for e, t in cd_schedule)
-        if not schedule or schedule[0][0] != 0 or any(t < 1 for _, t in schedule):
-            raise ConfigError(f"cd_schedule must start at epoch 0 with steps >= 1, e.g. "
-                              f"[[0, 1], [20, 3]], got {cd_schedule!r}")
+        from ..sampling import ContrastiveDivergence
+        from ..training import Trainer
+
         self.set_training_ratings(users, items, ratings, implicit)
-        values, mask, _ = self._matrices()
-        with torch.no_grad():  # visible biases start at the (smoothed) log rating frequencies
-            counts = np.asarray(values.sum(0)).reshape(-1)
-            if self.mode == "softmax":
-                c = torch.as_tensor(counts.reshape(self.n_groups, self.k) + 1.0)
-                self.visible.bias.copy_(torch.log(c / c.sum(1, keepdim=True)).reshape(-1))
-            else:
-                n = np.asarray(mask.sum(0)).reshape(-1)
-                p = np.clip((counts + 1.0) / (n + 2.0), 1e-3, 1 - 1e-3)
-                self.visible.bias.copy_(torch.as_tensor(np.log(p / (1 - p))))
-        params = self._parameter_of()
-        decayed = [p for k, p in params.items() if k in ("weights", "implicit")]
-        opt = torch.optim.SGD([{"params": decayed, "weight_decay": weight_decay},
-                               {"params": [self.visible.bias, self.hidden.bias]}],
-                              lr=lr, momentum=momentum)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        active = np.flatnonzero(np.asarray(mask.sum(1)).reshape(-1) > 0)
-        history: list[dict] = []
-        mean: dict[str, Tensor] = {}
-        for epoch in range(epochs):
-            steps = [t for e, t in schedule if e <= epoch][-1]
-            rate = lr * lr_factor(lr_schedule, lr_final_factor, epoch, epochs)
-            for group in opt.param_groups:
-                group["lr"] = rate
-            start = time.perf_counter()
-            order = rng.permutation(active)
-            for lo in range(0, len(order), batch_size):
-                idx = order[lo:lo + batch_size]
-                v, m = self.batch(idx)
-                g = self.gradients(v, m, steps, gen, self.rated_batch(idx))
-                for name, p in params.items():
-                    p.grad = -g[name]
-                opt.step()
-            if not self.parameters_finite():
-                raise TrainingDiverged(f"CF-RBM parameters became NaN/inf in epoch {epoch + 1}: "
-                                       "lower lr (e.g. halve it) or raise weight_decay")
-            row = {"epoch": epoch + 1, "cd_steps": steps, "lr": rate,
-                   "seconds": time.perf_counter() - start}
-            if average_from and epoch + 1 >= average_from:
-                n = epoch + 2 - average_from
-                with torch.no_grad():
-                    for name, p in params.items():
-                        if name in mean:
-                            mean[name] += (p - mean[name]) / n
-                        else:
-                            mean[name] = p.detach().clone()
-                row["averaged_epochs"] = n
-            last = epoch + 1 == epochs
-            if last and mean:
-                self._assign(mean)
-            if eval_fn is not None and eval_every and ((epoch + 1) % eval_every == 0 or last):
-                if mean and not last:  # score the running average, then carry on training
-                    current = {k: p.detach().clone() for k, p in params.items()}
-                    self._assign(mean)
-                    row.update(eval_fn(self))
-                    self._assign(current)
-                else:
-                    row.update(eval_fn(self))
-            history.append(row)
-            if verbose:
-                print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in row.items()), flush=True)
-        return history
+        sampler = ContrastiveDivergence(1)
+        sampler.k_schedule = check_k_schedule(cd_schedule)
+        callbacks = list(trainer_options.pop("callbacks", ()))
+        if eval_fn is not None and eval_every:
+            callbacks.append(_EvalEvery(eval_fn, eval_every))
+        if verbose:
+            from ..training.run import print_epoch
+
+            callbacks.append(print_epoch)
+        trainer = Trainer(self, sampler, RatedLikelihood(), "sgd", epochs=epochs,
+                          batch_size=batch_size, lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, lr_schedule=lr_schedule,
+                          lr_final_factor=lr_final_factor, average_from=average_from,
+                          seed=seed, monitor_size=0, callbacks=callbacks,
+                          progress=trainer_options.pop("progress", False), **trainer_options)
+        return trainer.fit(CaseRows(self))
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -520,24 +467,79 @@ class CFRBM(RBM):
                  "prediction": float(pred[j])} for j in order]
 
 
-LR_SCHEDULES = ("constant", "linear", "exponential", "cosine")
+class CaseRows:
+    """The Trainer's rows of a CF-RBM: its cases (users, or items for an I-RBM) that rated
+    anything; ``take(idx)`` is the dense batch (values (B, n_visible), group mask
+    (B, n_groups), rated indicator or None) built from the sparse rating matrices."""
+
+    def __init__(self, model: CFRBM) -> None:
+        _, mask, _ = model._matrices()
+        self.model = model
+        self.active = np.flatnonzero(np.asarray(mask.sum(1)).reshape(-1) > 0)
+        self.n = len(self.active)
+        if self.n == 0:
+            raise DataError("no training ratings: pass a non-empty fold")
+
+    def take(self, idx: Tensor):
+        cases = self.active[idx.cpu().numpy()]
+        v, m = self.model.batch(cases)
+        return v, m, self.model.rated_batch(cases)
+
+    def full(self) -> CaseRows:
+        return self
+
+    def release(self) -> None:
+        return None
 
 
-def lr_factor(schedule: str, final: float, epoch: int, epochs: int) -> float:
-    """Learning-rate multiplier in ``epoch`` (0-based) of ``epochs``: 1 at the start,
-    decaying towards ``final`` (linear, exponential or cosine; constant stays 1)."""
-    if schedule not in LR_SCHEDULES:
-        raise ConfigError(f"unknown lr schedule {schedule!r}: choose one of {list(LR_SCHEDULES)}")
-    if schedule == "constant":
-        return 1.0
-    if not 0 < final <= 1:
-        raise ConfigError(f"lr_final_factor must be in (0, 1], got {final}")
-    t = epoch / max(epochs - 1, 1)
-    if schedule == "linear":
-        return 1.0 + (final - 1.0) * t
-    if schedule == "exponential":
-        return final ** t
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+class RatedLikelihood(Objective):
+    """The CF-RBM's part for the training loop: CD on each case's rated groups only.
+
+    A batch is (values, group mask, rated indicator) of some cases (:class:`CaseRows`).
+    The model phase is CD-k of the masked per-case RBMs of the paper (unrated groups are
+    never sampled and get no gradient), run by :meth:`CFRBM.gradients` with the sampler's
+    k (and its ``k_schedule``): persistent chains would belong to no user.  Setup starts
+    the visible biases at the smoothed log rating frequencies.
+    """
+
+    def setup(self, model, rows, init=True):
+        if not init:
+            return
+        values, mask, _ = model._matrices()
+        with torch.no_grad():
+            counts = np.asarray(values.sum(0)).reshape(-1)
+            if model.mode == "softmax":
+                c = torch.as_tensor(counts.reshape(model.n_groups, model.k) + 1.0)
+                model.visible.bias.copy_(torch.log(c / c.sum(1, keepdim=True)).reshape(-1))
+            else:
+                n = np.asarray(mask.sum(0)).reshape(-1)
+                p = np.clip((counts + 1.0) / (n + 2.0), 1e-3, 1 - 1e-3)
+                model.visible.bias.copy_(torch.as_tensor(np.log(p / (1 - p))))
+
+    def gradient(self, model, batch, sampler, generator):
+        v, mask, rated = batch
+        g = model.gradients(v, mask, sampler.k, generator, rated)
+        for name, p in model._parameter_of().items():
+            if p.grad is None:
+                p.grad = -g[name]
+            else:
+                torch.neg(g[name], out=p.grad)
+        return {}
+
+    def monitor(self, model, train, val):
+        return {}
+
+
+class _EvalEvery:
+    """Callback: ``eval_fn(model)``'s entries in the record every ``every`` epochs and at the
+    last one (the model as it would be saved: the running mean while averaging)."""
+
+    def __init__(self, eval_fn, every: int) -> None:
+        self.eval_fn, self.every = eval_fn, every
+
+    def __call__(self, trainer, record: dict) -> None:
+        if record["epoch"] % self.every == 0 or record["epoch"] == trainer.epochs:
+            record.update(self.eval_fn(trainer.model))
 
 
 def rmse_mae(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -599,37 +601,36 @@ def fit_movielens(data, o: dict, verbose: bool = False) -> tuple[CFRBM, list[dic
     return model, history
 
 
-# ``boltzkit train --model cf-rbm`` (see boltzkit.models): options only this kind reads.
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "fold": ("1", "cf-rbm: MovieLens split; ml-100k 1..5 (u1..u5), a, b (ua, ub); ml-1m and "
-                  "ml-latest-small 1..5 (seeded)"),
-    "cf_mode": ("softmax", "cf-rbm: softmax (K rating levels per movie) or like (ratings >= 3 "
-                           "are likes, binary units)"),
-    "item_based": (False, "cf-rbm: items are the cases, users the visible groups (I-RBM)"),
-    "conditional": (False, "cf-rbm: condition the hidden units on which movies were rated, "
-                           "test pairs included (the paper's conditional RBM)"),
-    "cd_schedule": ("0:1", "cf-rbm: CD steps by epoch, FROM_EPOCH:STEPS,... e.g. 0:1,20:3"),
-    "prediction": ("mean-field", "cf-rbm: mean-field (h = E[h|v]) or exact (h summed out)"),
-    "average_from": (0, "cf-rbm: end with the mean of the parameters after each epoch from "
-                        "this one on (0: off)"),
-}
+def train_from_config(run) -> tuple[CFRBM, list[dict]]:
+    """``boltzkit train --model cf-rbm``: a CF-RBM on a MovieLens split through the one loop.
 
-
-def train_from_config(cfg: dict, load, quiet: bool) -> tuple[CFRBM, list[dict]]:
-    """Train a cf-rbm from a resolved ``boltzkit train`` config on a MovieLens split.
-
-    ``load`` (the CLI's array loader) is not used: MovieLens splits share one index space
-    and are read by :func:`boltzkit.data.movielens.load_movielens`.
+    MovieLens splits share one index space and are read by
+    :func:`boltzkit.data.movielens.load_movielens`; the conditional model learns from
+    which pairs the test set holds (not their ratings), as in the paper.  The last
+    record holds the test RMSE / MAE (or like error).
     """
     from ..data.movielens import MOVIELENS_DATASETS, load_movielens
+    from .evaluate import evaluate_model
 
-    if cfg["dataset"] not in MOVIELENS_DATASETS:
+    if run["dataset"] not in MOVIELENS_DATASETS:
         raise ConfigError(f"cf-rbm trains on MovieLens ratings: pass --dataset one of "
-                          f"{list(MOVIELENS_DATASETS)}, got {cfg['dataset']!r}")
-    if cfg["cf_mode"] not in MODES:
-        raise ConfigError(f"unknown cf_mode {cfg['cf_mode']!r}: choose one of {list(MODES)}")
-    data = load_movielens(cfg["dataset"], cfg["data_dir"], str(cfg["fold"]), seed=cfg["seed"])
-    return fit_movielens(data, {**cfg, "mode": cfg["cf_mode"]}, verbose=not quiet)
+                          f"{list(MOVIELENS_DATASETS)}, got {run['dataset']!r}")
+    data = load_movielens(run["dataset"], run["data_dir"], str(run["fold"]), seed=run["seed"])
+    conditional = bool(run["conditional"])
+    model = CFRBM(data.n_users, data.n_items, n_hidden=int(run["n_hidden"]), scale=data.scale,
+                  mode=run["cf_mode"], item_based=bool(run["item_based"]),
+                  conditional=conditional, prediction=run["prediction"], seed=run["seed"],
+                  init_std=float(run["init_std"]), user_ids=data.user_ids,
+                  item_ids=data.item_ids, titles=data.titles,
+                  info={"dataset": data.name, "fold": data.split, "model": "cf-rbm",
+                        **({"implicit": "test pairs"} if conditional else {})}).to(run.device)
+    tr = data.train
+    model.set_training_ratings(tr.users, tr.items, tr.ratings,
+                               (data.test.users, data.test.items) if conditional else None)
 
+    def score(m: CFRBM) -> dict:
+        return {f"test_{k}": v for k, v in evaluate_model(m, data.test).items()}
 
-MODEL_CLASSES = {"cf-rbm": CFRBM}
+    trainer = run.trainer(model, run.sampler(), RatedLikelihood(), monitor_size=0,
+                          callbacks=[_EvalEvery(score, run["epochs"])])
+    return model, run.fit(trainer, CaseRows(model))

@@ -19,7 +19,7 @@ MODEL_DEFAULTS = {
                  "lr": 0.1, "momentum": 0.5, "weight_decay": 0.0, "cd_schedule": "0:10"},
 }
 # ``boltzkit train`` config keys that mean the same here (so one TOML serves both commands).
-_ALIASES = {"cf_mode": "mode"}
+_ALIASES = {"cf_mode": "mode", "k_schedule": "cd_schedule"}
 
 __all__ = ["MODEL_DEFAULTS", "add_parsers", "parse_schedule", "COMMANDS",
            "evaluate_recommender_command", "options_from_file"]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from ..connections import DenseConnection
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..metrics.likelihood import (
     DEFAULT_AIS_STEPS,
     AISResult,
@@ -56,7 +55,9 @@ from ..metrics.likelihood import (
     _weight_problems,
     ais_schedule,
 )
+from ..objectives import Objective, assign_grads
 from ..rbm import RBM
+from ..sampling import Sampler, _check_k
 from ..units import BernoulliUnits, Beta, GaussianUnits, Units, make_units, units_from_config
 
 log = logging.getLogger(__name__)
@@ -547,7 +548,8 @@ class ScaledConnection(DenseConnection):
 def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
              lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 0.0,
              k: int = 1, method: str = "cd", seed: int = 0,
-             callback: Callable[[int, dict], None] | None = None) -> list[dict]:
+             callback: Callable[[int, dict], None] | None = None,
+             make_trainer: Callable | None = None, resume: bool = False) -> list[dict]:
     """Greedy layer-wise pretraining with the doubling trick; writes into ``model``.
 
     Layer l's RBM (layers l, l+1) is trained by :class:`boltzkit.training.Trainer`
@@ -556,7 +558,9 @@ def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
     RBM its hidden-to-visible input, and middle RBMs are trained plainly and
     their weights halved when composed (Salakhutdinov & Hinton 2009, 2012).
     Each hidden layer takes its bias from the RBM below it.  Returns one
-    history record per RBM epoch (with the RBM index).
+    history record per RBM epoch (with the RBM index).  ``make_trainer(rbm, sampler,
+    objective, stage=..., **options)`` builds each RBM's Trainer (default
+    :class:`~boltzkit.training.Trainer`); ``resume`` continues each from its checkpoint.
     """
     from ..objectives import LikelihoodGradient
     from ..sampling import make_sampler
@@ -573,11 +577,16 @@ def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
         conn = ScaledConnection(lower.n, upper.n, up, down,
                                 generator=torch.Generator().manual_seed(seed + i))
         rbm = RBM(copy.deepcopy(lower), copy.deepcopy(upper), conn).to(model.device, model.dtype)
-        trainer = Trainer(rbm, make_sampler(method, k, None), LikelihoodGradient(),
-                          epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                          weight_decay=weight_decay, seed=seed + i, progress=False,
-                          init_visible_bias=(i == 0), monitor_size=500)
-        for rec in trainer.fit(x):
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                       weight_decay=weight_decay, seed=seed + i, init_visible_bias=(i == 0),
+                       monitor_size=500)
+        if make_trainer is None:
+            trainer = Trainer(rbm, make_sampler(method, k, None), LikelihoodGradient(),
+                              progress=False, **options)
+        else:
+            trainer = make_trainer(rbm, make_sampler(method, k, None), LikelihoodGradient(),
+                                   stage=f"pretrain{i}", **options)
+        for rec in trainer.fit(x, resume=resume):
             rec = {"stage": "pretrain", "rbm": i, **rec}
             history.append(rec)
             if callback is not None:
@@ -596,175 +605,171 @@ def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
 
 
 # --------------------------------------------------------------------------- joint training
-class DBMTrainer:
-    """Joint DBM training: mean-field data phase, persistent Gibbs chains, torch optimizer.
+class DBMChains(Sampler):
+    """The model phase of DBM training: Gibbs chains over every layer.
 
-    The gradient of the average log-likelihood is the data statistics under
-    q(h | v) (mean-field) minus the model statistics under persistent chains
-    (``n_chains``, ``gibbs_steps`` sweeps per update, Salakhutdinov & Hinton
-    2009).  ``.grad`` holds model - data (a descent direction) for
-    ``torch.optim``.  The mean-field of each batch starts from the bottom-up
-    doubled pass.  ``chain_init="data"`` starts the chains at data rows with
-    hidden states drawn from their mean-field posterior (``"random"``: random states);
-    either way they then run 10 warm-up sweeps.
+    ``persistent=True`` (PCD, Salakhutdinov & Hinton 2009): ``n_chains`` chains kept
+    across updates, ``k`` sweeps each per update; they start at data rows with hidden
+    states drawn from their mean-field posterior (``init="data"``) or at random states,
+    then run 10 warm-up sweeps.  ``persistent=False`` (CD-k): every update starts the
+    chains at the batch's rows (hidden states from the mean field) and runs k sweeps.
+    ``negative`` returns the chains' states of every layer (a list).
     """
 
-    def __init__(self, model: DBM, epochs: int = 10, batch_size: int = 100, lr: float = 0.001,
-                 momentum: float = 0.9, weight_decay: float = 2e-4, optimizer: str = "sgd",
-                 mf_steps: int = 10, n_chains: int = 100, gibbs_steps: int = 5,
-                 lr_decay: bool = True, chain_init: str = "data", seed: int = 0) -> None:
-        for name, value in (("batch_size", batch_size), ("mf_steps", mf_steps),
-                            ("n_chains", n_chains), ("gibbs_steps", gibbs_steps)):
-            _positive_int(name, value)
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-        if chain_init not in ("data", "random"):
-            raise ConfigError(f"unknown chain_init {chain_init!r}: use 'data' or 'random'")
-        self.chain_init = chain_init
-        if optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"unknown optimizer {optimizer!r}: choose 'sgd' or 'adam'")
-        self.model, self.epochs, self.batch_size = model, epochs, batch_size
-        self.mf_steps, self.n_chains, self.gibbs_steps = mf_steps, n_chains, gibbs_steps
-        self.weight_decay = weight_decay
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
-        params = list(model.parameters())
-        if optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.scheduler = (torch.optim.lr_scheduler.LinearLR(self.optimizer, 1.0, 0.1,
-                                                            total_iters=max(epochs, 1))
-                          if lr_decay else None)
+    def __init__(self, k: int = 5, n_chains: int | None = 100, persistent: bool = True,
+                 init: str = "data", mf_steps: int = 10) -> None:
+        self.k = _check_k(k)
+        if n_chains is not None:
+            _positive_int("n_chains", n_chains)
+        if init not in ("data", "random"):
+            raise ConfigError(f"unknown chain_init {init!r}: use 'data' or 'random'")
+        self.n_chains, self.persistent, self.init, self.mf_steps = (
+            n_chains, persistent, init, mf_steps)
+        self.name = "pcd" if persistent else "cd"
         self.chains: list[Tensor] | None = None
-        self.history: list[dict] = []
+
+    def _from_data(self, model: DBM, v: Tensor, n: int, generator) -> list[Tensor]:
+        v0 = v.repeat(math.ceil(n / v.shape[0]), 1)[:n]
+        mus = model.mean_field(v0, self.mf_steps)
+        return [v0.clone()] + [u.sample(torch.zeros_like(mu), generator=generator, mean=mu)
+                               for u, mu in zip(model.layers[1:], mus, strict=True)]
 
     @torch.no_grad()
-    def step(self, v: Tensor) -> dict[str, float]:
-        """One update on a batch: statistics, gradient, optimizer step."""
-        model = self.model
-        if self.chains is None:
-            if self.chain_init == "data":
-                # Start near the model's data-like modes: data rows with hidden states
-                # sampled from their mean-field posterior (then a few warm-up sweeps).
-                v0 = v.repeat(math.ceil(self.n_chains / v.shape[0]), 1)[:self.n_chains]
-                mus0 = model.mean_field(v0, self.mf_steps)
-                self.chains = [v0.clone()] + [
-                    u.sample(torch.zeros_like(mu), generator=self.generator, mean=mu)
-                    for u, mu in zip(model.layers[1:], mus0, strict=True)]
-            else:
-                self.chains = model.init_states(self.n_chains, self.generator)
+    def negative(self, model, v_data, field_data, generator=None):
+        if not self.persistent:
+            states = self._from_data(model, v_data, v_data.shape[0], generator)
+        elif self.chains is None:
+            n = self.n_chains or v_data.shape[0]
+            states = (self._from_data(model, v_data, n, generator) if self.init == "data"
+                      else model.init_states(n, generator))
             for _ in range(10):
-                self.chains = model.gibbs_step(self.chains, generator=self.generator)
+                states = model.gibbs_step(states, generator=generator)
+        else:
+            states = self.chains
+        for _ in range(self.k):
+            states = model.gibbs_step(states, generator=generator)
+        if self.persistent:
+            self.chains = states
+        return states, None
+
+    def state_dict(self):
+        return {} if self.chains is None else {f"chains.{i}": c for i, c in
+                                               enumerate(self.chains)}
+
+    def load_state_dict(self, state):
+        if state:
+            self.chains = [state[f"chains.{i}"].clone() for i in range(len(state))]
+
+
+class MeanFieldLikelihood(Objective):
+    """The DBM's data phase: statistics under the mean-field posterior q(h | v).
+
+    The gradient of the average log-likelihood is the data statistics under q
+    (``mf_steps`` sweeps from the bottom-up doubled pass) minus the model statistics of
+    the sampler's chains (:class:`DBMChains`); ``.grad`` holds model minus data, a
+    descent direction.  Diagnostic ``mean_activation``; monitor: the unnormalised
+    variational bound (``elbo_unnormalized_train`` / ``_val``).
+    """
+
+    def __init__(self, mf_steps: int = 10) -> None:
+        self.mf_steps = _positive_int("mf_steps", mf_steps)
+
+    def setup(self, model, rows, init=True):
+        return None  # the biases come from pretraining
+
+    @torch.no_grad()
+    def gradient(self, model, v, sampler, generator):
         mus = model.mean_field(v, self.mf_steps)
         data_states = [v, *mus]
-        for _ in range(self.gibbs_steps):
-            self.chains = model.gibbs_step(self.chains, generator=self.generator)
-        neg = self.chains
+        neg, _ = sampler.negative(model, v, None, generator)
         B, M = v.shape[0], neg[0].shape[0]
+        grads = []
         for i, u in enumerate(model.layers):
-            cd = u.coupling(data_states[i]).mean(0)
-            cm = u.coupling(neg[i]).mean(0)
-            u.bias.grad = cm - cd
-        for i, c in enumerate(model.connections):
+            grads.append(u.coupling(neg[i]).mean(0) - u.coupling(data_states[i]).mean(0))
+        for i in range(len(model.connections)):
             lo, hi = model.layers[i], model.layers[i + 1]
             g = lo.coupling(neg[i]).t() @ hi.coupling(neg[i + 1]) / M
-            g.addmm_(lo.coupling(v if i == 0 else mus[i - 1]).t(), hi.coupling(mus[i]),
-                     alpha=-1.0 / B)
-            if self.weight_decay:
-                g.add_(c.weights, alpha=self.weight_decay)
-            c.weights.grad = g
-        self.optimizer.step()
-        return {"mean_activation": float(torch.stack([m.mean() for m in mus]).mean())}
+            g.addmm_(lo.coupling(data_states[i]).t(), hi.coupling(mus[i]), alpha=-1.0 / B)
+            grads.append(g)
+        params = [u.bias for u in model.layers] + [c.weights for c in model.connections]
+        assign_grads(params, grads)
+        return {"mean_activation": torch.stack([m.mean() for m in mus]).mean()}
 
-    def fit(self, data: Tensor, callback: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train on ``data`` for ``epochs`` epochs; returns per-epoch records."""
-        model = self.model
-        x = model.prepare(data, "training data")
-        n = x.shape[0]
-        for epoch in range(1, self.epochs + 1):
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=self.generator, device=x.device)
-            acts = []
-            for s in range(0, n, self.batch_size):
-                acts.append(self.step(x.index_select(0, perm[s:s + self.batch_size]))
-                            ["mean_activation"])
-            if not model.parameters_finite():
-                from ..errors import TrainingDiverged
-
-                raise TrainingDiverged(f"DBM parameters became NaN/inf in joint epoch {epoch}: "
-                                       "lower the learning rate (--lr) or add weight decay")
-            lr = self.optimizer.param_groups[0]["lr"]
-            if self.scheduler is not None:
-                self.scheduler.step()
-            mon = x[:500]
-            rec = {"stage": "joint", "epoch": epoch, "time": time.perf_counter() - t0, "lr": lr,
-                   "mean_activation": sum(acts) / len(acts),
-                   "elbo_unnormalized_train": float(
-                       model.variational_free_energy(mon, mf_steps=self.mf_steps).mean())}
-            self.history.append(rec)
-            log.info("dbm joint epoch %d: %s", epoch, rec)
-            if callback is not None:
-                callback(rec)
-        return self.history
+    @torch.no_grad()
+    def monitor(self, model, train, val):
+        out = {}
+        for name, rows in (("train", train), ("val", val)):
+            if rows is not None:
+                out[f"elbo_unnormalized_{name}"] = float(
+                    model.variational_free_energy(rows, mf_steps=self.mf_steps).mean())
+        return out
 
 
-# --------------------------------------------------------------------------- CLI hooks
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "layers": (None, "dbn/dbm: layer sizes, e.g. 784,500,1000 (the first entry, the data "
-                     "width, may be omitted)"),
-    "dbm_pretrain_epochs": (10, "DBM: epochs of greedy pretraining per RBM"),
-    "dbm_pretrain_lr": (0.05, "DBM: learning rate of the pretraining RBMs"),
-    "dbm_epochs": (10, "DBM: epochs of joint training"),
-    "dbm_lr": (0.001, "DBM: joint-training learning rate (SGD, momentum 0.9, linear decay to "
-                      "10%)"),
-    "dbm_mf_steps": (10, "DBM: mean-field sweeps per batch in joint training"),
-    "dbm_chains": (100, "DBM: persistent Gibbs chains in joint training"),
-    "dbm_gibbs_steps": (5, "DBM: Gibbs sweeps of the chains per update"),
-    "dbm_ais_chains": (0, "DBM: AIS chains for the test-set bound after training (0: skip)"),
-    "dbm_ais_steps": (DEFAULT_AIS_STEPS, "DBM: AIS steps for the test-set bound"),
-}
+def fit_dbm(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
+            lr: float = 0.001, momentum: float = 0.9, weight_decay: float = 2e-4,
+            optimizer: str = "sgd", mf_steps: int = 10, n_chains: int = 100,
+            gibbs_steps: int = 5, lr_decay: bool = True, chain_init: str = "data",
+            seed: int = 0, callback: Callable[[dict], None] | None = None,
+            **trainer_options: Any) -> list[dict]:
+    """Joint DBM training through the one Trainer: :class:`MeanFieldLikelihood` with
+    :class:`DBMChains` (``n_chains`` persistent chains, ``gibbs_steps`` sweeps per update).
+
+    ``lr_decay``: linear decay to 10% of ``lr`` over the epochs.  ``weight_decay`` is L2
+    on the weight matrices.  Other keyword arguments go to the Trainer (e.g.
+    ``checkpoint_dir``).  Returns the history (``mean_activation``,
+    ``elbo_unnormalized_train`` on 500 training rows).
+    """
+    from ..training import Trainer
+
+    callbacks = list(trainer_options.pop("callbacks", ()))
+    if callback is not None:
+        callbacks.append(lambda trainer, record: callback(record))
+    trainer = Trainer(model, DBMChains(gibbs_steps, n_chains, init=chain_init,
+                                       mf_steps=mf_steps), MeanFieldLikelihood(mf_steps),
+                      optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
+                      momentum=momentum, weight_decay=weight_decay,
+                      lr_schedule="linear" if lr_decay else "constant", lr_final_factor=0.1,
+                      seed=seed, init_visible_bias=False, monitor_size=500,
+                      callbacks=callbacks, progress=trainer_options.pop("progress", False),
+                      **trainer_options)
+    return trainer.fit(model.prepare(data, "training data"))
 
 
-def train_from_config(cfg: dict[str, Any], load: Callable[[str], tuple[Tensor, Tensor]],
-                      quiet: bool = False) -> tuple[DBM, list[dict]]:
-    """Pretrain then jointly train a DBM from a resolved CLI config."""
-    train, _ = load("train")
-    if train.shape[0] == 0:
-        raise DataError("training data is empty")
-    sizes = parse_layers(cfg.get("layers"), n_features=int(train.shape[1]))
-    visible = cfg.get("visible", "bernoulli")
-    model = make_dbm(sizes, visible=visible, visible_std=cfg.get("visible_std", 1.0),
-                     init_std=cfg.get("init_std", 0.01), seed=cfg.get("seed", 0))
-    device = cfg.get("device", "cpu")
-    model = model.to(device)
-    seed = int(cfg.get("seed", 0))
-    say = (lambda *a: None) if quiet else print  # noqa: E731
-    history = pretrain(model, train, epochs=int(cfg["dbm_pretrain_epochs"]),
-                       batch_size=int(cfg.get("batch_size", 100)),
-                       lr=float(cfg["dbm_pretrain_lr"]), momentum=float(cfg.get("momentum", 0.5)),
-                       seed=seed, callback=lambda i, r: say(
-                           f"pretrain rbm {i} epoch {r['epoch']}: recon {r['recon_error']:.4f}"))
-    trainer = DBMTrainer(model, epochs=int(cfg["dbm_epochs"]),
-                         batch_size=int(cfg.get("batch_size", 100)), lr=float(cfg["dbm_lr"]),
-                         weight_decay=float(cfg.get("weight_decay", 0.0)),
-                         mf_steps=int(cfg["dbm_mf_steps"]), n_chains=int(cfg["dbm_chains"]),
-                         gibbs_steps=int(cfg["dbm_gibbs_steps"]), seed=seed)
-    history += trainer.fit(train, callback=lambda r: say(
-        f"joint epoch {r['epoch']}: elbo(train, unnormalised) {r['elbo_unnormalized_train']:.2f}"
-        f" ({r['time']:.1f}s)"))
-    if int(cfg.get("dbm_ais_chains") or 0) > 0:
-        try:
-            test, _ = load("test")
-        except DataError:
-            test = train
-        res = dbm_log_likelihood_bound(model, test, int(cfg["dbm_ais_chains"]),
-                                       int(cfg["dbm_ais_steps"]), seed=seed, train_data=train)
-        say(f"test log-likelihood lower bound {res['log_likelihood_lower_bound']:.2f} nats "
-            f"(log Z {res['log_z']:.2f} by {res['method']})")
+def train_from_config(run) -> tuple[DBM, list[dict]]:
+    """``boltzkit train --model dbm``: greedy pretraining, then joint training, each stage
+    through the one loop (checkpoints under ``checkpoint_dir/pretrainN`` and
+    ``checkpoint_dir/joint``); ``--epochs``, ``--lr``, ``--k`` and ``--chains`` are the
+    joint stage's."""
+    train, _, test, _ = run.splits()
+    sizes = parse_layers(run["layers"], n_features=int(train.shape[1]))
+    model = make_dbm(sizes, visible=run["visible"], visible_std=run["visible_std"],
+                     init_std=run["init_std"], seed=run["seed"]).to(run.device)
+    history = pretrain(model, train, epochs=int(run["dbm_pretrain_epochs"]),
+                       batch_size=int(run["batch_size"]), lr=float(run["dbm_pretrain_lr"]),
+                       momentum=float(run["momentum"]), weight_decay=float(run["weight_decay"]),
+                       seed=int(run["seed"]), make_trainer=_pretrain_trainer(run),
+                       resume=run.resume)
+    history = [{**r, "stage": f"pretrain{r['rbm']}"} for r in history]
+    sampler = DBMChains(run["k"], run["chains"], persistent=run["method"] == "pcd",
+                        mf_steps=int(run["dbm_mf_steps"]))
+    sampler.k_schedule = run.sampler().k_schedule
+    trainer = run.trainer(model, sampler, MeanFieldLikelihood(int(run["dbm_mf_steps"])),
+                          stage="joint", init_visible_bias=False, monitor_size=500)
+    history += run.fit(trainer, train, test)
+    if int(run["dbm_ais_chains"] or 0) > 0:
+        res = dbm_log_likelihood_bound(model, test if test is not None else train,
+                                       int(run["dbm_ais_chains"]), int(run["dbm_ais_steps"]),
+                                       seed=int(run["seed"]), train_data=train)
+        if not run.quiet:
+            print(f"test log-likelihood lower bound {res['log_likelihood_lower_bound']:.2f} "
+                  f"nats (log Z {res['log_z']:.2f} by {res['method']})")
         history.append({"stage": "evaluate", **res})
     return model, history
 
 
-MODEL_CLASSES = {"dbm": DBM}
+def _pretrain_trainer(run):
+    def make(rbm, sampler, objective, stage, **options):
+        # pretraining has its own epochs and lr; the loop's other options apply
+        return run.trainer(rbm, sampler, objective, stage=stage, lr_schedule="constant",
+                           average_from=0, **options)
+    return make

@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
@@ -55,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..objectives import LikelihoodGradient
+from ..objectives import LikelihoodGradient, Objective, assign_grads
 from ..rbm import RBM
 from ..sampling import make_sampler
 from ..training import Trainer
@@ -276,7 +275,8 @@ class DBN(nn.Module):
     def fit(self, data: Tensor, settings: dict | Sequence[dict] | None = None,
             val: Tensor | None = None, callbacks: Sequence[Callable] = (),
             quiet: bool = True, train_layers: Sequence[int] | None = None,
-            fractional: bool = False) -> list[dict]:
+            fractional: bool = False, make_trainer: Callable | None = None,
+            resume: bool = False) -> list[dict]:
         """Greedy layer-wise training; returns one history record per layer-epoch.
 
         ``settings``: one dict (for every layer) or one per layer, with keys from
@@ -288,6 +288,8 @@ class DBN(nn.Module):
         layers, e.g. ``[1]`` to add a layer on top of a trained one.
         ``fractional=True`` lets a Bernoulli bottom layer take values in [0, 1]
         (grey levels as probabilities) instead of requiring 0/1 data.
+        ``make_trainer(rbm, layer, settings)`` (default: a Trainer from ``settings``)
+        builds each layer's Trainer; ``resume`` continues each from its checkpoint.
         """
         per_layer = layer_settings(settings, len(self.layers))
         todo = set(range(len(self.layers)) if train_layers is None else
@@ -303,22 +305,12 @@ class DBN(nn.Module):
             if i not in todo:
                 x, v = self._propagate_all(i, x), self._propagate_all(i, v)
                 continue
-            sampler = make_sampler(s["method"], s["k"], s["chains"], s["n_temperatures"],
-                                   s["beta_min"])
-            objective = LikelihoodGradient(s["sparsity_target"], s["sparsity_cost"],
-                                           centering=bool(s["centering"]))
-            trainer = Trainer(rbm, sampler, objective, epochs=s["epochs"],
-                              batch_size=s["batch_size"], lr=s["lr"], optimizer=s["optimizer"],
-                              momentum=s["momentum"], weight_decay=s["weight_decay"],
-                              lr_schedule=s["lr_schedule"], lr_final_factor=s["lr_final_factor"],
-                              seed=s["seed"] + i, callbacks=callbacks,
-                              progress=False if quiet else None, monitor_size=s["monitor_size"],
-                              init_visible_bias=s["init_visible_bias"])
+            trainer = (make_trainer or _layer_trainer)(rbm, i, s, callbacks, quiet)
             trainer.dbn_layer = i
             t0 = time.perf_counter()
             ctx = _accepts_means(rbm) if i > 0 or fractional else nullcontext()
             with ctx:
-                records = trainer.fit(x, v)
+                records = trainer.fit(x, v, resume=resume)
             log.info("dbn layer %d (%d -> %d) trained in %.1f s", i, rbm.n_visible,
                      rbm.n_hidden, time.perf_counter() - t0)
             history.extend({"layer": i, **r} for r in records)
@@ -328,6 +320,7 @@ class DBN(nn.Module):
 
     @torch.no_grad()
     def _propagate_all(self, i: int, x: Tensor | None) -> Tensor | None:
+        """What layer ``i`` passes up for every row of ``x`` (batched)."""
         if x is None:
             return None
         return torch.cat([self.propagate(i, b) for b in x.split(4096)])
@@ -380,6 +373,20 @@ class DBN(nn.Module):
             for layer, rbm in zip(clf.features, self.layers, strict=True):
                 layer.linear.weight.copy_((rbm.connection.weights * _coupling_scale(rbm)).t())
         return clf
+
+
+def _layer_trainer(rbm: RBM, i: int, s: dict, callbacks, quiet: bool) -> Trainer:
+    """Layer ``i``'s Trainer from its settings (:data:`LAYER_DEFAULTS` keys)."""
+    sampler = make_sampler(s["method"], s["k"], s["chains"], s["n_temperatures"],
+                           s["beta_min"])
+    objective = LikelihoodGradient(s["sparsity_target"], s["sparsity_cost"],
+                                   centering=bool(s["centering"]))
+    return Trainer(rbm, sampler, objective, epochs=s["epochs"], batch_size=s["batch_size"],
+                   lr=s["lr"], optimizer=s["optimizer"], momentum=s["momentum"],
+                   weight_decay=s["weight_decay"], lr_schedule=s["lr_schedule"],
+                   lr_final_factor=s["lr_final_factor"], seed=s["seed"] + i,
+                   callbacks=callbacks, progress=False if quiet else None,
+                   monitor_size=s["monitor_size"], init_visible_bias=s["init_visible_bias"])
 
 
 def _coupling_scale(rbm: RBM) -> Tensor:
@@ -449,8 +456,6 @@ class DBNClassifier(nn.Module):
         self.features = nn.ModuleList(
             FeatureLayer(sizes[i], u, self.residual, self.residual_weights)
             for i, u in enumerate(hidden_units))
-        self.drop = nn.Dropout(self.dropout)
-        self.drop_input = nn.Dropout(self.input_dropout)
         self.head = nn.Linear(sizes[-1], n_classes)
         with torch.no_grad():
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * 0.01)
@@ -495,15 +500,23 @@ class DBNClassifier(nn.Module):
             raise DataError(f"{name} contains NaN/inf values: clean the data first")
         return x
 
-    def hidden(self, x: Tensor) -> Tensor:
-        """Top hidden-layer features (dropout only in training mode)."""
-        x = self.drop_input(x)
+    def hidden(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Top hidden-layer features; in training mode with dropout, its masks are drawn
+        from ``generator`` (inverted dropout: kept values scaled by 1 / (1 - p))."""
+        x = self._drop(x, self.input_dropout, generator)
         for layer in self.features:
-            x = self.drop(layer(x))
+            x = self._drop(layer(x), self.dropout, generator)
         return x
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.hidden(x))
+    def _drop(self, x: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
+        if not (self.training and p):
+            return x
+        keep = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) >= p
+        return x * keep / (1.0 - p)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Logits (batch, n_classes)."""
+        return self.head(self.hidden(x, generator))
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor, batch_size: int = 4096) -> Tensor:
@@ -539,100 +552,84 @@ def _labels(y, n: int, n_classes: int | None = None, name: str = "labels") -> Te
     return y
 
 
+class CrossEntropy(Objective):
+    """Supervised fine-tuning of a :class:`DBNClassifier` as a part of the one loop.
+
+    Batches are (inputs, labels) pairs; the gradient is backprop of the mean
+    cross-entropy (dropout masks from the trainer's generator, so runs resume exactly);
+    no model phase.  Diagnostics ``train_loss``, ``train_error``; monitor ``val_error``.
+    """
+
+    needs_sampler = False
+
+    def prepare(self, model, data, name="data"):
+        if not (isinstance(data, tuple | list) and len(data) == 2):
+            raise DataError(f"{name}: fine-tuning takes (inputs, labels) pairs")
+        x = model.prepare(data[0], name)
+        return x, _labels(data[1], x.shape[0], model.n_classes, f"{name} labels").to(x.device)
+
+    def setup(self, model, rows, init=True):
+        return None
+
+    def gradient(self, model, batch, sampler, generator):
+        x, y = batch
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            logits = model(x, generator)
+            loss = nn.functional.cross_entropy(logits, y)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        assign_grads(params, grads)
+        model.eval()
+        return {"train_loss": loss.detach(),
+                "train_error": (logits.detach().argmax(-1) != y).to(x.dtype).mean()}
+
+    @torch.no_grad()
+    def monitor(self, model, train, val):
+        return {} if val is None else {"val_error": model.error_rate(*val)}
+
+
 def fine_tune(clf: DBNClassifier, x: Tensor, y: Tensor, *, epochs: int = 10, lr: float = 0.1,
               optimizer: str = "sgd", momentum: float = 0.9, batch_size: int = 100,
               weight_decay: float = 0.0, schedule: str = "constant",
               val_fraction: float = 0.0, val: tuple[Tensor, Tensor] | None = None,
               patience: int = 0, test: tuple[Tensor, Tensor] | None = None, seed: int = 0,
-              quiet: bool = True) -> tuple[DBNClassifier, list[dict]]:
-    """Backprop fine-tuning with cross-entropy; returns the fitted classifier and its history.
+              quiet: bool = True, make_trainer: Callable | None = None,
+              resume: bool = False) -> tuple[DBNClassifier, list[dict]]:
+    """Backprop fine-tuning with cross-entropy through the one Trainer.
 
-    ``val`` (or ``val_fraction`` of the training rows, held out by a seeded
-    shuffle) selects the epoch with the lowest validation error: its weights are
-    restored at the end; ``patience > 0`` stops after that many epochs without
-    improvement.  ``test`` is only measured and recorded (``test_error``), never
-    used for a decision.  ``schedule``: "constant" or "cosine" (to 0 at the end).
+    Returns the fitted classifier and its history.  ``val`` (or ``val_fraction`` of the
+    training rows, held out by a seeded shuffle) selects the epoch with the lowest
+    validation error: its weights are restored at the end; ``patience > 0`` stops after
+    that many epochs without improvement.  ``test`` is only measured and recorded
+    (``test_error``), never used for a decision.  ``schedule``: "constant" or "cosine"
+    (to 0 at the end).  ``weight_decay`` is L2 on the weight matrices.
+    ``make_trainer(model, sampler, objective, **options)`` builds the Trainer (default
+    :class:`~boltzkit.training.Trainer`; the CLI's adds checkpoints and resume).
     """
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ConfigError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(f"fine-tuning learning rate must be positive, got {lr!r}")
-    if optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"unknown optimizer {optimizer!r}: choose sgd or adam")
+    from ..metrics.evaluate import ClassificationMonitor
+
     if schedule not in ("constant", "cosine"):
         raise ConfigError(f"unknown fine-tuning schedule {schedule!r}: choose constant or cosine")
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     x = clf.prepare(x, "training data")
     y = _labels(y, x.shape[0], clf.n_classes).to(clf.device)
-    gen = torch.Generator().manual_seed(seed)
     if val is None and val_fraction > 0:
-        perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        perm = perm.to(x.device)
         n_val = max(1, int(round(val_fraction * x.shape[0])))
         val = (x[perm[:n_val]], y[perm[:n_val]])
         x, y = x[perm[n_val:]], y[perm[n_val:]]
-    if val is not None:
-        val = (clf.prepare(val[0], "validation data"),
-               _labels(val[1], len(val[0]), clf.n_classes, "validation labels"))
-    if test is not None:
-        test = (clf.prepare(test[0], "test data"),
-                _labels(test[1], len(test[0]), clf.n_classes, "test labels"))
-    params = list(clf.parameters())
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-             if schedule == "cosine" else None)
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict] = []
-    best = (math.inf, None, 0)
-    n = x.shape[0]
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        clf.train()
-        perm = torch.randperm(n, generator=gen).to(x.device)
-        total, wrong = 0.0, 0
-        lr_used = opt.param_groups[0]["lr"]
-        for idx in perm.split(batch_size):
-            xb, yb = x[idx], y[idx]
-            logits = clf(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            wrong += int((logits.argmax(-1) != yb).sum())
-        if not math.isfinite(total):
-            raise ConfigError(f"fine-tuning diverged (loss is NaN/inf) in epoch {epoch}: "
-                              "lower the learning rate")
-        if sched is not None:
-            sched.step()
-        clf.eval()
-        rec: dict[str, Any] = {"phase": "finetune", "epoch": epoch, "lr": lr_used,
-                               "train_loss": total / n, "train_error": wrong / n}
-        if val is not None:
-            rec["val_error"] = clf.error_rate(*val)
-        if test is not None:
-            rec["test_error"] = clf.error_rate(*test)
-        rec["time"] = time.perf_counter() - t0
-        history.append(rec)
-        if not quiet:
-            print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in rec.items()), file=sys.stderr, flush=True)
-        if val is not None:
-            if rec["val_error"] < best[0]:
-                best = (rec["val_error"], copy.deepcopy(clf.state_dict()), epoch)
-            elif patience and epoch - best[2] >= patience:
-                log.info("early stop at epoch %d (best val error %.4f at %d)", epoch, best[0],
-                         best[2])
-                break
-    if best[1] is not None:
-        clf.load_state_dict(best[1])
-        if history:
-            history[-1]["best_epoch"] = best[2]
+    callbacks = [] if test is None else [ClassificationMonitor(test[0], test[1], "test")]
+    factory = make_trainer or Trainer
+    trainer = factory(clf, None, CrossEntropy(), optimizer, epochs=epochs, lr=lr,
+                      momentum=momentum, batch_size=batch_size, weight_decay=weight_decay,
+                      lr_schedule=schedule, lr_final_factor=0.0, seed=seed, monitor_size=0,
+                      init_visible_bias=False, best_by="val_error" if val is not None else None,
+                      patience=(patience or None) if val is not None else None,
+                      callbacks=callbacks, progress=False if quiet else None)
+    history = trainer.fit((x, y), val, resume=resume)
     clf.eval()
     return clf, history
 
@@ -675,27 +672,6 @@ def make_dbn(sizes: Sequence[int], visible: str = "bernoulli", hidden: str = "be
 
 
 # --------------------------------------------------------------------------- CLI
-TRAIN_OPTIONS: dict[str, tuple[object, str]] = {
-    "layers": (None, "dbn/dbm: layer sizes, e.g. 784,500,500,2000 (the first entry, the data "
-                     "width, may be omitted)"),
-    "dbn_residual": (False, "dbn: residual DBN (Roder et al. 2020)"),
-    "dbn_residual_weights": ("1,1", "dbn: residual weights z1,z2 (means, residual)"),
-    "dbn_layer_epochs": (None, "dbn: per-layer pretraining epochs, e.g. 10,10,20 (else --epochs)"),
-    "dbn_layer_lr": (None, "dbn: per-layer learning rates, e.g. 0.05,0.05,0.02 (else --lr)"),
-    "finetune_epochs": (0, "dbn: backprop fine-tuning epochs (0: pretrain only)"),
-    "finetune_lr": (0.1, "dbn: fine-tuning learning rate"),
-    "finetune_optimizer": ("sgd", "dbn: fine-tuning optimizer (sgd or adam)"),
-    "finetune_momentum": (0.9, "dbn: fine-tuning SGD momentum"),
-    "finetune_batch_size": (100, "dbn: fine-tuning minibatch size"),
-    "finetune_weight_decay": (0.0, "dbn: fine-tuning L2 weight decay"),
-    "finetune_dropout": (0.0, "dbn: dropout on hidden layers while fine-tuning"),
-    "finetune_input_dropout": (0.0, "dbn: dropout on the inputs while fine-tuning"),
-    "finetune_schedule": ("constant", "dbn: fine-tuning lr schedule (constant or cosine)"),
-    "finetune_val_fraction": (0.0, "dbn: training rows held out to pick the best epoch"),
-    "finetune_patience": (0, "dbn: early stop after N epochs without validation gain"),
-}
-
-
 def _per_layer(text: str | None, n: int, cast, name: str) -> list | None:
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
@@ -729,80 +705,69 @@ def _cfg_layers(cfg: dict, n_features: int) -> DBN:
                     init_std=cfg.get("init_std", 0.01), seed=cfg.get("seed", 0))
 
 
-def train_from_config(cfg: dict, load, quiet: bool = False) -> tuple[nn.Module, list[dict]]:
-    """Pretrain a DBN (and fine-tune it if ``finetune_epochs`` > 0) from a CLI config.
+def train_from_config(run):
+    """Pretrain a DBN layer by layer (and fine-tune it if ``finetune_epochs`` > 0), every
+    stage through the one loop (checkpoints under ``checkpoint_dir/layerN`` and
+    ``checkpoint_dir/finetune``).
 
-    Returns the DBN, or the fine-tuned :class:`DBNClassifier` (the pretrained DBN
-    is then also written beside ``out`` as ``*.pretrained.safetensors``).
+    Returns the DBN, or the fine-tuned :class:`DBNClassifier` (the pretrained DBN is then
+    also written beside ``out`` as ``*.pretrained.safetensors``).
     """
     from pathlib import Path
 
     from ..io import save_model
-    from ..models import load_splits
 
-    if cfg.get("objective", "ml") != "ml":
-        raise ConfigError("--model dbn trains each layer by likelihood: use --objective ml")
-    device = torch.device(cfg.get("device") or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
-    train, y_train, test, y_test = load_splits(load)
-    dbn = _cfg_layers(cfg, train.shape[1]).to(device)
+    train, y_train, test, y_test = run.splits()
+    dbn = _cfg_layers(run.cfg, train.shape[1]).to(run.device)
     n = len(dbn.layers)
-    epochs = _per_layer(cfg.get("dbn_layer_epochs"), n, int, "dbn_layer_epochs")
-    lrs = _per_layer(cfg.get("dbn_layer_lr"), n, float, "dbn_layer_lr")
-    base = {k: cfg[k] for k in LAYER_DEFAULTS if k in cfg and k != "monitor_size"}
-    settings = [{**base, **({"epochs": epochs[i]} if epochs else {}),
-                 **({"lr": lrs[i]} if lrs else {})} for i in range(n)]
-    callbacks = [] if quiet else [_print_layer_epoch]
-    t0 = time.perf_counter()
+    epochs = _per_layer(run["dbn_layer_epochs"], n, int, "dbn_layer_epochs")
+    lrs = _per_layer(run["dbn_layer_lr"], n, float, "dbn_layer_lr")
+    if epochs:
+        run.unused("epochs", "--dbn-layer-epochs sets every layer's epochs")
+    if lrs:
+        run.unused("lr", "--dbn-layer-lr sets every layer's learning rate")
+
+    def layer_trainer(rbm, i, settings, callbacks, quiet):
+        over = {"init_visible_bias": settings["init_visible_bias"], "seed": run["seed"] + i}
+        if epochs:
+            over["epochs"] = epochs[i]
+        if lrs:
+            over["lr"] = lrs[i]
+        return run.trainer(rbm, run.sampler(), run.likelihood(), stage=f"layer{i}", **over)
+
     # binarize = "none" on a Bernoulli bottom layer: grey levels enter as probabilities
     # (Hinton & Salakhutdinov 2006), the stack's own mean-field treatment of inputs.
-    fractional = cfg.get("binarize") == "none"
-    history = dbn.fit(train, settings, val=test, callbacks=callbacks, quiet=quiet,
-                      fractional=fractional)
-    pre_wall = time.perf_counter() - t0
-    history.append({"phase": "pretrain_done", "wall_time": pre_wall})
-    ft_epochs = int(cfg.get("finetune_epochs") or 0)
+    history = dbn.fit(train, None, val=test, quiet=run.quiet,
+                      fractional=run["binarize"] == "none", make_trainer=layer_trainer,
+                      resume=run.resume)
+    history = [{"stage": f"layer{r.pop('layer')}", **r} for r in history]
+    ft_epochs = int(run["finetune_epochs"] or 0)
     if ft_epochs <= 0:
         return dbn, history
     if y_train is None or len(y_train) != train.shape[0]:
-        raise DataError(f"fine-tuning needs class labels, but dataset {cfg.get('dataset')!r} "
+        raise DataError(f"fine-tuning needs class labels, but dataset {run['dataset']!r} "
                         "has none: set finetune_epochs = 0")
-    out = cfg.get("out")
-    if out:
-        save_model(dbn, Path(out).with_suffix(".pretrained.safetensors"),
+    if run["out"]:
+        save_model(dbn, Path(run["out"]).with_suffix(".pretrained.safetensors"),
                    extra={"history": history})
     y_train = torch.as_tensor(y_train)
     n_classes = max(int(y_train.max()) + 1, 2)
-    clf = dbn.to_classifier(n_classes, dropout=float(cfg.get("finetune_dropout") or 0.0),
-                            generator=torch.Generator().manual_seed(int(cfg.get("seed", 0))),
-                            input_dropout=float(cfg.get("finetune_input_dropout") or 0.0))
-    t0 = time.perf_counter()
+    clf = dbn.to_classifier(n_classes, dropout=float(run["finetune_dropout"]),
+                            generator=torch.Generator().manual_seed(int(run["seed"])),
+                            input_dropout=float(run["finetune_input_dropout"]))
+
+    def ft_trainer(model, sampler, objective, optimizer, **opts):
+        opts.pop("progress", None)
+        return run.trainer(model, sampler, objective, stage="finetune", optimizer=optimizer,
+                           **opts)
+
     clf, ft_hist = fine_tune(
-        clf, train, y_train, epochs=ft_epochs, lr=float(cfg["finetune_lr"]),
-        optimizer=cfg.get("finetune_optimizer", "sgd"),
-        momentum=float(cfg.get("finetune_momentum", 0.9)),
-        batch_size=int(cfg.get("finetune_batch_size", 100)),
-        weight_decay=float(cfg.get("finetune_weight_decay") or 0.0),
-        schedule=cfg.get("finetune_schedule", "constant"),
-        val_fraction=float(cfg.get("finetune_val_fraction") or 0.0),
-        patience=int(cfg.get("finetune_patience") or 0),
+        clf, train, y_train, epochs=ft_epochs, lr=float(run["finetune_lr"]),
+        optimizer=run["finetune_optimizer"], momentum=float(run["finetune_momentum"]),
+        batch_size=int(run["finetune_batch_size"]),
+        weight_decay=float(run["finetune_weight_decay"]),
+        schedule=run["finetune_schedule"], val_fraction=float(run["finetune_val_fraction"]),
+        patience=int(run["finetune_patience"] or 0),
         test=None if test is None or y_test is None else (test, y_test),
-        seed=int(cfg.get("seed", 0)), quiet=quiet)
-    history.extend(ft_hist)
-    final = {"phase": "finetune_done", "wall_time": time.perf_counter() - t0}
-    if test is not None and y_test is not None:
-        final["test_error"] = clf.error_rate(test, y_test)
-    history.append(final)
-    return clf, history
-
-
-def _print_layer_epoch(trainer, record: dict) -> None:
-    keys = ("epoch", "time", "recon_error", "free_energy_gap")
-    parts = [f"layer={getattr(trainer, 'dbn_layer', '?')}"]
-    parts += [f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
-              for k in keys if k in record]
-    print("  ".join(parts), file=sys.stderr, flush=True)
-
-
-MODEL_CLASSES = {"dbn": DBN, "dbn-classifier": DBNClassifier}
+        seed=int(run["seed"]), quiet=run.quiet, make_trainer=ft_trainer, resume=run.resume)
+    return clf, history + [{"stage": "finetune", **r} for r in ft_hist]

@@ -1,0 +1,249 @@
+"""The ``boltzkit`` subcommands; each returns an exit code (errors raise BoltzkitError)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from ..training.run import device_of
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Resolve the options, train the kind through the one loop, write the files."""
+    from .. import distributed, kinds
+    from ..io import atomic_write, save_model
+    from ..training.run import train_from_config
+    from ..visual import write_training_plots
+    from .config import resolve_train_config, write_config
+
+    cfg, given = resolve_train_config(args)
+    try:
+        start = time.perf_counter()
+        model, history, extra = train_from_config(cfg, given, resume=args.resume,
+                                                  quiet=args.quiet)
+        wall = time.perf_counter() - start
+        if distributed.is_main():  # every rank holds the same model: rank 0 writes it
+            out = Path(cfg["out"])
+            used = kinds.relevant(cfg)
+            save_model(model, out, extra={"train_config": used, "history": history,
+                                          "wall_time": wall, **extra})
+            write_config(cfg, out.with_suffix(".config.toml"))
+            atomic_write(out.with_suffix(".history.json"),
+                         lambda tmp: Path(tmp).write_text(json.dumps(history, indent=1)))
+            if cfg["plots"]:
+                write_training_plots(model, history, out.with_suffix(""), seed=cfg["seed"])
+            final = dict(history[-1]) if history else {}
+            print(json.dumps({"model": str(out), "epochs": len(history),
+                              "wall_time_s": round(wall, 2), "final": final}))
+        # Under torchrun every rank leaves together, after rank 0 has written the model,
+        # and leaves the group before exiting: a rank that exited with its gloo group
+        # still alive was sometimes aborted by a C++ std::terminate during teardown.
+        distributed.barrier()
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def _load_data(args_or_cfg, split: str):
+    from ..data import load_dataset
+
+    get = (args_or_cfg.get if isinstance(args_or_cfg, dict)
+           else lambda k, d=None: getattr(args_or_cfg, k, d))
+    return load_dataset(get("dataset"), split=split, data_dir=get("data_dir"),
+                        binarize=get("binarize"), seed=get("seed") or 0, limit=get("limit"),
+                        test_path=get("test_data"))
+
+
+def _image_shape(text: str | None, n: int) -> tuple[int, int] | None:
+    if text:
+        try:
+            a, b = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--image-shape must look like 28x28, got {text!r}") from None
+        if a * b != n:
+            raise ConfigError(f"--image-shape {text} has {a * b} pixels, the model has {n}")
+        return a, b
+    side = math.isqrt(n)
+    return (side, side) if side * side == n else None
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    """Print a command's result as indented JSON or as aligned ``key value`` lines."""
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+
+
+def _standardizer(path):
+    """The Standardizer a model was trained behind (``train --standardize``), or None."""
+    from ..data import Standardizer
+    from ..io import read_header
+
+    stored = read_header(path).get("standardizer")
+    return None if stored is None else Standardizer.from_dict(stored)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..io import load_model
+    from ..metrics import evaluate_model
+    from ..rbm import RBM
+
+    model = load_model(args.model_path, device_of(args.device))
+    from ..recommend.cli import evaluate_recommender_command
+
+    recommended = evaluate_recommender_command(model, args)
+    if recommended is not None:  # a MovieLens recommender (cf-rbm)
+        _emit(recommended, args.json)
+        return 0
+    data, labels = _load_data(args, args.split)
+    train, train_labels = _load_data(args, "train")
+    metrics = None if args.metrics is None else [
+        m.strip() for m in args.metrics.split(",") if m.strip()]
+    rbm_options = {}
+    if isinstance(model, RBM):
+        rbm_options = {"method": args.method, "ais_reverse": args.ais_reverse,
+                       "exact_dtype": getattr(torch, args.exact_dtype)}
+        std = _standardizer(args.model_path)
+        if std is not None:  # the model saw z = (x - mean) / scale: score x's density
+            data, train = std.transform(data), std.transform(train)
+            rbm_options["log_jacobian"] = std.log_jacobian
+    result = evaluate_model(model, data, metrics=metrics, train_data=train, labels=labels,
+                            train_labels=train_labels, ais_chains=args.ais_chains,
+                            ais_steps=args.ais_steps, seed=args.seed, **rbm_options)
+    result.update({"model": str(args.model_path), "dataset": str(args.dataset),
+                   "split": args.split, "binarize": args.binarize})
+    _emit(result, args.json)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .. import visual
+    from ..io import load_model
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if not args.out and not args.npy:
+        raise ConfigError("say where to write the samples: --out samples.png and/or --npy FILE")
+    model = load_model(args.model_path, device_of(args.device))
+    if not callable(getattr(model, "sample", None)):
+        raise ConfigError(f"a {type(model).__name__} has no generative model to sample from"
+                          + (": sample from the DBN it was fine-tuned from "
+                             "(MODEL.pretrained.safetensors)" if "DBN" in type(model).__name__
+                             else ""))
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    if "beta" in inspect.signature(model.sample).parameters:
+        samples = model.sample(args.n, steps=args.steps, beta=args.beta, generator=gen)
+    elif args.beta != 1.0:
+        raise ConfigError(f"a {type(model).__name__} samples at its own temperature only: "
+                          "drop --beta")
+    else:
+        samples = model.sample(args.n, steps=args.steps, generator=gen)
+    std = _standardizer(args.model_path)
+    if std is not None:  # back to the data's own units
+        samples = std.inverse_transform(samples.cpu())
+    if args.npy:
+        import numpy as np
+
+        from ..io import atomic_write
+
+        arr = samples.cpu().numpy()
+        atomic_write(args.npy, lambda tmp: np.save(open(tmp, "wb"), arr))
+    if args.out:
+        visual.sample_grid(samples, args.out,
+                           image_shape=_image_shape(args.image_shape, model.n_visible))
+    print(json.dumps({"n": args.n, "steps": args.steps, "png": args.out, "npy": args.npy}))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .. import visual
+    from ..io import load_model
+
+    model = load_model(args.model_path)
+    data, _ = _load_data(args, args.split)
+    std = _standardizer(args.model_path)
+    data = data[: args.n]
+    if std is not None:  # reconstruct in the model's space, show and score in the data's
+        recon = std.inverse_transform(model.reconstruct(model.prepare(std.transform(data))))
+        data = torch.as_tensor(data, dtype=recon.dtype)
+    else:
+        data = model.prepare(data)
+        recon = model.reconstruct(data)
+    visual.reconstruction_grid(data, recon, args.out,
+                               image_shape=_image_shape(args.image_shape, model.n_visible),
+                               n=args.n)
+    err = float(((recon - data) ** 2).mean())
+    print(json.dumps({"png": args.out, "n": int(data.shape[0]), "recon_error": err}))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ..io import load_model
+
+    model = load_model(args.model_path)
+    data, _ = _load_data(args, args.split)
+    std = _standardizer(args.model_path)
+    data = model.prepare(data if std is None else std.transform(data))
+    with torch.no_grad():
+        scores = torch.cat([model.free_energy(b) for b in data.split(4096)]).tolist()
+    if args.json:
+        print(json.dumps({"free_energy": scores, "n_samples": len(scores)}))
+    else:
+        print("\n".join(f"{s:.6g}" for s in scores))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..io import load_model, read_header
+
+    header = read_header(args.model_path)
+    model = load_model(args.model_path)
+    info = {"config": header.get("config"),
+            "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "train_config": header.get("train_config"),
+            "epochs_trained": len(header.get("history", [])),
+            "last_epoch": (header.get("history") or [None])[-1],
+            "wall_time_s": header.get("wall_time")}
+    _emit(info, args.json)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from ..data import download_mnist, download_movielens
+    from ..data.mnist import MNIST_MIRRORS
+    from ..data.paths import ENV_VAR
+
+    data_dir = args.data_dir or os.environ.get(ENV_VAR)
+    if not data_dir:
+        raise ConfigError(f"say where to put the data: --data-dir DIR or set {ENV_VAR}")
+    if args.dataset == "mnist":
+        if args.md5:
+            raise ConfigError("--md5 is for a MovieLens archive; MNIST files are checked "
+                              "against their published digests")
+        mirrors = (args.url,) if args.url else MNIST_MIRRORS
+        folder = download_mnist(data_dir, mirrors, timeout=args.timeout)
+    else:
+        folder = download_movielens(args.dataset, data_dir, url=args.url, md5=args.md5,
+                                    timeout=args.timeout)
+    print(folder)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    run_demo(Path(args.out_dir), epochs=args.epochs, seed=args.seed, quiet=args.quiet)
+    return 0
+
+

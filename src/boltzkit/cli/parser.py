@@ -1,0 +1,152 @@
+"""The ``boltzkit`` argument parser; ``train``'s options come from :mod:`boltzkit.kinds`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import kinds
+
+_GROUPS = {"data": "data", "model": "model", "sampler": "model phase (sampler)",
+           "objective": "objective", "loop": "training loop", "monitor": "monitors"}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one short line (and exit code 2)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's contract
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _kinds_reading(name: str) -> list[str]:
+    if name in kinds.LOOP:
+        return []
+    return [k for k in kinds.trainable() if name in kinds.KINDS[k].reads]
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    groups = {g: p.add_argument_group(title) for g, title in _GROUPS.items()}
+    for name, opt in kinds.OPTIONS.items():
+        who = _kinds_reading(name)
+        scope = "" if not who or len(who) == len(kinds.trainable()) else f"[{', '.join(who)}] "
+        default = opt.default
+        shown = {None: "unset", True: "on", False: "off"}.get(default, default) \
+            if not isinstance(default, int | float) or isinstance(default, bool) else default
+        text = f"{scope}{opt.help} (default: {shown})".replace("%", "%%")
+        g = groups[opt.group]
+        choices = tuple(kinds.trainable()) if name == "model" else opt.choices
+        if opt.type is bool:
+            g.add_argument(kinds.flag(name), dest=name, default=None,
+                           action=argparse.BooleanOptionalAction, help=text)
+        else:
+            g.add_argument(kinds.flag(name), dest=name, default=None, type=opt.type or str,
+                           choices=choices, metavar=None if choices else name.upper(),
+                           help=text)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits",
+                   help="digits | mnist | mog-1d | mog-ring8 | mog-grid25 | a .npy/.npz/.csv "
+                        "file (default: digits)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the data set's files (default: $BOLTZKIT_DATA)")
+    p.add_argument("--test-data", default=None, help="held-out file when --dataset is a file")
+    p.add_argument("--binarize", default="threshold", choices=("threshold", "stochastic", "none"),
+                   help="how grey levels become 0/1 (default: threshold)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``boltzkit`` command's parser, every subcommand included."""
+    from .. import __version__
+    from ..recommend.cli import add_parsers as add_recommend_parsers
+
+    parser = Parser(prog="boltzkit",
+                    description="Boltzmann machines on PyTorch: train, evaluate, sample, "
+                                "reconstruct, score and inspect models.")
+    parser.add_argument("--version", action="version", version=f"boltzkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
+                                metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model (any kind: --model)",
+                       description="Train a model.  Options: built-in defaults, then --config "
+                                   "FILE.toml, then flags.  An option the chosen --model does "
+                                   "not use is refused.")
+    t.add_argument("--config", help="TOML file with any of the options below")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --checkpoint-dir exactly where it stopped")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    _add_train_options(t)
+    t.set_defaults(model=None)
+
+    e = sub.add_parser("evaluate", help="measure a model on a data set")
+    e.add_argument("model_path", metavar="MODEL")
+    _add_data_args(e)
+    e.add_argument("--split", default="test", choices=("train", "test"))
+    e.add_argument("--fold", default=None,
+                   help="recommenders: MovieLens split, ml-100k 1..5, a, b (default: the "
+                        "model's)")
+    e.add_argument("--metrics", default=None,
+                   help="comma list. RBMs: loglik, pl, recon, knn, modes, features (default "
+                        "loglik,pl,recon); classifiers (drbm, fine-tuned dbn): error; dbm: "
+                        "loglik (variational bound), features; dbn: features; recommenders: "
+                        "rmse, mae, like_error, precision, recall, ndcg (@10)")
+    e.add_argument("--method", default="auto", choices=("auto", "exact", "ais"))
+    e.add_argument("--ais-chains", type=int, default=100)
+    e.add_argument("--ais-steps", type=int, default=14500)
+    e.add_argument("--ais-reverse", action="store_true",
+                   help="also run reverse AIS from data: a second, bracketing estimate of log Z")
+    e.add_argument("--exact-dtype", default="float64", choices=("float64", "float32"),
+                   help="precision of an exact enumeration (float32: ~2x faster, ~1e-4 nats)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("sample", help="draw samples from a model")
+    s.add_argument("model_path", metavar="MODEL")
+    s.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
+    s.add_argument("--steps", type=int, default=1000, help="Gibbs sweeps (default: 1000)")
+    s.add_argument("--beta", type=float, default=1.0, help="inverse temperature (default: 1)")
+    s.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    s.add_argument("--out", default=None, help="PNG of the samples")
+    s.add_argument("--npy", default=None, help="write the samples as .npy")
+    s.add_argument("--image-shape", default=None, help="e.g. 28x28 (default: square)")
+    s.add_argument("--device", default="cpu")
+
+    r = sub.add_parser("reconstruct", help="show reconstructions beside originals")
+    r.add_argument("model_path", metavar="MODEL")
+    _add_data_args(r)
+    r.add_argument("--split", default="test", choices=("train", "test"))
+    r.add_argument("--n", type=int, default=10)
+    r.add_argument("--out", required=True, help="PNG path")
+    r.add_argument("--image-shape", default=None)
+
+    sc = sub.add_parser("score", help="per-sample free energies (anomaly scores)")
+    sc.add_argument("model_path", metavar="MODEL")
+    _add_data_args(sc)
+    sc.add_argument("--split", default="test", choices=("train", "test"))
+    sc.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="describe a model file")
+    i.add_argument("model_path", metavar="MODEL")
+    i.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("download", help="fetch a public data set (needs internet; MD5-checked)")
+    dl.add_argument("dataset", choices=["mnist", "ml-100k", "ml-1m", "ml-latest-small"])
+    dl.add_argument("--data-dir", default=None,
+                    help="where to put it (default: $BOLTZKIT_DATA)")
+    dl.add_argument("--url", default=None,
+                    help="MovieLens: the archive's URL (default: GroupLens'); "
+                         "MNIST: a mirror folder's URL")
+    dl.add_argument("--md5", default=None, help="MovieLens: the archive's expected MD5")
+    dl.add_argument("--timeout", type=float, default=60.0)
+
+    d = sub.add_parser("demo", help="offline demo on scikit-learn's 8x8 digits")
+    d.add_argument("--out-dir", default="boltzkit-demo")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    add_recommend_parsers(sub)
+    return parser

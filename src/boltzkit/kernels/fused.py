@@ -1,0 +1,243 @@
+"""The fused training step of the plain case: dense Bernoulli RBM, CD-k/PCD-k, SGD.
+
+Chosen by :func:`boltzkit.kernels.plan_step`, never built directly by the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from ..rbm import RBM
+from ..units import uniform_filler
+
+
+class FusedBernoulliSGD:
+    """The whole training step of the plain case fused: CD-k/PCD-k, likelihood, SGD.
+
+    For a dense Bernoulli-Bernoulli :class:`RBM` trained by
+    :class:`~boltzkit.sampling.ContrastiveDivergence` or
+    :class:`~boltzkit.sampling.PersistentCD` with a plain :class:`LikelihoodGradient`
+    and ``torch.optim.SGD`` (with or without momentum; weight decay on the weights
+    only), the general step (``hidden_field``, ``sampler.negative``,
+    ``LikelihoodGradient.compute``, ``optimizer.step``) costs about 40 small torch
+    calls, and at mini-batches of ~10 rows their dispatch, not the arithmetic, is
+    the time.  This step does the same update in about 16 in-place calls on
+    preallocated buffers: the data and chain rows stacked as ``V = [v_d; v_m]``
+    and their hidden means as ``H = [h_d; -(B/M) h_m]``, so ONE GEMM
+    ``V^T H`` gives the weight update (data minus model statistics), ONE GEMM
+    ``V W`` both hidden fields, and one ``addmv`` each bias update.
+
+    It is the same update as the general path, draw for draw: the same
+    generator calls in the same order (the ``uniform_`` of :mod:`boltzkit.units`
+    and a compare), the persistent chains kept in the sampler as before (visible
+    states and their hidden field, so the two paths can take turns and
+    checkpoints are unchanged), the hyperparameters and momentum buffers read
+    from and written to the optimizer; only float rounding differs
+    (``tests/test_fused_step.py`` checks both against each other).  The planner
+    (:func:`boltzkit.kernels.plan_step`) returns None whenever any part is not the plain
+    one, and the caller keeps the general path.  Each ``run`` reads the learning rate
+    and the sampler's k then (schedules change them between passes).
+
+    Data-parallel (``sync``, a :class:`boltzkit.distributed.GradientSync`): each rank
+    writes its weighted share w of the new momentum buffer, ``w (momentum * buf + wd W)``
+    plus its share of the gradient, straight into the sync buffer's views (one GEMM
+    with the buffer as its input), the ranks sum the shares (the w add up to 1), and
+    the parameters step by the sum: the general path's ``sync.reduce`` and
+    ``optimizer.step()`` with one pass over the weights after the sum instead of
+    three.  During a ``run`` the views hold the momentum buffers (copied back to the
+    optimizer's state at its end).  ``run`` then takes ``(rows, weight)`` pairs: this
+    rank's rows of a global batch (None when its share is empty) and w.
+    """
+
+    def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
+                 generator: torch.Generator | None, momentum: float,
+                 weight_decay: float, persistent: bool, sync=None) -> None:
+        self.rbm, self.sampler, self.generator = rbm, sampler, generator
+        self.optimizer, self.sync = optimizer, sync
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.persistent = persistent
+        params = (rbm.connection.weights, rbm.visible.bias, rbm.hidden.bias)
+        # Detached aliases (same storage): in-place updates without autograd's checks
+        # or a no_grad context per step, and no nn.Module attribute lookups.
+        self._W, self._b, self._c = (p.detach() for p in params)
+        self._Wt = self._W.t()
+        self.bufs = None
+        if momentum:
+            # LeanSGD's first step sets buf = grad; momentum * 0 + grad is the same.
+            self.bufs = tuple(optimizer.state[p].setdefault(
+                "momentum_buffer", torch.zeros_like(p, memory_format=torch.contiguous_format))
+                for p in params)
+        self._ws: dict[tuple[int, int], _FusedWorkspace] = {}
+        self._last: _FusedWorkspace | None = None
+        self._grads: tuple[Tensor, Tensor, Tensor] | None = None
+        if sync is not None:
+            views = {id(p): view for p, view in zip(sync.params, sync.views, strict=True)}
+            self._grads = tuple(views[id(p)] for p in params)
+
+    def _workspace(self, B: int, M: int, W: Tensor) -> _FusedWorkspace:
+        ws = self._ws.get((B, M))
+        if ws is None:
+            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W)
+        self._last = ws
+        return ws
+
+    def __call__(self, v_data: Tensor, activation: Tensor | None = None) -> None:
+        """One update on the batch ``v_data`` (rows in [0, 1], the model's dtype and device).
+
+        ``activation`` (a 0-d tensor), if given, gets the batch's mean hidden activation
+        of the data added to it: the general path's ``hidden_activation`` diagnostic.
+        """
+        self.run((v_data,), activation)
+
+    def run(self, batches: Iterable[Tensor], activation: Tensor | None = None) -> None:
+        """One update per batch, in order: ``__call__`` over a pass, its lookups made once.
+
+        At ~10-row batches the Python work per step (attribute and buffer
+        lookups) is ~10% of the step, so a pass binds them to locals here, the
+        buffers again only when the batch shape changes workspace.
+        """
+        sync, bufs = self.sync, self.bufs
+        if sync is None:
+            return self._steps(batches, activation)
+        sync.rebind()  # every .grad is its view again (a copy into it would overwrite)
+        if bufs is not None:
+            torch._foreach_copy_(self._grads, bufs)  # the views carry the momentum
+        try:
+            self._steps(batches, activation)
+        finally:
+            if bufs is not None:
+                torch._foreach_copy_(bufs, self._grads)  # the optimizer's state again
+
+    def _steps(self, batches: Iterable, activation: Tensor | None) -> None:
+        sampler, gen, rbm, sync = self.sampler, self.generator, self.rbm, self.sync
+        W, b, c, Wt = self._W, self._b, self._c, self._Wt
+        # The learning rate and k are read per pass: schedules change them between epochs.
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        wd, momentum, bufs, persistent, k = (self.weight_decay, self.momentum, self.bufs,
+                                             self.persistent, sampler.k)
+        weight = 1.0
+        ws = None  # the first batch binds the workspace (and its buffers) below
+        # This step applies the optimizer's rule without calling its step(), which torch's
+        # lr schedulers would otherwise take for a wrong call order and warn about.
+        self.optimizer._opt_called = True
+        # Inference mode skips the autograd dispatch, ~10% of a step at this size;
+        # buffers and chains are made outside it (they must stay normal tensors).
+        with torch.inference_mode():
+            for v_data in batches:
+                if sync is not None:
+                    v_data, weight = v_data
+                    if v_data is None:  # this rank's share of a short last batch is empty
+                        for g in self._grads:
+                            g.zero_()
+                        self._synced_update(activation, 0.0)
+                        continue
+                if v_data.requires_grad:
+                    v_data = v_data.detach()
+                B = v_data.shape[0]
+                if persistent:
+                    if sampler.field is None:
+                        with torch.inference_mode(False), torch.no_grad():
+                            if sampler.chains is None:
+                                sampler.chains = sampler.start(rbm, v_data, gen)
+                            sampler.field = rbm.hidden_field(sampler.chains)
+                    M = sampler.chains.shape[0]
+                else:
+                    M = B
+                if ws is None or ws.B != B or ws.M != M:
+                    with torch.inference_mode(False):
+                        ws = self._workspace(B, M, W)
+                    hs, ph, pv, Vm, Vd, Hd = ws.hs, ws.ph, ws.pv, ws.Vm, ws.Vd, ws.Hd
+                    Hd_flat, mean_w = Hd.view(-1), ws.mean_weights
+                    V, F, H, Vt, Ht, Hm, Fm = ws.V, ws.F, ws.H, ws.Vt, ws.Ht, ws.Hm, ws.Fm
+                    fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
+                    scale, signs, ones = ws.model_scale, ws.signs, ws.ones
+                if persistent:
+                    # First half-sweep from the field kept from the last update (PersistentCD).
+                    torch.add(sampler.field, c, out=ph).sigmoid_()
+                    Vd.copy_(v_data)
+                    fill_hs(generator=gen).lt_(ph)
+                else:  # CD: the data's hidden means go straight into H, used twice
+                    Vd.copy_(v_data)
+                    torch.addmm(c, Vd, W, out=Hd).sigmoid_()
+                    fill_hs(generator=gen).lt_(Hd)
+                torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                fill_vm(generator=gen).lt_(pv)
+                for _ in range(k - 1):
+                    torch.addmm(c, Vm, W, out=ph).sigmoid_()
+                    fill_hs(generator=gen).lt_(ph)
+                    torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                    fill_vm(generator=gen).lt_(pv)
+                if persistent:
+                    torch.mm(V, W, out=F)  # both hidden fields, before the update
+                    torch.add(F, c, out=H).sigmoid_()
+                else:
+                    torch.addmm(c, Vm, W, out=Hm).sigmoid_()
+                if activation is not None and sync is None:  # a dot with 1/(B nh)
+                    activation.add_(torch.dot(Hd_flat, mean_w))
+                # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
+                # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
+                torch.mul(Hm, scale, out=Hm)
+                if sync is not None:
+                    # This rank's share of the new momentum buffer, w (momentum buf + wd W)
+                    # - (w / B) V^T H, in the views the ranks sum (no momentum: beta=0,
+                    # the view is overwritten).
+                    a, mw = -weight / B, momentum * weight
+                    gW, gb, gc = self._grads
+                    gW.addmm_(Vt, H, beta=mw, alpha=a)
+                    if wd:
+                        gW.add_(W, alpha=wd * weight)
+                    gb.addmv_(Vt, signs, beta=mw, alpha=a)
+                    gc.addmv_(Ht, ones, beta=mw, alpha=a)
+                    self._synced_update(activation, torch.dot(Hd_flat, mean_w) * weight)
+                elif bufs is None:
+                    a = lr / B
+                    W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
+                    b.addmv_(Vt, signs, alpha=a)
+                    c.addmv_(Ht, ones, alpha=a)
+                else:
+                    gW, gb, gc = bufs
+                    gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
+                    if wd:
+                        gW.add_(W, alpha=wd)
+                    gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
+                    gc.addmv_(Ht, ones, beta=momentum, alpha=-1.0 / B)
+                    W.sub_(gW, alpha=lr)
+                    b.sub_(gb, alpha=lr)
+                    c.sub_(gc, alpha=lr)
+                if persistent:
+                    sampler.chains, sampler.field = Vm, Fm
+
+    def _synced_update(self, activation: Tensor | None, share: Tensor | float) -> None:
+        """Sum the ranks' shares (the new momentum buffer, or the gradient), then step."""
+        extra = self.sync.reduce(1.0, [share])
+        if activation is not None:
+            activation.add_(extra[0])
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        torch._foreach_add_((self._W, self._b, self._c), self._grads, alpha=-lr)
+
+
+class _FusedWorkspace:
+    """Buffers of :class:`FusedBernoulliSGD` for B data rows and M chains."""
+
+    def __init__(self, B: int, M: int, W: Tensor) -> None:
+        nv, nh = W.shape
+        kw = {"dtype": W.dtype, "device": W.device}
+        self.B, self.M = B, M
+        self.V = torch.empty(B + M, nv, **kw)
+        self.F = torch.empty(B + M, nh, **kw)
+        self.H = torch.empty(B + M, nh, **kw)
+        self.Vd, self.Vm = self.V[:B], self.V[B:]
+        self.Fm, self.Hd, self.Hm = self.F[B:], self.H[:B], self.H[B:]
+        self.Vt, self.Ht = self.V.t(), self.H.t()  # views made once, not per step
+        self.ph = torch.empty(M, nh, **kw)
+        self.hs = torch.empty(M, nh, **kw)
+        self.pv = torch.empty(M, nv, **kw)
+        self.model_scale = torch.tensor(-B / M, **kw)
+        self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -B / M, **kw)])
+        self.ones = torch.ones(B + M, **kw)
+        self.mean_weights = torch.full((B * nh,), 1.0 / (B * nh), **kw)
+        # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
+        self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)
