@@ -114,23 +114,23 @@ def gemm_min_time(g: Gemm, budget_s: float, min_calls: int = 10, refresh: bool =
 
 
 def train_gemms(rows: int, n_hidden: int, k: int, persistent: bool, chains: int) -> list[Gemm]:
-    """The GEMMs boltzkit's fast path does for one batch of ``rows`` data rows.
+    """The GEMMs boltzkit does for one batch of ``rows`` data rows: 2k + 3 for CD-k and PCD-k.
 
-    CD-k : v0@W (rows) | h@W^T (m) | (k-1) x [v@W, h@W^T] (m) | vk@W (m) | grad: 2 x tn
-    PCD-k: v0@W (rows) | k x [v@W, h@W^T] (m)               | vk@W (m) | grad: 2 x tn
-    with m = rows model particles for CD and m = ``chains`` for PCD.  The weight gradient
-    counts as two GEMMs, data (v0^T @ h0) and model (vk^T @ hk); boltzkit and the tight
-    loop stack them into one GEMM of the same FLOPs (boltzkit's also carries one extra
-    row and column for the two bias gradients, +0.3 % FLOPs, not counted).
+    v0@W (rows) | h@W^T (m) | (k-1) x [v@W, h@W^T] (m) | vk@W (m) | grad: 2 x tn
+    with m = rows model particles for CD and m = ``chains`` for PCD.  The first hidden
+    draw needs no GEMM of its own: CD draws it from the data's hidden means (v0@W), PCD
+    from the chains' hidden field kept from the last update (vk@W of the previous batch;
+    ``PersistentCD`` and ``FusedBernoulliSGD`` both keep it; the first batch of a run
+    computes it once, not counted).  The weight gradient counts as two GEMMs, data
+    (v0^T @ h0) and model (vk^T @ hk); boltzkit and the tight loop stack them into one
+    GEMM of the same FLOPs (boltzkit's also carries one extra row and column for the two
+    bias gradients, +0.3 % FLOPs, not counted).  The tight PCD loop recomputes the
+    chains' field at the start of each update: 2k + 4, one GEMM more than counted here.
     """
     nv, nh = N_VISIBLE, n_hidden
     m = chains if persistent else rows
-    out = [Gemm(rows, nv, nh, "nn")]
-    if persistent:
-        out += [Gemm(m, nv, nh, "nn"), Gemm(m, nh, nv, "nt")] * k
-    else:
-        out += [Gemm(m, nh, nv, "nt")]
-        out += [Gemm(m, nv, nh, "nn"), Gemm(m, nh, nv, "nt")] * (k - 1)
+    out = [Gemm(rows, nv, nh, "nn"), Gemm(m, nh, nv, "nt")]
+    out += [Gemm(m, nv, nh, "nn"), Gemm(m, nh, nv, "nt")] * (k - 1)
     out += [Gemm(m, nv, nh, "nn"), Gemm(nv, rows, nh, "tn"), Gemm(nv, m, nh, "tn")]
     return out
 
@@ -419,10 +419,11 @@ def make_train_job(name: str, data: torch.Tensor, n_hidden: int, method: str, k:
         title=f"{label} {N_VISIBLE}x{n_hidden}, batch {BATCH}{chains}, one epoch of {n} MNIST "
               f"rows (threshold binarised), SGD lr {args.lr} momentum {args.momentum}",
         flop_note=f"{per_batch} GEMMs of {BATCH}x{N_VISIBLE}x{n_hidden} per batch x "
-                  f"{len(sizes)} batches (" + (
-                      f"v0@W, {k} x [v@W, h@W^T], vk@W" if persistent else
-                      f"v0@W, h0@W^T, {k - 1} x [v@W, h@W^T], vk@W") +
-                  ", weight gradient as 2 GEMMs: data and model)",
+                  f"{len(sizes)} batches (v0@W, " + (
+                      "h@W^T from the chains' kept hidden field" if persistent else
+                      "h0@W^T") +
+                  f", {k - 1} x [v@W, h@W^T], vk@W, weight gradient as 2 GEMMs: data and "
+                  "model)",
         gemms=gemms,
     )
     wn = warm_rows(n, BATCH)
