@@ -222,16 +222,21 @@ def test_bernoulli_annealing_pass_is_the_general_one(dtype):
     differences never flip a draw, so the final states agree exactly; in float32 a flip
     is possible, so only the log weights are compared there.
     """
-    from boltzkit.kernels.ais import anneal_bernoulli as _anneal_bernoulli
-    from boltzkit.metrics.likelihood import _anneal, _anneal_general
+    from boltzkit.kernels.ais import anneal_bernoulli
+    from boltzkit.metrics.ais import RBMPath, anneal
+
+    class GeneralPath(RBMPath):
+        def fused(self):
+            return None  # the engine's own loop over RBMPath.step
 
     rbm = bernoulli_model(100, 30, seed=2, w_std=0.3, b_std=0.5).to(dtype)
-    d = torch.linspace(-1, 1, 100, dtype=dtype) - rbm.visible.bias.detach()
+    base = torch.linspace(-1, 1, 100, dtype=dtype)
+    path, general = RBMPath(rbm, base), GeneralPath(rbm, base)
     v0 = (torch.rand(200, 100, generator=torch.Generator().manual_seed(1)) < 0.5).to(dtype)
     for betas in (ais_schedule(300).tolist(), ais_schedule(300).tolist()[::-1]):
-        runs = []
-        for fn in (_anneal_bernoulli, _anneal_general, _anneal):
-            runs.append(fn(rbm, v0, betas, d, torch.Generator().manual_seed(7)))
+        runs = [anneal_bernoulli(rbm, v0, betas, path.d, torch.Generator().manual_seed(7)),
+                anneal(general, v0, betas, torch.Generator().manual_seed(7)),
+                anneal(path, v0, betas, torch.Generator().manual_seed(7))]
         (w_fast, v_fast), (w_gen, v_gen), (w_auto, v_auto) = runs
         assert torch.equal(w_auto, w_fast) and torch.equal(v_auto, v_fast)  # the dispatch
         tol = 1e-9 if dtype == torch.float64 else 2e-3

@@ -21,7 +21,6 @@ import copy
 import ctypes
 import math
 import sys
-from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -30,14 +29,20 @@ from torch.nn import functional as F
 from ..errors import ConfigError, DataError
 from ..rbm import RBM
 from ..units import BernoulliUnits, SoftmaxUnits
+from .ais import (  # noqa: F401 - AIS names this module has always offered
+    DEFAULT_AIS_STEPS,
+    SM_SCHEDULE,
+    AISResult,
+    RBMPath,
+    ais_schedule,
+    betas_from,
+    run_ais,
+)
 
 #: Above this many states :func:`exact_log_z` refuses (use AIS).
 MAX_EXACT_STATES = 2**25
 #: ``method="auto"`` uses the exact log Z up to this many states of the smaller layer.
 AUTO_EXACT_STATES = 2**20
-#: Salakhutdinov & Murray's schedule: 500 betas to 0.5, 4,000 to 0.9, 10,000 to 1.0.
-SM_SCHEDULE = ((0.5, 500), (0.9, 4000), (1.0, 10000))
-DEFAULT_AIS_STEPS = sum(n for _, n in SM_SCHEDULE)  # 14,500
 #: Elements per intermediate tensor when enumerating / flipping (bounds memory).
 _CHUNK_ELEMENTS = 2**22
 
@@ -101,10 +106,6 @@ def free_energies(rbm: RBM, data: Tensor, batch_size: int = 1000,
     model = _as_dtype(rbm, dtype)
     v = model.prepare(data)
     return torch.cat([model.free_energy(b).double() for b in v.split(batch_size)])
-
-
-def _logmeanexp(x: Tensor) -> float:
-    return float(torch.logsumexp(x, 0)) - math.log(x.numel())
 
 
 # --------------------------------------------------------------------------- exact
@@ -176,166 +177,6 @@ def exact_log_z(rbm: RBM, chunk: int = 65536, max_states: int = MAX_EXACT_STATES
 
 
 # --------------------------------------------------------------------------- AIS
-@dataclass
-class AISResult:
-    """An AIS estimate of log Z with its diagnostics.
-
-    ``log_z_lower``/``log_z_upper`` are log(Z_hat -/+ 3 sigma_hat) where sigma_hat
-    is the standard error of the mean importance weight (Salakhutdinov & Murray's
-    convention and code); the lower end is -inf when 3 sigma_hat exceeds Z_hat.
-    They cover the sampling error of the weights only: a schedule too short for
-    the model biases log Z_hat low without widening them (see ``reliable``).  ``ess`` is
-    the effective sample size (sum w)^2 / sum w^2.  ``reverse`` is the reverse-AIS
-    estimate of log Z when it was run (see :func:`ais_log_z`).
-    """
-
-    log_z: float
-    log_z_lower: float
-    log_z_upper: float
-    log_z_base: float
-    log_weights: Tensor = field(repr=False)
-    n_chains: int
-    n_steps: int
-    ess: float
-    reliable: bool
-    warning: str | None = None
-    reverse: float | None = None
-    reverse_log_weights: Tensor | None = field(default=None, repr=False)
-
-    @property
-    def log_z_std(self) -> float:
-        """Delta-method standard error of log Z_hat (sigma_hat / Z_hat)."""
-        return _log_weight_stats(self.log_weights)[1]
-
-    def __float__(self) -> float:
-        return self.log_z
-
-    def to_dict(self) -> dict:
-        """JSON-friendly summary: no tensors, non-finite numbers (a -inf bound) as None."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("log_weights", "reverse_log_weights")}
-        out["log_z_std"] = self.log_z_std
-        out["log_weight_std"] = float(self.log_weights.std()) if self.n_chains > 1 else 0.0
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-                for k, v in out.items()}
-
-
-def ais_schedule(n_steps: int = DEFAULT_AIS_STEPS) -> Tensor:
-    """Salakhutdinov & Murray's beta schedule scaled to ``n_steps`` steps (float64, 0 to 1).
-
-    Their 14,500 steps put 500 uniformly in [0, 0.5], 4,000 in [0.5, 0.9] and
-    10,000 in [0.9, 1]: most effort where the distributions change fastest.
-    """
-    _positive_int("n_steps", n_steps)
-    if n_steps < 3:
-        return torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
-    total = DEFAULT_AIS_STEPS
-    counts = [max(1, round(n_steps * n / total)) for _, n in SM_SCHEDULE[:-1]]
-    counts.append(n_steps - sum(counts))
-    parts, start = [torch.zeros(1, dtype=torch.float64)], 0.0
-    for (end, _), n in zip(SM_SCHEDULE, counts, strict=True):
-        parts.append(torch.linspace(start, end, n + 1, dtype=torch.float64)[1:])
-        start = end
-    return torch.cat(parts)
-
-
-def _check_schedule(schedule: Tensor | list[float]) -> Tensor:
-    s = torch.as_tensor(schedule, dtype=torch.float64).detach().cpu()
-    if s.ndim != 1 or s.numel() < 2:
-        raise ConfigError("an AIS schedule must be a 1-D sequence of at least 2 betas from 0 to 1")
-    if not bool(torch.isfinite(s).all()) or float(s[0]) != 0.0 or float(s[-1]) != 1.0:
-        raise ConfigError(f"an AIS schedule must start at 0.0 and end at 1.0, got "
-                          f"{float(s[0])} ... {float(s[-1])}")
-    if bool((s[1:] < s[:-1]).any()):
-        raise ConfigError("an AIS schedule must be non-decreasing (betas from 0 up to 1)")
-    return s
-
-
-def _log_weight_stats(log_w: Tensor) -> tuple[float, float, float, float]:
-    """(log mean w, std error of log mean w, log upper, log lower) from log weights.
-
-    Works on normalised weights r = exp(log w - max) so nothing overflows; the
-    bounds are log(mean r +/- 3 se(r)) shifted back (lower -inf if negative).
-    """
-    n = log_w.numel()
-    m = float(log_w.max())
-    r = torch.exp(log_w - m)
-    mean = float(r.mean())
-    se = float(r.std()) / math.sqrt(n) if n > 1 else 0.0
-    lme = m + math.log(mean)
-    upper = m + math.log(mean + 3.0 * se)
-    lower = m + math.log(mean - 3.0 * se) if mean > 3.0 * se else -math.inf
-    return lme, se / mean, upper, lower
-
-
-def _ess(log_w: Tensor) -> float:
-    r = torch.exp(log_w - log_w.max())
-    return float(r.sum() ** 2 / (r * r).sum())
-
-
-@torch.no_grad()
-def _weight_problems(log_w: Tensor, ess: float, lower: float, min_ess_fraction: float,
-                     max_log_weight_std: float) -> list[str]:
-    """Why an AIS run's importance weights cannot be trusted (empty when they can).
-
-    Shared by every AIS in boltzkit (RBM, DBM, lateral models) so all report the same
-    reliability test: effective sample size, spread of the log-weights, and a lower
-    bound that the error bars push below zero.
-    """
-    n = log_w.numel()
-    problems = []
-    if ess / n < min_ess_fraction:
-        problems.append(f"effective sample size {ess:.1f} of {n} chains is below "
-                        f"{min_ess_fraction:.0%}")
-    lw_std = float(log_w.std()) if n > 1 else 0.0
-    if lw_std > max_log_weight_std:
-        problems.append(f"log-weight std {lw_std:.2f} exceeds {max_log_weight_std}")
-    if not math.isfinite(lower):
-        problems.append("the -3 sigma end of the interval is below zero (lower bound -inf)")
-    return problems
-
-
-def _anneal(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
-            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Run one AIS pass over ``betas`` from states ``v``; return (log weights, final v).
-
-    The intermediate distribution at beta has visible bias b_B + (1 - beta) d
-    (d = b_A - b_B) and everything else of the target scaled by beta, so
-    log f_k(v) - log f_{k-1}(v) = lp_h(field, b_k) - lp_h(field, b_{k-1})
-    - (b_k - b_{k-1}) d . c_v(v): the -E_v(v) terms cancel.  Per step: one
-    hidden field (reused for the weight and the hidden sample) and one visible
-    field, i.e. two GEMMs for a dense connection.  A dense Bernoulli-Bernoulli RBM
-    takes :func:`_anneal_bernoulli`, the same pass on preallocated buffers.
-    """
-    from ..kernels import plan_anneal
-
-    fused = plan_anneal(rbm)
-    if fused is not None:
-        return fused(rbm, v, betas, d, generator)
-    return _anneal_general(rbm, v, betas, d, generator)
-
-
-def _anneal_general(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
-                    generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """:func:`_anneal` through the units' own methods (every unit type)."""
-    vis, hid = rbm.visible, rbm.hidden
-    log_w = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
-    last = len(betas) - 1
-    for k in range(1, last + 1):
-        b, bp = betas[k], betas[k - 1]
-        fld = rbm.hidden_field(v)
-        step = hid.log_partition(fld, b) - hid.log_partition(fld, bp)
-        if b != bp:
-            step -= (b - bp) * (vis.coupling(v) @ d)
-        log_w += step
-        if k < last:
-            h = hid.sample(fld, b, generator)
-            vf = rbm.visible_field(h)
-            vf.mul_(b).add_(d, alpha=1.0 - b)
-            v = vis.sample(vf, 1.0, generator)
-    return log_w, v
-
-
 @torch.no_grad()
 def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
               schedule: Tensor | list[float] | None = None, n_steps: int | None = None,
@@ -364,16 +205,10 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     weights' std exceeds ``max_log_weight_std``; ``warning`` says why.
     """
     rbm = _check_rbm(rbm)
-    _positive_int("n_chains", n_chains)
-    if schedule is not None and n_steps is not None:
-        raise ConfigError("give either schedule (explicit betas) or n_steps, not both")
-    betas_t = _check_schedule(schedule) if schedule is not None else ais_schedule(
-        DEFAULT_AIS_STEPS if n_steps is None else n_steps)
-    betas = [float(b) for b in betas_t]
+    betas = betas_from(schedule, n_steps)
     _check_generator(generator, rbm.device)
     model = _sampling_copy(_as_dtype(rbm, dtype))
-    vis, hid = model.visible, model.hidden
-    dev, dt = model.device, model.dtype
+    vis, dev, dt = model.visible, model.device, model.dtype
     if data is not None:
         data = model.prepare(data)
     if base_bias is not None:
@@ -384,56 +219,8 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
         b_a = vis.fit_bias(data).to(device=dev, dtype=dt)
     else:
         b_a = torch.zeros(vis.n, device=dev, dtype=dt)
-    d = b_a - vis.bias.detach()
-    # log Z_A in float64: visible layer at beta=1 with bias b_A, hidden layer at beta=0.
-    v64, h64 = copy.deepcopy(vis).double(), copy.deepcopy(hid).double()
-    log_z_base = float(v64.log_partition(d.double().unsqueeze(0), 1.0)[0]
-                       + h64.log_partition(torch.zeros(1, hid.n, dtype=torch.float64,
-                                                       device=dev), 0.0)[0])
-    v0 = vis.sample(d.expand(n_chains, -1), 1.0, generator)
-    log_w, v_end = _anneal(model, v0, betas, d, generator)
-    finite = torch.isfinite(log_w)
-    if bool(finite.all()):
-        lme, log_se, upper, lower = _log_weight_stats(log_w)
-        log_z = log_z_base + lme
-        ess = _ess(log_w)
-        problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
-    else:
-        # Chains that run off to infinity mean the annealed densities do not normalise:
-        # report log Z = +inf (so log-likelihoods are -inf), never a NaN.
-        log_z = upper = lower = math.inf
-        ess = 0.0
-        problems = [f"{int((~finite).sum())} of {n_chains} chains' log-weights are NaN/inf: "
-                    "the annealing chains diverged, so the model's density is probably "
-                    "improper (Z is infinite; e.g. Gaussian visible units with ReLU or Gaussian "
-                    "hidden units and weights too large: with unit variances, a largest "
-                    "singular value of W below 1 guarantees a proper model)"]
-    rev = rev_w = None
-    if reverse:
-        if data is not None:
-            idx = torch.randint(data.shape[0], (n_chains,), generator=generator, device=dev)
-            start = data.index_select(0, idx)
-        else:
-            start = v_end  # approximate model samples from the forward chains
-        rev_w, _ = _anneal(model, start, betas[::-1], d, generator)
-        rev = log_z_base - _logmeanexp(rev_w)
-        if not math.isfinite(rev):
-            rev = None  # reported as missing; an improper model is flagged above
-        tol = max(reverse_tolerance, upper - lower if math.isfinite(lower) else math.inf)
-        if rev is not None and math.isfinite(log_z) and abs(rev - log_z) > tol:
-            problems.append(f"reverse AIS gives log Z = {rev:.3f}, {rev - log_z:+.3f} nats from "
-                            f"the forward estimate {log_z:.3f}")
-    warning = None
-    if problems:
-        warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
-                   + ". Use more steps (n_steps / ais_steps) and chains, or a base model fitted "
-                   "to the training data.")
-    if not math.isfinite(log_z):
-        lower = upper = math.inf
-    return AISResult(log_z=log_z, log_z_lower=log_z_base + lower, log_z_upper=log_z_base + upper,
-                     log_z_base=log_z_base, log_weights=log_w, n_chains=n_chains,
-                     n_steps=len(betas) - 1, ess=ess, reliable=not problems, warning=warning,
-                     reverse=rev, reverse_log_weights=rev_w)
+    return run_ais(RBMPath(model, b_a), n_chains, betas, generator, reverse, data,
+                   min_ess_fraction, max_log_weight_std, reverse_tolerance)
 
 
 # --------------------------------------------------------------------------- log-likelihood

@@ -54,15 +54,8 @@ from torch.nn import functional as F
 
 from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError, DataError, ModelFileError
-from ..metrics.likelihood import (
-    DEFAULT_AIS_STEPS,
-    MAX_EXACT_STATES,
-    AISResult,
-    _ess,
-    _log_weight_stats,
-    _weight_problems,
-    ais_schedule,
-)
+from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
+from ..metrics.likelihood import MAX_EXACT_STATES
 from ..objectives import Objective, autograd_step
 from ..rbm import RBM
 from ..units import BernoulliUnits, Beta, SoftmaxUnits, Units, make_units, units_from_config
@@ -686,7 +679,8 @@ def log_likelihood(model: LateralModel, data: Tensor, log_z: float | None = None
 @torch.no_grad()
 def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: int = 100,
               n_steps: int = DEFAULT_AIS_STEPS, generator: torch.Generator | None = None,
-              min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0) -> AISResult:
+              min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
+              reverse: bool = False) -> AISResult:
     """AIS estimate of log Z for a semi-restricted RBM (Salakhutdinov & Murray's path).
 
     Base model A: independent visibles with bias b_A fitted to ``data``, hidden
@@ -694,48 +688,58 @@ def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: in
     f_beta(v) = exp((1 - beta) b_A.v + beta (b.v + v^T L v / 2)) * Z_h(beta field(v))
     (the hidden layer summed out at inverse temperature beta); each transition
     samples h | v at beta, then sweeps the visibles sequentially at beta.
-    Returns :class:`boltzkit.metrics.AISResult` (log weights in float64, ESS,
-    reliability flag); with ``lateral = 0`` it estimates the plain RBM's log Z.
+    Returns :class:`boltzkit.metrics.AISResult` from the one AIS engine
+    (:func:`boltzkit.metrics.ais.run_ais`: log weights in float64, ESS, reliability flag,
+    ``reverse`` AIS from ``data``); with ``lateral = 0`` it estimates the plain RBM's
+    log Z.
     """
     if not isinstance(model, SemiRestrictedRBM):
         raise ConfigError("ais_log_z here is for semi-restricted RBMs; use exact_log_z for "
                           "ising/potts models and boltzkit.metrics.ais_log_z for RBMs")
-    vis, hid, rbm = model.visible, model.hidden, model.rbm
-    dev, dt = model.device, model.dtype
-    b = vis.bias.detach()
-    b_a = vis.fit_bias(model.prepare(data)) if data is not None else torch.zeros_like(b)
-    b_a = b_a.to(device=dev, dtype=dt)
-    d = b_a - b
-    log_z_base = float(vis.log_partition(d.unsqueeze(0).double(), 1.0)[0]
-                       + hid.log_partition(torch.zeros(1, hid.n, dtype=dt, device=dev),
-                                           0.0)[0].double())
-    j = model.coupling_matrix().detach()
-    blocks = model.blocks(generator, j)
+    data = None if data is None else model.prepare(data)
+    return run_ais(_SRBMPath(model, data, generator), n_chains, betas_from(None, n_steps),
+                   generator, reverse, data, min_ess_fraction, max_log_weight_std)
 
-    def log_f(v: Tensor, fld: Tensor, beta: float) -> Tensor:
-        lin = v @ (b + (1.0 - beta) * d)
-        lat = 0.5 * ((v @ j) * v).sum(-1)
-        return (lin + beta * lat + hid.log_partition(fld, beta)).double()
 
-    betas = [float(x) for x in ais_schedule(n_steps)]
-    v = vis.sample(d.expand(n_chains, -1), 1.0, generator).to(dt)
-    log_w = torch.zeros(n_chains, dtype=torch.float64, device=dev)
-    for k in range(1, len(betas)):
-        beta, prev = betas[k], betas[k - 1]
-        fld = rbm.hidden_field(v)
-        log_w += log_f(v, fld, beta) - log_f(v, fld, prev)
-        if k < len(betas) - 1:
-            h = hid.sample(fld, beta, generator)
-            const = b + (1.0 - beta) * d + beta * rbm.visible_field(h)
-            v = model._sweep(v, const, beta * j, blocks, generator)
-    lme, _, upper, lower = _log_weight_stats(log_w)
-    ess = _ess(log_w)
-    problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
-    warning = ("AIS estimate may be unreliable: " + "; ".join(problems)) if problems else None
-    return AISResult(log_z=log_z_base + lme, log_z_lower=log_z_base + lower,
-                     log_z_upper=log_z_base + upper, log_z_base=log_z_base, log_weights=log_w,
-                     n_chains=n_chains, n_steps=len(betas) - 1, ess=ess,
-                     reliable=not problems, warning=warning)
+class _SRBMPath:
+    """The semi-restricted RBM's annealing path (see :func:`ais_log_z`)."""
+
+    def __init__(self, model: SemiRestrictedRBM, data: Tensor | None, generator) -> None:
+        vis, hid = model.visible, model.hidden
+        dev, dt = model.device, model.dtype
+        self.model, self.b = model, vis.bias.detach()
+        b_a = vis.fit_bias(data) if data is not None else torch.zeros_like(self.b)
+        self.d = b_a.to(device=dev, dtype=dt) - self.b
+        self.log_z_base = float(vis.log_partition(self.d.unsqueeze(0).double(), 1.0)[0]
+                                + hid.log_partition(torch.zeros(1, hid.n, dtype=dt, device=dev),
+                                                    0.0)[0].double())
+        self.j = model.coupling_matrix().detach()
+        self.blocks = model.blocks(generator, self.j)
+
+    def _log_f(self, v: Tensor, fld: Tensor, beta: float) -> Tensor:
+        lin = v @ (self.b + (1.0 - beta) * self.d)
+        lat = 0.5 * ((v @ self.j) * v).sum(-1)
+        return (lin + beta * lat + self.model.hidden.log_partition(fld, beta)).double()
+
+    def sample_base(self, n, generator):
+        return self.model.visible.sample(self.d.expand(n, -1), 1.0, generator).to(self.b.dtype)
+
+    def step(self, v, beta, beta_prev, generator, transition):
+        model = self.model
+        fld = model.rbm.hidden_field(v)
+        inc = self._log_f(v, fld, beta) - self._log_f(v, fld, beta_prev)
+        if transition:
+            h = model.hidden.sample(fld, beta, generator)
+            const = self.b + (1.0 - beta) * self.d + beta * model.rbm.visible_field(h)
+            v = model._sweep(v, const, beta * self.j, self.blocks, generator)
+        return inc, v
+
+    def from_data(self, data, n, generator):
+        idx = torch.randint(data.shape[0], (n,), generator=generator, device=data.device)
+        return data.index_select(0, idx).clone()
+
+    def fused(self):
+        return None
 
 
 # --------------------------------------------------------------------------- training

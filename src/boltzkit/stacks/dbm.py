@@ -46,15 +46,7 @@ from torch import Tensor, nn
 
 from ..connections import DenseConnection
 from ..errors import ConfigError
-from ..metrics.likelihood import (
-    DEFAULT_AIS_STEPS,
-    AISResult,
-    _check_schedule,
-    _ess,
-    _log_weight_stats,
-    _weight_problems,
-    ais_schedule,
-)
+from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
 from ..objectives import Objective, assign_grads
 from ..rbm import RBM
 from ..sampling import Sampler, _check_k
@@ -385,7 +377,8 @@ class DBM(nn.Module):
     def ais_log_z(self, n_chains: int = 100, n_steps: int | None = None,
                   schedule: Tensor | Sequence[float] | None = None,
                   data: Tensor | None = None, generator: torch.Generator | None = None,
-                  min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0) -> AISResult:
+                  min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
+                  reverse: bool = False) -> AISResult:
         """Estimate log Z by AIS over the even layers with the odd layers summed out.
 
         The path at inverse temperature beta: even layer l has bias
@@ -395,68 +388,80 @@ class DBM(nn.Module):
         ``log_partition(field, beta)``.  At beta = 0 the layers are independent
         (log Z_A closed-form), at beta = 1 it is the DBM.  A transition is one
         Gibbs sweep (odd layers, then even layers) at beta.  Log weights are
-        accumulated in float64; the result follows
-        :func:`boltzkit.metrics.likelihood.ais_log_z`'s conventions (+/-3 sigma
-        bounds of the mean weight, ESS, reliability flag and warning).
+        accumulated in float64; the engine is :func:`boltzkit.metrics.ais.run_ais`
+        (+/-3 sigma bounds of the mean weight, ESS, reliability flag and warning;
+        ``reverse`` anneals back from ``data`` rows, their even hidden layers drawn from
+        the mean field).
         """
-        _positive_int("n_chains", n_chains)
-        if schedule is not None and n_steps is not None:
-            raise ConfigError("give either schedule (explicit betas) or n_steps, not both")
-        betas_t = (_check_schedule(torch.as_tensor(schedule)) if schedule is not None
-                   else ais_schedule(DEFAULT_AIS_STEPS if n_steps is None else n_steps))
-        betas = [float(b) for b in betas_t]
-        L, dev, dt = self.n_layers, self.device, self.dtype
-        even, odd = list(range(0, L, 2)), list(range(1, L, 2))
-        d: dict[int, Tensor] = {}
-        for i in even:
-            b = self.layers[i].bias.detach()
-            if i == 0 and data is not None:
-                a = self.layers[0].fit_bias(self.prepare(data)).to(device=dev, dtype=dt)
-            else:
-                a = torch.zeros_like(b)
-            d[i] = a - b
-        m64 = copy.deepcopy(self).double()
-        log_z_base = 0.0
-        for i in even:
-            log_z_base += float(m64.layers[i].log_partition(d[i].double().unsqueeze(0), 1.0)[0])
-        for i in odd:
-            z = torch.zeros(1, self.layers[i].n, dtype=torch.float64, device=dev)
-            log_z_base += float(m64.layers[i].log_partition(z, 0.0)[0])
-        states: list[Tensor] = [torch.empty(0)] * L
-        for i in even:
-            states[i] = self.layers[i].sample(d[i].expand(n_chains, -1), 1.0, generator)
-        log_w = torch.zeros(n_chains, dtype=torch.float64, device=dev)
-        last = len(betas) - 1
-        for k in range(1, last + 1):
-            b, bp = betas[k], betas[k - 1]
-            fields = {i: self.field(i, states) for i in odd}
-            for i in odd:
-                lp = self.layers[i].log_partition
-                log_w += (lp(fields[i], b) - lp(fields[i], bp)).double()
-            if b != bp:
-                for i in even:
-                    log_w -= (b - bp) * (self.layers[i].coupling(states[i]) @ d[i]).double()
-            if k < last:
-                for i in odd:
-                    states[i] = self.layers[i].sample(fields[i], b, generator)
-                for i in even:
-                    f = self.field(i, states)
-                    f.mul_(b).add_(d[i], alpha=1.0 - b)
-                    states[i] = self.layers[i].sample(f, 1.0, generator)
-        lme, _, upper, lower = _log_weight_stats(log_w)
-        ess = _ess(log_w)
-        problems = _weight_problems(log_w, ess, lower, min_ess_fraction, max_log_weight_std)
-        warning = None
-        if problems:
-            warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
-                       + ". Use more steps (ais_steps) and chains.")
-        return AISResult(log_z=log_z_base + lme, log_z_lower=log_z_base + lower,
-                         log_z_upper=log_z_base + upper, log_z_base=log_z_base,
-                         log_weights=log_w, n_chains=n_chains, n_steps=last, ess=ess,
-                         reliable=not problems, warning=warning)
+        betas = betas_from(schedule, n_steps)
+        if data is not None:
+            data = self.prepare(data)
+        return run_ais(_DBMPath(self, data), n_chains, betas, generator, reverse, data,
+                       min_ess_fraction, max_log_weight_std)
 
     def parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
+
+class _DBMPath:
+    """The DBM's annealing path: even layers annealed, odd layers summed out (see
+    :meth:`DBM.ais_log_z`).  States are lists of every layer's states (odd ones unused)."""
+
+    def __init__(self, model: DBM, data: Tensor | None) -> None:
+        L, dev, dt = model.n_layers, model.device, model.dtype
+        self.model, self.even, self.odd = model, list(range(0, L, 2)), list(range(1, L, 2))
+        self.d: dict[int, Tensor] = {}
+        for i in self.even:
+            b = model.layers[i].bias.detach()
+            a = (model.layers[0].fit_bias(data).to(device=dev, dtype=dt)
+                 if i == 0 and data is not None else torch.zeros_like(b))
+            self.d[i] = a - b
+        m64 = copy.deepcopy(model).double()
+        self.log_z_base = sum(float(m64.layers[i].log_partition(
+            self.d[i].double().unsqueeze(0), 1.0)[0]) for i in self.even) + sum(
+            float(m64.layers[i].log_partition(torch.zeros(1, model.layers[i].n,
+                                                          dtype=torch.float64, device=dev),
+                                              0.0)[0]) for i in self.odd)
+
+    def sample_base(self, n, generator):
+        states: list[Tensor] = [torch.empty(0)] * self.model.n_layers
+        for i in self.even:
+            states[i] = self.model.layers[i].sample(self.d[i].expand(n, -1), 1.0, generator)
+        return states
+
+    def step(self, states, b, bp, generator, transition):
+        model = self.model
+        fields = {i: model.field(i, states) for i in self.odd}
+        inc = None
+        for i in self.odd:
+            lp = model.layers[i].log_partition
+            term = (lp(fields[i], b) - lp(fields[i], bp)).double()
+            inc = term if inc is None else inc + term
+        if b != bp:
+            for i in self.even:
+                inc = inc - (b - bp) * (model.layers[i].coupling(states[i]) @ self.d[i]).double()
+        if transition:
+            states = list(states)
+            for i in self.odd:
+                states[i] = model.layers[i].sample(fields[i], b, generator)
+            for i in self.even:
+                f = model.field(i, states)
+                f.mul_(b).add_(self.d[i], alpha=1.0 - b)
+                states[i] = model.layers[i].sample(f, 1.0, generator)
+        return inc, states
+
+    def from_data(self, data, n, generator):
+        idx = torch.randint(data.shape[0], (n,), generator=generator, device=data.device)
+        v = data.index_select(0, idx)
+        mus = self.model.mean_field(v)
+        states = [v] + [torch.empty(0)] * (self.model.n_layers - 1)
+        for i in self.even[1:]:
+            states[i] = self.model.layers[i].sample(torch.zeros_like(mus[i - 1]), 1.0,
+                                                    generator, mean=mus[i - 1])
+        return states
+
+    def fused(self):
+        return None
 
 
 def make_dbm(sizes: str | Sequence[int], visible: str = "bernoulli", visible_std: float = 1.0,
