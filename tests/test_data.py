@@ -424,7 +424,7 @@ def test_registry_paths(tmp_path: Path) -> None:
     train = np.random.default_rng(0).random((30, 4))
     np.save(tmp_path / "train.npy", train)
     np.savetxt(tmp_path / "test.csv", train[:5], delimiter=",")
-    x, y = load_dataset(tmp_path / "train.npy")
+    x, y = load_dataset(tmp_path / "train.npy", binarize="threshold")
     assert y is None and set(torch.unique(x).tolist()) <= {0.0, 1.0}
     np.testing.assert_array_equal(x.numpy(), (train > 0.5).astype(np.float32))
     grey, _ = load_dataset(str(tmp_path / "train.npy"), binarize="none", limit=7)

@@ -303,7 +303,7 @@ def test_cli_trains_a_dbm(tmp_path, capsys):
     out = tmp_path / "dbm.safetensors"
     assert main(["train", "--model", "dbm", "--dataset", str(tmp_path / "x.npy"),
                  "--layers", "6,4,3", "--dbm-pretrain-epochs", "1", "--epochs", "1",
-                 "--chains", "10", "--dbm-ais-chains", "20", "--dbm-ais-steps", "50",
+                 "--chains", "10", "--dbm-ais-chains", "20",
                  "--batch-size", "20", "--out", str(out), "--quiet"]) == 0, \
         capsys.readouterr().err
     model = load_model(out)

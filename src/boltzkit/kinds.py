@@ -47,19 +47,23 @@ def _when(key: str, *values: Any, what: str | None = None) -> Condition:
         if cfg.get(key) in values:
             return None
         shown = " or ".join(str(v) for v in values)
-        return f"applies with {what or flag(key) + ' ' + shown}"
+        return f"applies only with {what or flag(key) + ' ' + shown}: drop it"
     return check
 
 
 def _set(key: str) -> Condition:
     def check(cfg: dict) -> str | None:
-        return None if cfg.get(key) not in (None, "", False) else f"applies with {flag(key)}"
+        if cfg.get(key) not in (None, "", False, 0):
+            return None
+        return f"applies only with {flag(key)}: drop it"
     return check
 
 
 def _not(key: str, value: Any) -> Condition:
     def check(cfg: dict) -> str | None:
-        return None if cfg.get(key) != value else f"does not apply with {flag(key)} {value}"
+        if cfg.get(key) != value:
+            return None
+        return f"does not apply with {flag(key)} {value}: drop it"
     return check
 
 
@@ -74,18 +78,34 @@ def _all(*conds: Condition) -> Condition:
 
 
 def _gaussian_visible(cfg: dict) -> str | None:
-    return None if cfg.get("visible") == "gaussian" else "applies with --visible gaussian"
+    if cfg.get("visible") == "gaussian":
+        return None
+    return "applies only with --visible gaussian: drop it"
 
 
 def _softmax_layer(cfg: dict) -> str | None:
     if "softmax" in (cfg.get("visible"), cfg.get("hidden")):
         return None
-    return "applies with --visible softmax or --hidden softmax"
+    return "applies only with --visible softmax or --hidden softmax: drop it"
+
+
+def _dropout_samplers(cfg: dict) -> str | None:
+    if cfg.get("method") in ("pt", "tds") and cfg.get("dropout_rate", 0) > 0:
+        return ("pt or tds needs --dropout-rate 0: with hidden dropout (each chain keeps one "
+                "mask per batch) a dropout RBM trains with --method cd or pcd")
+    return None
 
 
 def _dataset_is_path(cfg: dict) -> str | None:
     from_file = str(cfg.get("dataset", "")).lower().endswith((".npy", ".npz", ".csv", ".txt"))
-    return None if from_file else "applies when --dataset is a file (the training split)"
+    return None if from_file else "applies only when --dataset is a file: drop it"
+
+
+def _named_dataset(cfg: dict) -> str | None:
+    if str(cfg.get("dataset", "")).lower() in ("mnist", "ml-100k", "ml-1m", "ml-latest-small"):
+        return None
+    return ("is where the files of a named data set are (mnist, ml-100k, ...); --dataset "
+            f"{cfg.get('dataset')} does not use it: drop it")
 
 
 # --------------------------------------------------------------------------- options
@@ -117,7 +137,7 @@ OPTIONS: dict[str, Option] = {
                   "file (rows = samples); ml-100k | ml-1m | ml-latest-small (cf-rbm); "
                   "macrodata or a (T, d) file (crbm)", str, group="data"),
     "data_dir": _o(None, "folder holding the data set's files (else $BOLTZKIT_DATA)", str,
-                   group="data"),
+                   applies=_named_dataset, group="data"),
     "test_data": _o(None, "held-out file when --dataset is a file", str,
                     applies=_dataset_is_path, group="data"),
     "binarize": _o(None, "how grey levels become 0/1 for binary units: threshold (> 0.5), "
@@ -170,9 +190,10 @@ OPTIONS: dict[str, Option] = {
     "objective": _o("ml", "ml (likelihood), beam (adversarial, Fisher et al. 2018), pl "
                     "(pseudo-likelihood: ising/potts/srbm)", str, ("ml", "beam", "pl"),
                     group="objective"),
-    "sparsity_target": _o(None, "target mean activation of each hidden unit", float,
+    "sparsity_target": _o(None, "target mean activation of each hidden unit (with "
+                          "--sparsity-cost)", float, applies=_set("sparsity_cost"),
                           group="objective"),
-    "sparsity_cost": _o(0.0, "weight of the sparsity penalty", float,
+    "sparsity_cost": _o(0.0, "weight of the sparsity penalty (with --sparsity-target)", float,
                         applies=_set("sparsity_target"), group="objective"),
     "centering": _o(False, "centred gradient (Melchior et al. 2016)", bool, group="objective"),
     "critic": _o("knn", "beam critic: knn | dwknn", str, ("knn", "dwknn"),
@@ -192,7 +213,7 @@ OPTIONS: dict[str, Option] = {
     "momentum": _o(0.5, "SGD momentum (adam: its first beta)", float, group="loop"),
     "adam_betas": _o(None, "adam's two betas, e.g. 0.5,0.9 (default: momentum or 0.9, 0.999)",
                      str, applies=_when("optimizer", "adam"), group="loop"),
-    "weight_decay": _o(0.0, "L2 penalty on the weight matrices (not the biases)", float,
+    "weight_decay": _o(0.0, "L2 penalty on the weights and couplings (not the biases)", float,
                        group="loop"),
     "lr_schedule": _o("constant", "per-epoch lr decay: constant | linear | exponential | "
                       "cosine | power", str,
@@ -234,7 +255,7 @@ OPTIONS: dict[str, Option] = {
     "conv_image_shape": _o(None, "image HxW, e.g. 28x28 (default: square)", str),
     "conv_sparsity_on": _o("all", "sparsity acts on the filter biases only (bias, Lee et al.) "
                            "or also on the weights (all)", str, ("bias", "all"),
-                           applies=_set("sparsity_target"), group="objective"),
+                           applies=_set("sparsity_cost"), group="objective"),
     # -- dropout RBMs
     "dropout_rate": _o(0.5, "probability of dropping a hidden unit per case and batch (test "
                        "time scales the weights by 1 - rate)", float),
@@ -267,8 +288,6 @@ OPTIONS: dict[str, Option] = {
                     "labels (samples, sites)", int),
     "lateral_scan": _o("sequential", "Gibbs scan: sequential | random | colored", str,
                        ("sequential", "random", "colored")),
-    "lateral_l2": _o(0.0, "L2 penalty on the couplings (and srbm weights)", float,
-                     group="objective"),
     # -- collaborative filtering
     "fold": _o("1", "MovieLens split: ml-100k 1..5 (u1..u5), a, b; ml-1m and ml-latest-small "
                "1..5 (seeded)", str, group="data"),
@@ -349,6 +368,9 @@ class Kind:
     objectives: tuple[str, ...] = ("ml",)
     defaults: dict[str, Any] = field(default_factory=dict)  # its own defaults
     requires: dict[str, Condition] = field(default_factory=dict)  # its own conditions
+    notes: dict[str, str] = field(default_factory=dict)  # sampler cell -> its condition
+    evaluate: str = "rbm"  # its family in boltzkit.metrics.evaluate.MODEL_METRICS
+    sample: str | None = None  # None: `boltzkit sample` draws from it; else why not
 
     @property
     def reads(self) -> frozenset[str]:
@@ -383,7 +405,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("dropout-rbm", "dropout / DropConnect RBM (Srivastava et al. 2014; Wan et al. 2013)",
          "boltzkit.models.dropout:DropoutRBM", "boltzkit.models.dropout:train_from_config",
          _ARRAYS + _UNITS + ("dropout_rate", "dropconnect_rate") + _RBM_SAMPLERS
-         + ("sparsity_target", "sparsity_cost") + _MONITOR, METHODS),
+         + ("sparsity_target", "sparsity_cost") + _MONITOR, METHODS,
+         requires={"method": _dropout_samplers},
+         notes=dict.fromkeys(("pt", "tds"), "with `--dropout-rate 0` (DropConnect alone)")),
     Kind("edropout-rbm", "energy-based dropout RBM (Roder et al. 2020)",
          "boltzkit.models.dropout:EDropoutRBM", "boltzkit.models.dropout:train_from_config",
          _ARRAYS + _UNITS + ("method", "k", "k_schedule", "sparsity_target", "sparsity_cost")
@@ -394,50 +418,56 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          _ARRAYS + _UNITS + _RBM_SAMPLERS
          + ("drbm_objective", "drbm_alpha", "drbm_val_size", "drbm_patience", "drbm_dropout",
             "drbm_input_dropout"), METHODS, defaults={"method": "cd"},
-         requires=dict.fromkeys(_SAMPLER, _not("drbm_objective", "discriminative"))),
+         requires=dict.fromkeys(_SAMPLER, _not("drbm_objective", "discriminative")),
+         evaluate="classifier"),
     Kind("crbm", "conditional RBM for sequences (Taylor et al. 2007)",
          "boltzkit.models.conditional:ConditionalRBM",
          "boltzkit.models.conditional:train_from_config",
          ("dataset", "data_dir", "test_data", "binarize", "limit", "visible", "n_hidden",
           "learn_variance", "visible_std", "init_std", "method", "k", "k_schedule",
           "crbm_order", "crbm_test_fraction", "crbm_predict_steps"), ("cd",),
-         defaults={"visible": "gaussian", "method": "cd"}),
+         defaults={"visible": "gaussian", "method": "cd"}, evaluate="sequence",
+         sample="a crbm draws continuations of a sequence: ConditionalRBM.generate(seed, "
+                "n_steps) (examples/crbm_sequence.py)"),
     Kind("ising", "Ising model / fully visible Boltzmann machine",
          "boltzkit.models.lateral:IsingModel", "boltzkit.models.lateral:train_from_config",
-         _ARRAYS + ("objective", "lateral_spins", "lateral_scan", "lateral_l2") + _SAMPLER,
-         METHODS, ("pl", "ml"), defaults={"objective": "pl"}),
+         _ARRAYS + ("objective", "lateral_spins", "lateral_scan") + _SAMPLER,
+         METHODS, ("pl", "ml"), defaults={"objective": "pl"}, evaluate="lateral"),
     Kind("potts", "Potts model (q states per site)",
          "boltzkit.models.lateral:PottsModel", "boltzkit.models.lateral:train_from_config",
-         _ARRAYS + ("objective", "lateral_q", "lateral_scan", "lateral_l2") + _SAMPLER,
-         METHODS, ("pl", "ml"), defaults={"objective": "pl"}),
+         _ARRAYS + ("objective", "lateral_q", "lateral_scan") + _SAMPLER,
+         METHODS, ("pl", "ml"), defaults={"objective": "pl"}, evaluate="lateral"),
     Kind("srbm", "semi-restricted RBM: lateral visible couplings (Osindero & Hinton 2008)",
          "boltzkit.models.lateral:SemiRestrictedRBM",
          "boltzkit.models.lateral:train_from_config",
-         _ARRAYS + ("objective", "n_hidden", "init_std", "lateral_scan", "lateral_l2")
-         + _SAMPLER, METHODS, ("pl", "ml"), defaults={"objective": "pl"}),
+         _ARRAYS + ("objective", "n_hidden", "init_std", "lateral_scan")
+         + _SAMPLER, METHODS, ("pl", "ml"), defaults={"objective": "pl"}, evaluate="lateral"),
     Kind("cf-rbm", "collaborative-filtering RBM (Salakhutdinov, Mnih & Hinton 2007)",
          "boltzkit.recommend.cf_rbm:CFRBM", "boltzkit.recommend.cf_rbm:train_from_config",
          ("dataset", "data_dir", "fold", "n_hidden", "init_std", "method", "k", "k_schedule",
           "cf_mode", "item_based", "conditional", "prediction"), ("cd",),
-         defaults={"dataset": "ml-100k", "method": "cd"}),
+         defaults={"dataset": "ml-100k", "method": "cd"}, evaluate="recommender"),
     Kind("dbn", "deep belief network, also residual (Hinton et al. 2006; Roder et al. 2020)",
          "boltzkit.stacks.dbn:DBN", "boltzkit.stacks.dbn:train_from_config",
-         _ARRAYS + _UNITS + ("layers", "dbn_residual", "dbn_residual_weights",
+         _ARRAYS + tuple(u for u in _UNITS if u != "n_hidden")
+         + ("layers", "dbn_residual", "dbn_residual_weights",
                              "dbn_layer_epochs", "dbn_layer_lr", "finetune_epochs",
                              "finetune_lr", "finetune_optimizer", "finetune_momentum",
                              "finetune_batch_size", "finetune_weight_decay",
                              "finetune_dropout", "finetune_input_dropout", "finetune_schedule",
                              "finetune_val_fraction", "finetune_patience")
-         + _RBM_SAMPLERS + _ML, METHODS, defaults={"method": "cd"}),
+         + _RBM_SAMPLERS + _ML, METHODS, defaults={"method": "cd"}, evaluate="dbn"),
     Kind("dbn-classifier", "a DBN fine-tuned by backprop (written by --model dbn)",
-         "boltzkit.stacks.dbn:DBNClassifier", None),
+         "boltzkit.stacks.dbn:DBNClassifier", None, evaluate="classifier",
+         sample="a fine-tuned classifier is not generative: sample from the DBN it was "
+                "fine-tuned from (MODEL.pretrained.safetensors)"),
     Kind("dbm", "deep Boltzmann machine (Salakhutdinov & Hinton 2009)",
          "boltzkit.stacks.dbm:DBM", "boltzkit.stacks.dbm:train_from_config",
          _ARRAYS + ("visible", "visible_std", "init_std", "layers", "method", "k",
                     "k_schedule", "chains", "dbm_pretrain_epochs", "dbm_pretrain_lr",
                     "dbm_mf_steps", "dbm_ais_chains", "dbm_ais_steps"), ("cd", "pcd"),
          defaults={"lr": 0.001, "momentum": 0.9, "k": 5, "chains": 100,
-                   "lr_schedule": "linear", "lr_final_factor": 0.1}),
+                   "lr_schedule": "linear", "lr_final_factor": 0.1}, evaluate="dbm"),
 )}
 
 
@@ -516,8 +546,7 @@ def check_given(cfg: dict[str, Any], given: set[str]) -> None:
         if not why and name in k.requires:
             why = k.requires[name](cfg)
         if why:
-            raise ConfigError(f"{flag(name)} {why}; --model {k.name} with these settings "
-                              "does not use it: drop it")
+            raise ConfigError(f"--model {k.name}: {flag(name)} {why}")
     method = cfg.get("method")
     uses_sampler = not (OPTIONS["method"].applies(cfg) or (
         k.requires["method"](cfg) if "method" in k.requires else None))
@@ -549,3 +578,66 @@ def relevant(cfg: dict[str, Any]) -> dict[str, Any]:
 def model_class(name: str) -> type:
     """The class that rebuilds saved models of kind ``name``."""
     return kind(name).model_class()
+
+
+# --------------------------------------------------------------------------- capabilities
+#: What every trainable kind has because it trains through the one loop.
+LOOP_CAPABILITIES = ("checkpoint + exact resume", "parameter averaging", "lr schedule",
+                     "optimizer object", "data-parallel (torchrun)", "save / load")
+
+
+def capability_markdown() -> str:
+    """The capability matrix of every kind as a Markdown page (docs/guides/capabilities.md).
+
+    Generated from this registry; tests/test_capabilities.py checks each cell (a run that
+    works, or a one-line refusal naming the kind and the option) and that the page is
+    current.
+    """
+    from .metrics.evaluate import MODEL_METRICS
+
+    lines = ["# Capability matrix", "",
+             "Generated from the registry of model kinds (`boltzkit.kinds`; regenerate with "
+             "`python -m boltzkit.kinds > docs/guides/capabilities.md`).  Every cell is "
+             "checked by `tests/test_capabilities.py`: a cell marked yes works (a short run "
+             "on tiny data), a cell marked no is refused with one line that names the kind "
+             "and the option; nothing is accepted and ignored.", "",
+             "## Samplers and objectives", "",
+             "| kind | " + " | ".join(f"`--method {m}`" for m in METHODS)
+             + " | `--objective` |",
+             "|---|" + "---|" * (len(METHODS) + 1)]
+    for name in trainable():
+        k = KINDS[name]
+        cells = [("yes " + k.notes[m] if m in k.notes else "yes") if m in k.methods else "no"
+                 for m in METHODS]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " | "
+                     + ", ".join(k.objectives if "objective" in k.reads else
+                                 (_kind_objective(k),)) + " |")
+    lines += ["", "A sampler marked no is refused (e.g. a conditional RBM's negative phase is "
+              "conditioned on each frame's history, which persistent chains do not have).", "",
+              "## The training loop, evaluation and sampling", "",
+              "Every kind below trains through `boltzkit.training.Trainer`, so it has: "
+              + ", ".join(LOOP_CAPABILITIES) + ".", "",
+              "| kind | `evaluate` metrics (default first) | `sample` |", "|---|---|---|"]
+    for name, k in KINDS.items():
+        metrics = ("rmse, mae, like_error, precision, recall, ndcg" if k.evaluate ==
+                   "recommender" else ", ".join(MODEL_METRICS[k.evaluate]))
+        lines.append(f"| `{name}` | {metrics} | {'yes' if k.sample is None else 'no: ' + k.sample}"
+                     " |")
+    lines += ["", "## Options by kind", "",
+              "An option not listed for a kind is refused for it; a listed option whose "
+              "condition does not hold (e.g. `--n-temperatures` without `--method pt`) is "
+              "refused too.  The training loop's options apply to every kind: "
+              + ", ".join(f"`{flag(o)}`" for o in LOOP) + ".", "",
+              "| kind | its options |", "|---|---|"]
+    for name in trainable():
+        own = [o for o in KINDS[name].options]
+        lines.append(f"| `{name}` | " + ", ".join(f"`{flag(o)}`" for o in own) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _kind_objective(k: Kind) -> str:
+    return {"drbm": "`--drbm-objective`"}.get(k.name, "likelihood")
+
+
+if __name__ == "__main__":  # python -m boltzkit.kinds > docs/guides/capabilities.md
+    print(capability_markdown(), end="")

@@ -52,14 +52,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_data(args_or_cfg, split: str):
-    from ..data import load_dataset
+def _is_file(name) -> bool:
+    from ..data.arrays import ARRAY_SUFFIXES
 
-    get = (args_or_cfg.get if isinstance(args_or_cfg, dict)
-           else lambda k, d=None: getattr(args_or_cfg, k, d))
-    return load_dataset(get("dataset"), split=split, data_dir=get("data_dir"),
-                        binarize=get("binarize"), seed=get("seed") or 0, limit=get("limit"),
-                        test_path=get("test_data"))
+    return Path(str(name)).suffix.lower() in ARRAY_SUFFIXES
+
+
+def _scored_data(args: argparse.Namespace, with_train: bool = False):
+    """The rows evaluate / reconstruct / score work on, prepared as the model's were.
+
+    Returns ``(data, labels, train, train_labels, source)``.  Defaults come from the model
+    file (the data set, data folder and binarisation it was trained with); a named data
+    set gives its ``--split``; ``--dataset FILE`` is scored itself, or with ``--test-data``
+    that file is scored and FILE is the training rows.
+    """
+    from ..data import load_dataset
+    from ..io import read_header
+
+    stored = read_header(args.model_path).get("train_config") or {}
+    dataset = args.dataset or stored.get("dataset")
+    if dataset is None:
+        raise ConfigError("this model file does not say what it was trained on: name the "
+                          "data with --dataset")
+    binarize = args.binarize or stored.get("binarize") or "none"
+    data_dir = args.data_dir or (stored.get("data_dir") if dataset == stored.get("dataset")
+                                 else None)
+    common = dict(binarize=binarize, seed=args.seed, limit=args.limit)
+    if _is_file(dataset):
+        scored = args.test_data or dataset
+        data, labels = load_dataset(scored, split="train", **common)
+        train, train_labels = (load_dataset(dataset, split="train", **common)
+                               if args.test_data and with_train else (None, None))
+        return data, labels, train, train_labels, {"dataset": str(scored), "binarize": binarize}
+    if args.test_data:
+        raise ConfigError(f"--test-data is for --dataset FILE; {dataset} has its own splits "
+                          "(--split)")
+    data, labels = load_dataset(dataset, split=args.split, data_dir=data_dir, **common)
+    train, train_labels = (load_dataset(dataset, split="train", data_dir=data_dir, **common)
+                           if with_train else (None, None))
+    return data, labels, train, train_labels, {"dataset": str(dataset), "split": args.split,
+                                               "binarize": binarize}
 
 
 def _image_shape(text: str | None, n: int) -> tuple[int, int] | None:
@@ -105,8 +137,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if recommended is not None:  # a MovieLens recommender (cf-rbm)
         _emit(recommended, args.json)
         return 0
-    data, labels = _load_data(args, args.split)
-    train, train_labels = _load_data(args, "train")
+    data, labels, train, train_labels, source = _scored_data(args, with_train=True)
     metrics = None if args.metrics is None else [
         m.strip() for m in args.metrics.split(",") if m.strip()]
     rbm_options = {}
@@ -115,13 +146,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        "exact_dtype": getattr(torch, args.exact_dtype)}
         std = _standardizer(args.model_path)
         if std is not None:  # the model saw z = (x - mean) / scale: score x's density
-            data, train = std.transform(data), std.transform(train)
+            data = std.transform(data)
+            train = None if train is None else std.transform(train)
             rbm_options["log_jacobian"] = std.log_jacobian
     result = evaluate_model(model, data, metrics=metrics, train_data=train, labels=labels,
                             train_labels=train_labels, ais_chains=args.ais_chains,
                             ais_steps=args.ais_steps, seed=args.seed, **rbm_options)
-    result.update({"model": str(args.model_path), "dataset": str(args.dataset),
-                   "split": args.split, "binarize": args.binarize})
+    result.update({"model": str(args.model_path), **source})
     _emit(result, args.json)
     return 0
 
@@ -135,11 +166,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not args.out and not args.npy:
         raise ConfigError("say where to write the samples: --out samples.png and/or --npy FILE")
     model = load_model(args.model_path, device_of(args.device))
-    if not callable(getattr(model, "sample", None)):
-        raise ConfigError(f"a {type(model).__name__} has no generative model to sample from"
-                          + (": sample from the DBN it was fine-tuned from "
-                             "(MODEL.pretrained.safetensors)" if "DBN" in type(model).__name__
-                             else ""))
+    from ..kinds import KINDS
+
+    kind = KINDS[model.config()["model"]]
+    if kind.sample:
+        raise ConfigError(f"cannot sample a {kind.name}: {kind.sample}")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     if "beta" in inspect.signature(model.sample).parameters:
         samples = model.sample(args.n, steps=args.steps, beta=args.beta, generator=gen)
@@ -170,7 +201,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from ..io import load_model
 
     model = load_model(args.model_path)
-    data, _ = _load_data(args, args.split)
+    data = _scored_data(args)[0]
     std = _standardizer(args.model_path)
     data = data[: args.n]
     if std is not None:  # reconstruct in the model's space, show and score in the data's
@@ -191,7 +222,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ..io import load_model
 
     model = load_model(args.model_path)
-    data, _ = _load_data(args, args.split)
+    data = _scored_data(args)[0]
     std = _standardizer(args.model_path)
     data = model.prepare(data if std is None else std.transform(data))
     with torch.no_grad():

@@ -46,15 +46,21 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits",
-                   help="digits | mnist | mog-1d | mog-ring8 | mog-grid25 | a .npy/.npz/.csv "
-                        "file (default: digits)")
+    """The data options of evaluate / reconstruct / score: by default the model's own."""
+    p.add_argument("--dataset", default=None,
+                   help="digits | mnist | mog-... | a .npy/.npz/.csv file to score (default: "
+                        "the data set the model was trained on, from its file)")
     p.add_argument("--data-dir", default=None,
-                   help="folder holding the data set's files (default: $BOLTZKIT_DATA)")
-    p.add_argument("--test-data", default=None, help="held-out file when --dataset is a file")
-    p.add_argument("--binarize", default="threshold", choices=("threshold", "stochastic", "none"),
-                   help="how grey levels become 0/1 (default: threshold)")
+                   help="folder of a named data set's files (default: the model's, else "
+                        "$BOLTZKIT_DATA)")
+    p.add_argument("--test-data", default=None,
+                   help="with --dataset FILE: score this file, FILE being the training rows "
+                        "(AIS base model, features); without it FILE itself is scored")
+    p.add_argument("--binarize", default=None, choices=("threshold", "stochastic", "none"),
+                   help="how grey levels become 0/1 (default: as the model was trained)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="split of a named data set (default: test)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
 
 
@@ -85,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="measure a model on a data set")
     e.add_argument("model_path", metavar="MODEL")
     _add_data_args(e)
-    e.add_argument("--split", default="test", choices=("train", "test"))
     e.add_argument("--fold", default=None,
                    help="recommenders: MovieLens split, ml-100k 1..5, a, b (default: the "
                         "model's)")
@@ -118,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="show reconstructions beside originals")
     r.add_argument("model_path", metavar="MODEL")
     _add_data_args(r)
-    r.add_argument("--split", default="test", choices=("train", "test"))
     r.add_argument("--n", type=int, default=10)
     r.add_argument("--out", required=True, help="PNG path")
     r.add_argument("--image-shape", default=None)
@@ -126,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="per-sample free energies (anomaly scores)")
     sc.add_argument("model_path", metavar="MODEL")
     _add_data_args(sc)
-    sc.add_argument("--split", default="test", choices=("train", "test"))
     sc.add_argument("--json", action="store_true")
 
     i = sub.add_parser("info", help="describe a model file")

@@ -65,7 +65,7 @@ def load_dataset(
     name_or_path: str | os.PathLike[str],
     split: str = "train",
     data_dir: str | os.PathLike[str] | None = None,
-    binarize: str = "threshold",
+    binarize: str = "none",
     seed: int = 0,
     limit: int | None = None,
     test_path: str | os.PathLike[str] | None = None,
@@ -79,13 +79,15 @@ def load_dataset(
     * ``"digits"``: scikit-learn's 8x8 digits, fixed 80/20 split.
     * ``"mog-1d"``, ``"mog-ring8"``, ``"mog-grid25"``: 10000 train / 2000 test samples,
       train drawn with ``seed``, test with a seed derived from it (never the same draw).
-      These are real-valued; ``binarize`` does not apply to them and is ignored.
+      These are real-valued: only ``binarize="none"`` applies (others are refused).
       Labels are the mixture components.
     * a ``.npy``/``.npz``/``.csv`` path: split "train" is the file itself, split "test"
       is the file ``test_path`` (required). ``binarize="threshold"`` maps values > 0.5 to
       1, ``"stochastic"`` draws Bernoulli(value) (values must lie in [0, 1]) and ``"none"``
       keeps the values. ``key`` picks an array of an .npz file; ``mmap`` memory-maps .npy
-      files (useful only with ``binarize="none"``, which does not copy). No labels.
+      files (useful only with ``binarize="none"``, which does not copy).  An ``.npz``
+      holding arrays ``x`` and ``y`` is labelled (``y``: integer class indices); other
+      files have no labels.
 
     ``limit`` keeps the first ``limit`` samples.
     """
@@ -102,8 +104,9 @@ def load_dataset(
         x, y = load_digits(split=split, binarize=binarize, seed=seed)
         return _apply_limit(x, y, limit)
     if lowered in MIXTURES:
-        if binarize == "stochastic":
-            logger.info("binarize=%r ignored for real-valued mixture %s", binarize, lowered)
+        if binarize != "none":
+            raise ConfigError(f"{lowered} is real-valued data: binarize {binarize!r} does not "
+                              "apply to it (drop --binarize)")
         x, y = make_mixture(lowered, MIXTURE_SIZES[split], seed=mixture_split_seed(seed, split))
         return _apply_limit(x, y, limit)
 
@@ -120,11 +123,31 @@ def load_dataset(
                 "pass a test file with test_path=... (--test-data FILE)"
             )
         path = Path(test_path)
-    x, _ = _apply_limit(_load_array(path, key=key, mmap=mmap), None, limit)
+    labels = _npz_labels(path) if key is None else None
+    x = _load_array(path, key="x" if labels is not None else key, mmap=mmap)
+    x, labels = _apply_limit(x, labels, limit)
     if binarize != "none":
         if binarize == "stochastic":
             validate_data(x, name=str(path), kind="unit_interval")
         x = torch.from_numpy(
             binarize_array(x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)])
         )
-    return x, None
+    return x, labels
+
+
+def _npz_labels(path: Path) -> torch.Tensor | None:
+    """Class labels of a labelled ``.npz`` (arrays ``x`` and ``y``), else None."""
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not {"x", "y"} <= set(archive.files):
+                return None
+            y = np.asarray(archive["y"])
+            n = archive["x"].shape[0]
+    except (OSError, ValueError):
+        return None  # load_array reports an unreadable archive
+    if y.ndim != 1 or y.shape[0] != n or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: 'y' must hold one integer class label per row of 'x' "
+                        f"({n}), got shape {y.shape} and dtype {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))

@@ -275,6 +275,7 @@ class RBMPath:
     closed-form log Z, computed in float64.
     """
 
+    @torch.no_grad()
     def __init__(self, rbm, base_bias: Tensor) -> None:
         import copy
 

@@ -155,33 +155,43 @@ def _features_accuracy(model, v: Tensor, labels, train_data, train_labels,
     return float(clf.score(x_test, y_test))
 
 
-#: What :func:`evaluate_model` measures for each family of model (the first entry of each
-#: tuple is the default when no metrics are named).
+#: What :func:`evaluate_model` measures for each family of model (the registry of kinds,
+#: :mod:`boltzkit.kinds`, says which family a kind belongs to).
 MODEL_METRICS: dict[str, tuple[str, ...]] = {
     "rbm": ("loglik", "pl", "recon", "knn", "modes", "features"),
     "classifier": ("error",),
     "dbm": ("loglik", "features"),
     "dbn": ("features",),
+    "lateral": ("loglik", "pl"),
+    "sequence": ("rmse", "loglik"),
 }
 _DEFAULT_METRICS = {"rbm": ("loglik", "pl", "recon"), "classifier": ("error",),
-                    "dbm": ("loglik",), "dbn": ("features",)}
+                    "dbm": ("loglik",), "dbn": ("features",), "lateral": ("loglik", "pl"),
+                    "sequence": ("rmse",)}
 
 
 def model_family(model) -> str:
-    """"rbm", "classifier" (p(y|x) models: DRBM, fine-tuned DBN), "dbm" or "dbn"."""
-    from ..stacks.dbm import DBM
-    from ..stacks.dbn import DBN
+    """The evaluation family of a model, from the registry of kinds (its config's kind)."""
+    from ..kinds import KINDS
 
-    if isinstance(model, RBM):
-        return "rbm"
-    if isinstance(model, DBM):
-        return "dbm"
-    if isinstance(model, DBN):
-        return "dbn"
-    if callable(getattr(model, "predict_proba", None)):
-        return "classifier"
-    raise ConfigError(f"cannot evaluate a {type(model).__name__}: boltzkit evaluates RBMs, "
-                      "classifiers, DBMs and DBNs")
+    config = getattr(model, "config", None)
+    kind = config().get("model") if callable(config) else None
+    family = KINDS[kind].evaluate if kind in KINDS else None
+    if family not in MODEL_METRICS:
+        raise ConfigError(f"cannot evaluate a {type(model).__name__} with these metrics"
+                          + (f" (kind {kind!r} is evaluated as a {family})" if family else ""))
+    return family
+
+
+def default_metrics(model) -> tuple[str, ...]:
+    """The metrics :func:`evaluate_model` reports when none are named: the family's, less
+    pseudo-likelihood where the visible units are continuous (it is undefined there)."""
+    family = model_family(model)
+    metrics = _DEFAULT_METRICS[family]
+    visible = getattr(model, "visible", None)
+    if "pl" in metrics and visible is not None and not visible.discrete:
+        metrics = tuple(m for m in metrics if m != "pl")
+    return metrics
 
 
 @torch.no_grad()
@@ -197,12 +207,16 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
     report ``loglik`` (the variational lower bound on log p(v) with log Z by AIS, or
     exact for tiny models: :func:`boltzkit.stacks.dbm.dbm_log_likelihood_bound`) and
     ``features``; DBNs report ``features`` (logistic regression on the top layer's
-    features; a DBN's likelihood has no tractable bound here).  ``metrics=None``
-    takes each family's default (see ``MODEL_METRICS``).
+    features; a DBN's likelihood has no tractable bound here); Ising, Potts and
+    semi-restricted models ``loglik`` (exact by enumeration up to 2^20 states, else AIS
+    for a semi-restricted RBM) and ``pl``; a conditional RBM scores a sequence (rows:
+    frames in time order): ``rmse`` of its one-step-ahead mean-field predictions (next to
+    persistence) and ``loglik``, the exact mean log p(v_t | history) (small hidden layers).
+    ``metrics=None`` takes :func:`default_metrics`.
     """
     family = model_family(model)
     if metrics is None:
-        metrics = _DEFAULT_METRICS[family]
+        metrics = default_metrics(model)
     if isinstance(metrics, str):
         metrics = (metrics,)
     unknown = [m for m in metrics if m not in MODEL_METRICS[family]]
@@ -213,6 +227,11 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
         return evaluate(model, data, metrics, train_data=train_data, labels=labels,
                         train_labels=train_labels, ais_chains=ais_chains, ais_steps=ais_steps,
                         seed=seed, batch_size=batch_size, **rbm_options)
+    if family == "lateral":
+        return _json_value(_lateral_metrics(model, data, metrics, train_data, ais_chains,
+                                            ais_steps, seed))
+    if family == "sequence":
+        return _json_value(_sequence_metrics(model, data, metrics))
     v = model.prepare(data) if hasattr(model, "prepare") else model.layers[0].prepare(data)
     out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
     if "error" in metrics:
@@ -228,6 +247,49 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
         out["features_accuracy"] = _features_accuracy(model, v, labels, train_data, train_labels,
                                                       batch_size, seed)
     return _json_value(out)
+
+
+def _lateral_metrics(model, data, metrics, train_data, ais_chains, ais_steps, seed) -> dict:
+    from ..models import lateral
+
+    if isinstance(model, lateral.PottsModel) and torch.as_tensor(data).shape[-1] == model.n_sites:
+        data = model.one_hot(data)  # integer states, as the model was trained on
+        if train_data is not None:
+            train_data = model.one_hot(train_data)
+    v = model.prepare(data)
+    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
+    if "loglik" in metrics:
+        if model.n_states <= 2**20:
+            lz, method, lo, hi = lateral.exact_log_z(model), "exact", None, None
+        elif isinstance(model, lateral.SemiRestrictedRBM):
+            gen = torch.Generator(device=model.device).manual_seed(int(seed))
+            base = v if train_data is None else model.prepare(train_data, "train_data")
+            res = lateral.ais_log_z(model, base, ais_chains, ais_steps, gen)
+            lz, method, lo, hi = res.log_z, "ais", res.log_z_lower, res.log_z_upper
+        else:
+            raise ConfigError(f"exact log Z of this {model.kind} would enumerate "
+                              f"{model.n_states:,} states (limit 2^20): use --metrics pl")
+        ll = lateral.log_likelihood(model, v, lz)
+        out.update(log_likelihood=ll, log_z=lz, method=method,
+                   log_likelihood_lower=None if hi is None else ll + lz - hi,
+                   log_likelihood_upper=None if lo is None else ll + lz - lo)
+    if "pl" in metrics:
+        out["pseudo_likelihood"] = float(lateral.pseudo_log_likelihood(model, v))
+    return out
+
+
+def _sequence_metrics(model, data, metrics) -> dict:
+    history, frames = model.windows(torch.as_tensor(data), "evaluation sequence")
+    out: dict = {"n_samples": int(frames.shape[0]), "metrics": list(metrics)}
+    if "rmse" in metrics:
+        pred = model.predict_std(history)
+        out["rmse"] = float(torch.sqrt(((pred - frames) ** 2).mean()))
+        out["persistence_rmse"] = float(torch.sqrt(
+            ((history[:, :model.n_visible] - frames) ** 2).mean()))
+    if "loglik" in metrics:
+        ll = model.conditional_log_likelihood(frames, history)
+        out["log_likelihood"] = float(ll.double().mean())
+    return out
 
 
 @torch.no_grad()
@@ -263,7 +325,8 @@ class ClassificationMonitor:
 
 
 class LikelihoodMonitor:
-    """Training callback: every ``every`` epochs, add the log-likelihood of ``data`` to the record.
+    """Training callback: every ``every`` epochs and at the last one, add the log-likelihood
+    of ``data`` to the record.
 
     Adds ``log_likelihood``, ``log_likelihood_err`` (half-width of the interval
     from the AIS log Z bounds; 0 for exact log Z; None if unbounded) and
@@ -288,7 +351,7 @@ class LikelihoodMonitor:
 
     def __call__(self, trainer, record: dict) -> None:
         epoch = int(record.get("epoch", getattr(trainer, "epoch", 0)))
-        if epoch % self.every:
+        if epoch % self.every and epoch != getattr(trainer, "epochs", None):
             return
         model = trainer.model
         gen = torch.Generator(device=model.device).manual_seed(self.seed * 1_000_003 + epoch)

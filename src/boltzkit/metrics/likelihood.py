@@ -223,6 +223,13 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
                    min_ess_fraction, max_log_weight_std, reverse_tolerance)
 
 
+def exact_is_auto(rbm: RBM, threshold: int = AUTO_EXACT_STATES) -> bool:
+    """Whether ``method="auto"`` computes this model's log Z exactly (a discrete layer has at
+    most ``threshold`` states) rather than by AIS."""
+    states = _discrete_states(rbm)
+    return bool(states) and min(states.values()) <= threshold
+
+
 # --------------------------------------------------------------------------- log-likelihood
 @torch.no_grad()
 def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = None,
@@ -267,9 +274,7 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
             raise ConfigError(f"log_z must be finite, got {lz}")
         used, lo, hi = "given", lz, lz
     else:
-        states = _discrete_states(rbm)
-        small = bool(states) and min(states.values()) <= exact_threshold
-        if method == "exact" or (method == "auto" and small):
+        if method == "exact" or (method == "auto" and exact_is_auto(rbm, exact_threshold)):
             lz = exact_log_z(rbm, dtype=exact_dtype)
             used, lo, hi = "exact", lz, lz
         else:

@@ -244,8 +244,9 @@ class DiscriminativeRBM(nn.Module):
     # --- the joint model ---------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
-               labels: Any = None, return_mean: bool = True) -> Tensor:
-        """Draw ``n`` inputs from the joint by ``steps`` Gibbs sweeps from random states.
+               labels: Any = None, return_mean: bool = True, beta: float = 1.0) -> Tensor:
+        """Draw ``n`` inputs from the joint by ``steps`` Gibbs sweeps (at inverse temperature
+        ``beta``) from random states.
 
         With ``labels`` (``n`` class indices) the label units stay clamped: class-conditional
         samples of p(x | y).  ``return_mean`` returns E[x | h] of the last sweep (images).
@@ -260,8 +261,8 @@ class DiscriminativeRBM(nn.Module):
             values = torch.cat([torch.zeros(n, nv, dtype=self.dtype, device=self.device), y], 1)
             mask = torch.zeros(joint.n_visible, dtype=torch.bool, device=self.device)
             mask[nv:] = True
-        v = joint.sample(n, steps, generator=generator, clamp_mask=mask, clamp_values=values,
-                         return_mean=return_mean)
+        v = joint.sample(n, steps, beta, generator=generator, clamp_mask=mask,
+                         clamp_values=values, return_mean=return_mean)
         return v[:, :nv]
 
     def parameters_finite(self) -> bool:

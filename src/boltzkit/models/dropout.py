@@ -442,6 +442,17 @@ class MaskedSampler(Sampler):
         with rbm.role(role):
             return self.inner.negative(rbm, v_data, field_data, generator)
 
+    @property
+    def k(self) -> int:  # type: ignore[override]
+        return self.inner.k
+
+    @property
+    def k_schedule(self):  # type: ignore[override]
+        return self.inner.k_schedule
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.inner.begin_epoch(epoch)
+
     def state_dict(self) -> dict[str, Tensor]:
         return self.inner.state_dict()
 
@@ -547,10 +558,6 @@ def train_from_config(run) -> tuple[_MaskedRBM, list[dict]]:
     from .rbm import rbm_from_options
 
     kind = run["model"]
-    if kind == "dropout-rbm" and run["dropout_rate"] > 0 and run["method"] not in ("cd", "pcd"):
-        raise ConfigError(f"--model dropout-rbm with hidden dropout trains with --method cd or "
-                          f"pcd (each chain keeps one mask per batch), not {run['method']!r}; "
-                          "DropConnect alone (--dropout-rate 0) takes any sampler")
     train, _, test, _ = run.splits()
     plain = rbm_from_options(run.cfg, train.shape[1])
     if kind == "dropout-rbm":

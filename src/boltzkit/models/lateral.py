@@ -365,10 +365,10 @@ class FullyVisibleBM(_LateralLayer):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
-               init: Tensor | None = None) -> Tensor:
-        """``n`` samples after ``steps`` sweeps from random (or ``init``) states."""
+               init: Tensor | None = None, beta: Beta = 1.0) -> Tensor:
+        """``n`` samples after ``steps`` sweeps (at ``beta``) from random (or ``init``) states."""
         x = self.random_states(n, generator) if init is None else self.prepare(init, "init")
-        return self.gibbs(x, steps, generator)
+        return self.gibbs(x, steps, generator, beta)
 
     @torch.no_grad()
     def init_fields(self, data: Tensor) -> None:
@@ -587,10 +587,11 @@ class SemiRestrictedRBM(_LateralLayer):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
-               init: Tensor | None = None) -> Tensor:
-        """``n`` visible samples after ``steps`` sweeps from random (or ``init``) states."""
+               init: Tensor | None = None, beta: Beta = 1.0) -> Tensor:
+        """``n`` visible samples after ``steps`` sweeps (at ``beta``) from random (or
+        ``init``) states."""
         v = self.random_states(n, generator) if init is None else self.prepare(init, "init")
-        return self.gibbs(v, steps, generator)
+        return self.gibbs(v, steps, generator, beta)
 
     @torch.no_grad()
     def init_fields(self, data: Tensor) -> None:
@@ -897,9 +898,9 @@ def train_from_config(run) -> tuple[LateralModel, list[dict]]:
         test = model.one_hot(test)
     model = model.to(run.device)
     if run["objective"] == "pl":
-        objective, sampler = PseudoLikelihood(run["lateral_l2"]), None
+        objective, sampler = PseudoLikelihood(), None
     else:
-        objective, sampler = LateralLikelihood(run["lateral_l2"]), run.sampler()
+        objective, sampler = LateralLikelihood(), run.sampler()
     trainer = run.trainer(model, sampler, objective, monitor_size=2000)
     history = run.fit(trainer, x, None if test is None else model.prepare(test, "test data"))
     if history and model.n_states <= 2**20:

@@ -271,8 +271,9 @@ class DBM(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
                init: list[Tensor] | None = None, return_mean: bool = True,
-               return_states: bool = False):
-        """Draw ``n`` visible samples by ``steps`` Gibbs sweeps from random (or ``init``) states.
+               return_states: bool = False, beta: Beta = 1.0):
+        """Draw ``n`` visible samples by ``steps`` Gibbs sweeps (at inverse temperature
+        ``beta``) from random (or ``init``) states.
 
         ``return_mean`` gives E[v | h_1] of the last sweep (for pictures);
         ``return_states`` returns every layer's final states instead.
@@ -281,11 +282,11 @@ class DBM(nn.Module):
             raise ConfigError(f"steps must be an integer >= 0, got {steps!r}")
         states = self.init_states(n, generator) if init is None else list(init)
         for _ in range(steps):
-            states = self.gibbs_step(states, generator=generator)
+            states = self.gibbs_step(states, beta, generator=generator)
         if return_states:
             return states
         if return_mean:
-            return self.layers[0].mean(self.field(0, states))
+            return self.layers[0].mean(self.field(0, states), beta)
         return states[0]
 
     # --- exact quantities for tiny models ---------------------------------------
@@ -554,7 +555,8 @@ def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
              lr: float = 0.05, momentum: float = 0.5, weight_decay: float = 0.0,
              k: int = 1, method: str = "cd", seed: int = 0,
              callback: Callable[[int, dict], None] | None = None,
-             make_trainer: Callable | None = None, resume: bool = False) -> list[dict]:
+             make_trainer: Callable | None = None, resume: bool = False,
+             init_std: float = 0.01) -> list[dict]:
     """Greedy layer-wise pretraining with the doubling trick; writes into ``model``.
 
     Layer l's RBM (layers l, l+1) is trained by :class:`boltzkit.training.Trainer`
@@ -579,7 +581,7 @@ def pretrain(model: DBM, data: Tensor, epochs: int = 10, batch_size: int = 100,
         lower, upper = model.layers[i], model.layers[i + 1]
         up = 2.0 if (i == 0 and L > 2) else 1.0
         down = 2.0 if (i == L - 2 and L > 2) else 1.0
-        conn = ScaledConnection(lower.n, upper.n, up, down,
+        conn = ScaledConnection(lower.n, upper.n, up, down, init_std=init_std,
                                 generator=torch.Generator().manual_seed(seed + i))
         rbm = RBM(copy.deepcopy(lower), copy.deepcopy(upper), conn).to(model.device, model.dtype)
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
@@ -753,7 +755,7 @@ def train_from_config(run) -> tuple[DBM, list[dict]]:
                        batch_size=int(run["batch_size"]), lr=float(run["dbm_pretrain_lr"]),
                        momentum=float(run["momentum"]), weight_decay=float(run["weight_decay"]),
                        seed=int(run["seed"]), make_trainer=_pretrain_trainer(run),
-                       resume=run.resume)
+                       resume=run.resume, init_std=float(run["init_std"]))
     history = [{**r, "stage": f"pretrain{r['rbm']}"} for r in history]
     sampler = DBMChains(run["k"], run["chains"], persistent=run["method"] == "pcd",
                         mf_steps=int(run["dbm_mf_steps"]))
@@ -761,6 +763,9 @@ def train_from_config(run) -> tuple[DBM, list[dict]]:
     trainer = run.trainer(model, sampler, MeanFieldLikelihood(int(run["dbm_mf_steps"])),
                           stage="joint", init_visible_bias=False, monitor_size=500)
     history += run.fit(trainer, train, test)
+    odd = math.prod(2 ** n for n in sizes[1::2])
+    if odd <= 2**20:
+        run.unused("dbm_ais_steps", f"log Z of this DBM is exact ({odd} odd-layer states)")
     if int(run["dbm_ais_chains"] or 0) > 0:
         res = dbm_log_likelihood_bound(model, test if test is not None else train,
                                        int(run["dbm_ais_chains"]), int(run["dbm_ais_steps"]),

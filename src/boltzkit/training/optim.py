@@ -30,6 +30,8 @@ OptimizerSpec = str | type | Callable[..., torch.optim.Optimizer]
 ScheduleSpec = str | type | Callable[..., Any]
 
 DEFAULT_LR = 0.01
+#: Names of the parameters weight decay acts on (ends of ``named_parameters`` names).
+DECAYED = ("weights", "weight", "couplings", "lateral")
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -41,12 +43,14 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """[decayed weights, everything else]: L2 acts on weight matrices only (parameters
-    named ``...weights``, or ``...weight`` as in ``torch.nn.Linear``)."""
+    """[decayed, everything else]: L2 acts on the interactions only: weight matrices
+    (parameters named ``...weights``, or ``...weight`` as in ``torch.nn.Linear``) and
+    lateral couplings (``...couplings``, ``...lateral``); biases and variances are not
+    decayed."""
     decayed, plain = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decayed if name.endswith(("weights", "weight")) else plain).append(p)
+            (decayed if name.endswith(DECAYED) else plain).append(p)
     groups = [{"params": decayed, "weight_decay": weight_decay},
               {"params": plain, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
@@ -97,7 +101,7 @@ def make_optimizer(model: nn.Module, spec: OptimizerSpec = "sgd", lr: float | No
         if lr is not None or momentum or betas is not None:
             raise ConfigError(f"the optimizer factory {name} sets its own learning rate and "
                               "momentum: drop lr/momentum/betas, or pass the class instead")
-        opt = spec(groups)
+        opt = _call(spec, groups, {}, weight_decay, name)
         if not isinstance(opt, torch.optim.Optimizer):
             raise ConfigError(f"the optimizer factory {name} returned a "
                               f"{type(opt).__name__}, not a torch.optim.Optimizer")
@@ -112,6 +116,10 @@ def make_optimizer(model: nn.Module, spec: OptimizerSpec = "sgd", lr: float | No
             kwargs[key] = value
     if weight_decay and not _accepts(spec, "weight_decay"):
         raise ConfigError(f"{name} has no weight_decay: drop weight_decay")
+    return _call(spec, groups, kwargs, weight_decay, name)
+
+
+def _call(spec, groups: list[dict], kwargs: dict, weight_decay: float, name: str):
     try:
         return spec(groups, **kwargs)
     except ValueError as exc:

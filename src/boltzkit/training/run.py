@@ -148,12 +148,18 @@ class Run:
             sig["stage"] = stage
         return sig, {k: defaults.get(k) for k in keys}
 
-    def callbacks(self, monitor_data=None, train_data=None) -> list:
+    def callbacks(self, model=None, monitor_data=None, train_data=None) -> list:
         c, out = self.cfg, []
         if c.get("monitor"):
             if monitor_data is None:
                 raise ConfigError(f"--monitor is not available for --model {self.kind.name}")
             from ..metrics import LikelihoodMonitor
+            from ..metrics.likelihood import exact_is_auto
+
+            if model is not None and exact_is_auto(model):
+                for key in ("monitor_ais_steps", "monitor_ais_chains"):
+                    self.unused(key, "this model's log Z is exact (a layer has at most 2^20 "
+                                     "states), so the monitor runs no AIS")
 
             out.append(LikelihoodMonitor(monitor_data, every=c["monitor_every"],
                                          ais_steps=c["monitor_ais_steps"],
@@ -192,7 +198,7 @@ class Run:
             checkpoint_dir=ckpt, checkpoint_every=c["checkpoint_every"],
             progress=False if self.quiet else None, signature=sig,
             signature_defaults=sig_defaults,
-            callbacks=[*self.callbacks(*(monitor_data or (None, None))), *callbacks])
+            callbacks=[*self.callbacks(model, *(monitor_data or (None, None))), *callbacks])
         opts.update(overrides)
         trainer = Trainer(model, sampler, objective, **opts)
         trainer.stage = stage
