@@ -18,6 +18,7 @@ from boltzkit.data.arrays import (
     ARRAY_SUFFIXES,
     binarize_array,
     check_binarize,
+    check_finite,
     check_seed,
     validate_data,
 )
@@ -87,6 +88,10 @@ def load_dataset(
       keeps the values. ``key`` picks an array of an .npz file; ``mmap`` memory-maps .npy
       files (useful only with ``binarize="none"``, which does not copy). No labels.
 
+    NaN/inf values are refused on every path and in every ``binarize`` mode (DataError
+    naming the data set or file and the first bad value's 1-based row and column), never
+    binarised away.
+
     ``limit`` keeps the first ``limit`` samples.
     """
     if split not in SPLITS:
@@ -105,6 +110,7 @@ def load_dataset(
         if binarize == "stochastic":
             logger.info("binarize=%r ignored for real-valued mixture %s", binarize, lowered)
         x, y = make_mixture(lowered, MIXTURE_SIZES[split], seed=mixture_split_seed(seed, split))
+        check_finite(x, name=lowered)
         return _apply_limit(x, y, limit)
 
     if lowered is not None and not _looks_like_path(name):
@@ -121,10 +127,14 @@ def load_dataset(
             )
         path = Path(test_path)
     x, _ = _apply_limit(_load_array(path, key=key, mmap=mmap), None, limit)
-    if binarize != "none":
+    if binarize == "none":
+        check_finite(x, name=str(path))
+    else:  # binarize_array refuses NaN/inf itself
         if binarize == "stochastic":
             validate_data(x, name=str(path), kind="unit_interval")
         x = torch.from_numpy(
-            binarize_array(x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)])
+            binarize_array(
+                x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)], name=str(path)
+            )
         )
     return x, None
