@@ -308,3 +308,96 @@ def test_written_files_get_the_umask_mode_not_owner_only(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --- temporary files of interrupted writes ----------------------------------------------
+def _temp_name(target: Path, pid: int | None, tag: str | None = None) -> Path:
+    from boltzkit.io import _machine_tag
+
+    middle = "" if pid is None else f"{pid}-{tag or _machine_tag()}."
+    return target.parent / f".{target.name}.{middle}abcd_123.tmp"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _age(path: Path, seconds: float) -> None:
+    import time
+
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_stale_temp_files_are_removed_and_live_writers_files_kept(saved):
+    from boltzkit.io import STALE_TEMP_AGE_S
+
+    model, target = saved
+    dead = _temp_name(target, _dead_pid())
+    mine = _temp_name(target, os.getpid())                # a live writer: this process
+    elsewhere = _temp_name(target, _dead_pid(), tag="0badcafe")  # another machine's pid
+    old_elsewhere = _temp_name(target, 2, tag="0badcafe")
+    legacy = _temp_name(target, None)                      # an older boltzkit's name
+    old_legacy = target.parent / f".{target.name}.zz_99abc.tmp"
+    other_target = target.parent / f".other.safetensors.{_dead_pid()}-0badcafe.abcd_123.tmp"
+    unrelated = target.parent / f"{target.name}.bak"
+    for p in (dead, mine, elsewhere, old_elsewhere, legacy, old_legacy, other_target,
+              unrelated):
+        p.write_bytes(b"")
+    for p in (old_elsewhere, old_legacy):
+        _age(p, STALE_TEMP_AGE_S + 60)
+    save_model(model, target)
+    left = {p.name for p in target.parent.iterdir()}
+    assert left == {target.name, mine.name, elsewhere.name, legacy.name, other_target.name,
+                    unrelated.name}
+
+
+def test_a_killed_writers_temp_file_goes_and_a_concurrent_writer_finishes(tmp_path):
+    """Two processes: one killed mid-write (-9), one still writing while we save."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "model.safetensors"
+    release = tmp_path / "release"
+    writer = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from boltzkit.io import atomic_write\n"
+        "def write(tmp):\n"
+        "    Path(tmp).write_bytes(b'partial')\n"
+        "    while not Path(sys.argv[1]).exists():\n"
+        "        time.sleep(0.02)\n"
+        "    Path(tmp).write_bytes(sys.argv[2].encode())\n"
+        "atomic_write(sys.argv[3], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(boltzkit.__file__).parents[1])}
+    killed = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "never"), "k",
+                               str(target)], env=env)
+    live = subprocess.Popen([sys.executable, "-c", writer, str(release), "live",
+                             str(target)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(".model.safetensors.*.tmp"))) < 2:
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        save_model(make_rbm(4, 3), target)  # removes the killed writer's file only
+        temps = list(tmp_path.glob(".model.safetensors.*.tmp"))
+        assert [p.name.split(".")[3].split("-")[0] for p in temps] == [str(live.pid)]
+        release.touch()
+        assert live.wait(timeout=60) == 0
+    finally:
+        for proc in (killed, live):  # never leave a writer behind when the test fails
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert target.read_bytes() == b"live"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "release"]

@@ -6,14 +6,20 @@ run code.  Tensor names are plain: a dense RBM has ``weights``
 (n_visible x n_hidden), ``visible_bias``, ``hidden_bias``; Gaussian units with
 a variance add ``visible_log_var`` / ``hidden_log_var`` (log sigma^2).  Every
 write goes to a temporary file in the same directory and is renamed into
-place, so a crash never leaves half a file.
+place, so a crash never leaves half a file; a temporary file that a killed
+writer left behind is removed by the next write of the same target.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,10 @@ from safetensors.torch import save_file
 from .errors import ModelFileError
 
 FORMAT_VERSION = "1"
+
+#: A temporary file untouched this long (seconds) is stale even when the pid in its
+#: name cannot be checked (another machine's, a reused pid, an older boltzkit's name).
+STALE_TEMP_AGE_S = 3600.0
 
 
 def tensor_name(state_key: str) -> str:
@@ -37,15 +47,75 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
+def _machine_tag() -> str:
+    """8 hex digits naming this host and PID namespace: where a temporary file's pid
+    can be checked (another machine or container sharing the folder has other pids)."""
+    ident = socket.gethostname()
+    try:
+        ident += os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pass
+    return hashlib.blake2s(ident.encode(), digest_size=4).hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here (True where that cannot be checked)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    except (OverflowError, ValueError):  # no process can have that pid
+        return False
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files that interrupted writes of ``path`` left beside it.
+
+    Only names :func:`atomic_write` makes for this target are considered:
+    ``.NAME.PID-TAG.XXXXXXXX.tmp`` (and ``.NAME.XXXXXXXX.tmp``, the name of older
+    versions).  One is stale when its writer is gone: the pid in its name is no live
+    process of this machine (TAG: :func:`_machine_tag`), or it has not been modified
+    for :data:`STALE_TEMP_AGE_S`.  A live writer's file is left alone, so two processes
+    can write the same target at once (the last rename wins).  Never raises.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-([0-9a-f]{{8}})\.)?"
+                         r"[A-Za-z0-9_]{8}\.tmp")
+    tag, now = _machine_tag(), time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid, where = match.groups()
+        try:
+            dead = pid is not None and where == tag and not _pid_alive(int(pid))
+            if dead or now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_AGE_S:
+                os.unlink(entry.path)
+        except OSError:  # removed meanwhile by another writer, or not ours to remove
+            continue
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 
     The file gets the permissions a plain ``open(path, "w")`` would give (0666 less
-    the umask), not the owner-only mode of a temporary file.
+    the umask), not the owner-only mode of a temporary file.  The temporary file's
+    name holds this process's pid, so the next write of ``path`` can tell a file
+    left by a killed writer (removed) from one a live writer still owns (kept).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_machine_tag()}.",
+                               suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
