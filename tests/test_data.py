@@ -327,7 +327,7 @@ def test_validate_nan_reports_count_and_row() -> None:
     x = torch.zeros(6, 3)
     x[3, 1] = float("nan")
     x[5, 0] = float("inf")
-    with pytest.raises(DataError, match=r"2 NaN/inf.*row 3"):
+    with pytest.raises(DataError, match=r"2 NaN/inf.*row 4, column 2 \(1-based\), value nan"):
         validate_data(x, name="train")
 
 
@@ -347,7 +347,7 @@ def test_validate_onehot_groups() -> None:
     validate_data(ok, kind="onehot_groups", group_size=3)  # all-zero group = missing
     bad = ok.clone()
     bad[1, 3] = 1.0
-    with pytest.raises(DataError, match=r"group 1 .* row 1 has 2 ones"):
+    with pytest.raises(DataError, match=r"group 2 \(columns 4-6\) of row 2 .*has 2 ones"):
         validate_data(bad, kind="onehot_groups", group_size=3)
     with pytest.raises(DataError, match="multiple of group_size"):
         validate_data(ok, kind="onehot_groups", group_size=4)
@@ -446,3 +446,84 @@ def test_registry_paths(tmp_path: Path) -> None:
 def test_registry_mnist(mnist_dir: Path) -> None:
     x, y = load_dataset("mnist", split="test", data_dir=mnist_dir, limit=50)
     assert x.shape == (50, 784) and y is not None and y.shape == (50,)
+
+
+# --- NaN/inf are refused on every path of load_dataset, never binarised away ---------------
+def _write_bad(tmp_path: Path, suffix: str, value: float = float("nan")) -> Path:
+    """A 5 x 4 file of values in [0, 1] with ``value`` at (row 3, column 2), 0-based (2, 1)."""
+    x = np.random.default_rng(0).random((5, 4))
+    x[2, 1] = value
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".npy":
+        np.save(path, x)
+    elif suffix == ".npz":
+        np.savez(path, x=x)
+    else:
+        np.savetxt(path, x, delimiter=",", header="a,b,c,d", comments="")
+    return path
+
+
+@pytest.mark.parametrize("binarize_mode", ["threshold", "stochastic", "none"])
+@pytest.mark.parametrize("suffix", [".csv", ".npy", ".npz"])
+def test_nan_in_a_file_is_refused_in_every_binarize_mode(
+    tmp_path: Path, suffix: str, binarize_mode: str
+) -> None:
+    path = _write_bad(tmp_path, suffix)
+    with pytest.raises(DataError, match=r"1 NaN/inf value.*row 3, column 2 \(1-based\)") as info:
+        load_dataset(path, binarize=binarize_mode)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_inf_in_the_test_file_and_a_memory_map_is_refused(tmp_path: Path, value: float) -> None:
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((3, 4), dtype=np.float32))
+    bad = _write_bad(tmp_path, ".npy", value)
+    with pytest.raises(DataError, match=r"row 3, column 2 .*value -?inf"):
+        load_dataset(good, split="test", test_path=bad)
+    np.save(bad, np.load(bad).astype(np.float32))  # float32: streamed, not copied
+    with pytest.raises(DataError, match=r"row 3, column 2"):
+        load_dataset(bad, binarize="none", mmap=True)
+    # rows past ``limit`` are not used, so they are not looked at
+    assert load_dataset(bad, binarize="none", limit=2)[0].shape == (2, 4)
+
+
+def test_check_finite_counts_across_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boltzkit.data.arrays as arrays
+
+    monkeypatch.setattr(arrays, "_CHUNK_ROWS", 2)  # the first bad value is in a later chunk
+    x = np.zeros((7, 3), dtype=np.float32)
+    x[4, 2] = np.nan
+    x[6, 0] = np.inf
+    for data in (x, torch.from_numpy(x)):
+        with pytest.raises(DataError, match=r"x: 2 NaN/inf.*row 5, column 3 \(1-based\)"):
+            arrays.check_finite(data, "x")
+    arrays.check_finite(np.full((3, 2), 7, dtype=np.int64), "x")  # integers are always finite
+
+
+def test_binarize_helper_refuses_nan() -> None:
+    with pytest.raises(DataError, match=r"row 1, column 2"):
+        binarize(torch.tensor([[0.2, float("nan"), 0.9]]))
+
+
+@pytest.mark.parametrize("binarize_mode", ["threshold", "stochastic", "none"])
+def test_nan_in_a_built_in_data_set_is_refused(
+    monkeypatch: pytest.MonkeyPatch, binarize_mode: str
+) -> None:
+    """The built-in sets go through the same checks (their sources are made NaN here)."""
+    import boltzkit.data.mnist as mnist
+    import boltzkit.data.registry as registry
+
+    data = np.full((1797, 64), 8.0)
+    data[:, 5] = np.nan  # every row: whichever rows the split takes, row 1 is bad
+    labels = np.zeros(1797, dtype=np.int64)
+    monkeypatch.setattr(mnist, "_digits_arrays", lambda: (data, labels))
+    with pytest.raises(DataError, match=r"digits: 3\d\d NaN/inf.*row 1, column 6"):
+        load_dataset("digits", split="test", binarize=binarize_mode)
+
+    def nan_mixture(name, n, seed):
+        return torch.full((n, 2), float("nan")), torch.zeros(n, dtype=torch.int64)
+
+    monkeypatch.setattr(registry, "make_mixture", nan_mixture)
+    with pytest.raises(DataError, match=r"mog-ring8: .*row 1, column 1"):
+        load_dataset("mog-ring8")  # real-valued: only binarize "none" applies

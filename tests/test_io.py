@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from safetensors.torch import save_file
 
 import boltzkit
 from boltzkit import ModelFileError, Trainer, load_model, make_rbm, make_sampler, save_model
-from boltzkit.io import atomic_write, read_header, read_tensors, save_tensors
+from boltzkit.io import atomic_write, model_tensors, read_header, read_tensors, save_tensors
 
 MODEL_KINDS = [
     "bernoulli-bernoulli", "bernoulli-softmax", "softmax-bernoulli", "gaussian-bernoulli",
@@ -308,3 +309,310 @@ def test_written_files_get_the_umask_mode_not_owner_only(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --- a stranger's file is validated before anything is allocated from it (issue 25) -----
+def _one_of_each_kind() -> dict[str, torch.nn.Module]:
+    """A small model of every kind load_model knows."""
+    from boltzkit import BernoulliUnits, GaussianUnits
+    from boltzkit.models.conditional import ConditionalRBM
+    from boltzkit.models.conv import ConvRBM
+    from boltzkit.models.discriminative import DiscriminativeRBM
+    from boltzkit.models.dropout import DropoutRBM, EDropoutRBM
+    from boltzkit.models.lateral import IsingModel, PottsModel, SemiRestrictedRBM
+    from boltzkit.recommend.cf_rbm import CFRBM
+    from boltzkit.stacks.dbm import make_dbm
+    from boltzkit.stacks.dbn import make_dbn
+
+    return {
+        "rbm": make_rbm(7, 5),
+        "crbm": ConditionalRBM(GaussianUnits(3), BernoulliUnits(4), 2),
+        "conv-rbm": ConvRBM((8, 8), filters=2, filter_size=3, pool=2),
+        "drbm": DiscriminativeRBM(8, 2, 5),
+        "dropout-rbm": DropoutRBM(BernoulliUnits(7), BernoulliUnits(5)),
+        "edropout-rbm": EDropoutRBM(BernoulliUnits(7), BernoulliUnits(5)),
+        "ising": IsingModel(6),
+        "potts": PottsModel(4, 3),
+        "srbm": SemiRestrictedRBM.from_rbm(make_rbm(7, 5)),
+        "cf-rbm": CFRBM(10, 12, 5, conditional=True, n_train=4, n_implicit=2),
+        "dbm": make_dbm("8,4,3", seed=0),
+        "dbn": make_dbn([8, 6, 4], seed=0),
+        "dbn-classifier": make_dbn([8, 6], seed=0).to_classifier(2),
+    }
+
+
+def test_every_kind_loads_within_its_files_size_limit(tmp_path):
+    """No false refusals: each kind's constructor stays within the allocation limit."""
+    from boltzkit.kinds import KINDS
+
+    models = _one_of_each_kind()
+    assert set(models) == set(KINDS), "add the new kind to _one_of_each_kind"
+    for kind, model in models.items():
+        path = save_model(model, tmp_path / f"{kind}.safetensors")
+        loaded = load_model(path)
+        assert type(loaded) is type(model) and loaded.config() == model.config(), kind
+        a, b = model.state_dict(), loaded.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), kind
+
+
+class _RefuseLargeFactories(torch.overrides.TorchFunctionMode):
+    """Fails a test, before the allocation, if a tensor factory asks for > 10^6 elements."""
+
+    FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FACTORIES:
+            size = args[0] if len(args) == 1 and not isinstance(args[0], int) else args
+            if isinstance(size, (tuple, list, torch.Size)) and all(
+                    isinstance(s, int) for s in size):
+                assert math.prod(size) <= 10**6, f"load_model allocates a {tuple(size)} tensor"
+        return func(*args, **(kwargs or {}))
+
+
+def _with_config(model, cfg, path):
+    """``model``'s tensors under a header claiming ``cfg``."""
+    save_tensors(path, model_tensors(model), {"config": cfg})
+    return path
+
+
+@pytest.mark.parametrize("n", [15000, 10**6, 10**30])
+def test_a_config_larger_than_its_file_is_refused_before_allocating(saved, tmp_path, n):
+    model, _ = saved
+    cfg = model.config()
+    cfg["visible"]["n"] = cfg["hidden"]["n"] = n
+    cfg["connection"].update(n_visible=n, n_hidden=n)
+    path = _with_config(model, cfg, tmp_path / "big.safetensors")
+    with _RefuseLargeFactories(), pytest.raises(
+            ModelFileError, match="larger model than the file holds") as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_dbn_config_of_many_large_layers_is_refused(tmp_path):
+    """The limit counts every factory call of a build, not each one alone."""
+    from boltzkit.stacks.dbn import make_dbn
+
+    model = make_dbn([8, 6], seed=0)
+    cfg = model.config()
+    big = make_rbm(600, 600).config()  # 360,000 weights: under 10^6 alone, not 40 of them
+    cfg["layers"] = [big] * 40
+    path = _with_config(model, cfg, tmp_path / "dbn.safetensors")
+    with pytest.raises(ModelFileError, match="larger model than the file holds"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("header", [[1, 2], "config", 3, None, True])
+def test_a_header_that_is_not_a_json_object(header, saved, tmp_path):
+    model, _ = saved
+    path = tmp_path / "h.safetensors"
+    save_file(model_tensors(model), str(path),
+              metadata={"boltzkit": json.dumps(header), "format_version": "1"})
+    for read in (load_model, read_header, read_tensors):
+        with pytest.raises(ModelFileError, match="corrupted boltzkit header.*not an object"):
+            read(path)
+
+
+@pytest.mark.parametrize("cfg", [[1, 2], "rbm", 7, None])
+def test_a_config_that_is_not_a_json_object(cfg, saved, tmp_path):
+    model, _ = saved
+    path = _with_config(model, cfg, tmp_path / "c.safetensors")
+    with pytest.raises(ModelFileError, match="model config is a JSON"):
+        load_model(path)
+
+
+def _set(cfg, dotted, value):
+    """Set (or with value None, delete) the entry at a path like ``layers.1.hidden``."""
+    *parents, last = dotted.split(".")
+    for p in parents:
+        cfg = cfg[int(p)] if isinstance(cfg, list) else cfg[p]
+    if value is None:
+        del cfg[last]
+    else:
+        cfg[last] = value
+
+
+@pytest.mark.parametrize(("kind", "where", "value", "expect"), [
+    ("rbm", "hidden", 5, r"TypeError.*last key read: 'hidden'"),          # wrong type
+    ("rbm", "hidden.n", "five", r"ValueError.*last key read: 'hidden'"),  # wrong type
+    ("rbm", "hidden.n", -3, r"positive integer, got -3.*'hidden'"),       # negative size
+    ("rbm", "connection.n_hidden", -3, r"got -3 \(last key read: 'connection'\)"),
+    ("rbm", "visible", None, r"it lacks key 'visible'"),                   # missing key
+    ("rbm", "model", [1], r"unknown model kind \[1\]"),                    # unhashable kind
+    ("crbm", "order", None, r"it lacks key 'order'"),
+    ("crbm", "order", [2], r"TypeError.*last key read: 'order'"),
+    ("conv-rbm", "image_shape", 5, r"TypeError.*last key read: 'image_shape'"),
+    ("drbm", "n_classes", None, r"it lacks key 'n_classes'"),
+    ("dbn", "layers.1.hidden", 5, r"TypeError.*last key read: 'layers\[1\]\.hidden'"),
+    ("dbn", "layers.0.visible", None, r"it lacks key 'layers\[0\]\.visible'"),
+    ("dbm", "connections", 3, r"TypeError.*last key read: 'connections'"),
+    ("cf-rbm", "seed", {"a": 1}, r"RuntimeError: manual_seed"),           # a torch error
+    ("ising", "n", None, r"it lacks key 'n'"),
+])
+def test_an_invalid_config_is_one_model_file_error_naming_the_key(kind, where, value, expect,
+                                                                   tmp_path):
+    model = _one_of_each_kind()[kind]
+    cfg = model.config()
+    _set(cfg, where, value)
+    path = _with_config(model, cfg, tmp_path / "m.safetensors")
+    with pytest.raises(ModelFileError, match=expect) as info:
+        load_model(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "value"), [("weights", float("nan")),
+                                             ("hidden_bias", float("inf")),
+                                             ("visible_bias", float("-inf"))])
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(saved, tmp_path, name, value):
+    model, _ = saved
+    tensors = {k: v.clone() for k, v in model_tensors(model).items()}
+    tensors[name].view(-1)[1] = value
+    path = tmp_path / "diverged.safetensors"
+    save_tensors(path, tensors, {"config": model.config()})
+    with pytest.raises(ModelFileError, match=rf"tensor '{name}' holds NaN/inf values: the "
+                                             "model diverged or the file is corrupted"):
+        load_model(path)
+
+
+def test_resuming_from_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    data = (torch.rand(20, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    Trainer(make_rbm(6, 3), make_sampler("cd"), epochs=1, batch_size=10,
+            checkpoint_dir=tmp_path).fit(data)
+    path = tmp_path / "checkpoint.safetensors"
+    tensors, header = read_tensors(path)
+    tensors["model.weights"][0, 0] = float("nan")
+    save_tensors(path, tensors, header)
+    trainer = Trainer(make_rbm(6, 3), make_sampler("cd"), epochs=2, batch_size=10,
+                      checkpoint_dir=tmp_path)
+    with pytest.raises(ModelFileError, match="'weights' holds NaN/inf"):
+        trainer.fit(data, resume=True)
+
+
+def test_a_tensor_stored_with_the_wrong_kind_of_dtype(saved, tmp_path):
+    model, _ = saved
+    tensors = model_tensors(model)
+    tensors["weights"] = torch.ones(tensors["weights"].shape, dtype=torch.int32)
+    path = tmp_path / "int.safetensors"
+    save_tensors(path, tensors, {"config": model.config()})
+    with pytest.raises(ModelFileError, match="'weights' is stored as torch.int32"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("command", [["info"], ["sample", "--n", "2", "--npy", "s.npy"],
+                                     ["score", "--dataset", "x.npy"]])
+def test_cli_exits_2_with_one_line_for_each_bad_file(command, saved, tmp_path, capsys,
+                                                     monkeypatch):
+    from boltzkit.cli import main
+
+    model, _ = saved
+    monkeypatch.chdir(tmp_path)
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 7), dtype=np.float32))
+    nan = {k: v.clone() for k, v in model_tensors(model).items()}
+    nan["weights"][0, 0] = float("nan")
+    big = model.config()
+    big["visible"]["n"] = big["connection"]["n_visible"] = 15000
+    bad = {"nan": (nan, {"config": model.config()}), "big": (model_tensors(model),
+                                                            {"config": big})}
+    for name, (tensors, header) in bad.items():
+        save_tensors(tmp_path / f"{name}.safetensors", tensors, header)
+    save_file(model_tensors(model), str(tmp_path / "list.safetensors"),
+              metadata={"boltzkit": "[1, 2]", "format_version": "1"})
+    for name in ("nan", "big", "list"):
+        capsys.readouterr()
+        rc = main([command[0], f"{name}.safetensors", *command[1:]])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and f"{name}.safetensors" in err, (name, err)
+
+
+# --- temporary files of interrupted writes ----------------------------------------------
+def _temp_name(target: Path, pid: int | None, tag: str | None = None) -> Path:
+    from boltzkit.io import _machine_tag
+
+    middle = "" if pid is None else f"{pid}-{tag or _machine_tag()}."
+    return target.parent / f".{target.name}.{middle}abcd_123.tmp"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _age(path: Path, seconds: float) -> None:
+    import time
+
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_stale_temp_files_are_removed_and_live_writers_files_kept(saved):
+    from boltzkit.io import STALE_TEMP_AGE_S
+
+    model, target = saved
+    dead = _temp_name(target, _dead_pid())
+    mine = _temp_name(target, os.getpid())                # a live writer: this process
+    elsewhere = _temp_name(target, _dead_pid(), tag="0badcafe")  # another machine's pid
+    old_elsewhere = _temp_name(target, 2, tag="0badcafe")
+    legacy = _temp_name(target, None)                      # an older boltzkit's name
+    old_legacy = target.parent / f".{target.name}.zz_99abc.tmp"
+    other_target = target.parent / f".other.safetensors.{_dead_pid()}-0badcafe.abcd_123.tmp"
+    unrelated = target.parent / f"{target.name}.bak"
+    for p in (dead, mine, elsewhere, old_elsewhere, legacy, old_legacy, other_target,
+              unrelated):
+        p.write_bytes(b"")
+    for p in (old_elsewhere, old_legacy):
+        _age(p, STALE_TEMP_AGE_S + 60)
+    save_model(model, target)
+    left = {p.name for p in target.parent.iterdir()}
+    assert left == {target.name, mine.name, elsewhere.name, legacy.name, other_target.name,
+                    unrelated.name}
+
+
+def test_a_killed_writers_temp_file_goes_and_a_concurrent_writer_finishes(tmp_path):
+    """Two processes: one killed mid-write (-9), one still writing while we save."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "model.safetensors"
+    release = tmp_path / "release"
+    writer = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from boltzkit.io import atomic_write\n"
+        "def write(tmp):\n"
+        "    Path(tmp).write_bytes(b'partial')\n"
+        "    while not Path(sys.argv[1]).exists():\n"
+        "        time.sleep(0.02)\n"
+        "    Path(tmp).write_bytes(sys.argv[2].encode())\n"
+        "atomic_write(sys.argv[3], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(boltzkit.__file__).parents[1])}
+    killed = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "never"), "k",
+                               str(target)], env=env)
+    live = subprocess.Popen([sys.executable, "-c", writer, str(release), "live",
+                             str(target)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob(".model.safetensors.*.tmp"))) < 2:
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        save_model(make_rbm(4, 3), target)  # removes the killed writer's file only
+        temps = list(tmp_path.glob(".model.safetensors.*.tmp"))
+        assert [p.name.split(".")[3].split("-")[0] for p in temps] == [str(live.pid)]
+        release.touch()
+        assert live.wait(timeout=60) == 0
+    finally:
+        for proc in (killed, live):  # never leave a writer behind when the test fails
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert target.read_bytes() == b"live"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "release"]

@@ -48,11 +48,50 @@ def check_seed(seed: int | Sequence[int]) -> None:
             )
 
 
+def _at(row: int, col: int) -> str:
+    """A 0-based (row, column) position as users count it: from 1, as in their files."""
+    return f"row {row + 1}, column {col + 1} (1-based)"
+
+
+def check_finite(x: torch.Tensor | np.ndarray, name: str = "data") -> None:
+    """Raise DataError unless every value of ``x`` is finite (no NaN, no +-inf).
+
+    ``x``: array (samples, ...); the message gives the count and the first bad value's
+    sample row and (flattened) column, counted from 1.  Integer and boolean arrays pass
+    without a look.  Rows are checked in chunks, so a memory-mapped file is read once
+    and never copied whole.
+    """
+    if isinstance(x, torch.Tensor):
+        if not (x.is_floating_point() or x.is_complex()) or x.numel() == 0:
+            return
+        finite, first = torch.isfinite, lambda m: torch.nonzero(m)[0].tolist()
+    else:
+        x = np.asarray(x)
+        if x.dtype.kind not in "fc" or x.size == 0:
+            return
+        finite, first = np.isfinite, lambda m: np.argwhere(m)[0].tolist()
+    rows = x.reshape(x.shape[0] if x.ndim else 1, -1)
+    where, count = None, 0
+    for start in range(0, rows.shape[0], _CHUNK_ROWS):
+        bad = ~finite(rows[start : start + _CHUNK_ROWS])
+        if bool(bad.any()):
+            if where is None:
+                r, c = first(bad)
+                where = (start + r, c)
+            count += int(bad.sum())
+    if where is not None:
+        raise DataError(
+            f"{name}: {count} NaN/inf value(s), first at {_at(*where)}, value "
+            f"{rows[where].item()}; remove or impute those values first"
+        )
+
+
 def binarize_array(
     x: np.ndarray,
     mode: str = "threshold",
     seed: int | Sequence[int] = 0,
     scale: float = 1.0,
+    name: str = "data",
 ) -> np.ndarray:
     """Map ``x / scale`` (values in [0, 1]) to a float32 array according to ``mode``.
 
@@ -63,10 +102,12 @@ def binarize_array(
     * ``"none"``: ``x / scale`` as float32.
 
     Stochastic draws are made in row chunks, so large uint8 image arrays never need a full
-    float64 copy. The result is always a new array.
+    float64 copy. The result is always a new array.  NaN/inf values are refused
+    (DataError naming ``name`` and the first one's position), never binarised away.
     """
     check_binarize(mode)
     x = np.asarray(x)
+    check_finite(x, name)
     if mode == "threshold":
         # Compare before casting, so float64 input is thresholded exactly.
         return np.greater(x, 0.5 * scale).astype(np.float32)
@@ -94,11 +135,12 @@ def binarize(
     mode: str = "threshold",
     seed: int | Sequence[int] = 0,
     scale: float = 1.0,
+    name: str = "data",
 ) -> torch.Tensor:
     """Tensor front end of :func:`binarize_array`; returns a float32 tensor."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    return torch.from_numpy(binarize_array(x, mode, seed=seed, scale=scale))
+    return torch.from_numpy(binarize_array(x, mode, seed=seed, scale=scale, name=name))
 
 
 def _to_2d_float32(arr: np.ndarray, source: str) -> np.ndarray:
@@ -317,22 +359,14 @@ def validate_data(
     if t.shape[1] == 0:
         raise DataError(f"{name}: has no columns (shape {tuple(t.shape)}); check the file")
     t = t.to(torch.float32).contiguous()
-    finite = torch.isfinite(t)
-    if not bool(finite.all()):
-        bad = ~finite
-        count = int(bad.sum())
-        row, col = _first_bad_row(bad)
-        raise DataError(
-            f"{name}: {count} NaN/inf value(s), first at row {row} (column {col}, value "
-            f"{float(t[row, col])}); remove or impute those rows before training"
-        )
+    check_finite(t, name)
     if kind == "binary":
         bad = (t != 0) & (t != 1)
         if bool(bad.any()):
             row, col = _first_bad_row(bad)
             raise DataError(
-                f"{name}: expected binary 0/1 values, found {float(t[row, col]):g} at row {row}, "
-                f"column {col} ({int(bad.sum())} non-binary values); binarise the data, e.g. "
+                f"{name}: expected binary 0/1 values, found {float(t[row, col]):g} at "
+                f"{_at(row, col)} ({int(bad.sum())} non-binary values); binarise the data, e.g. "
                 "--binarize threshold, or use a model with real-valued visible units"
             )
     elif kind == "unit_interval":
@@ -340,8 +374,8 @@ def validate_data(
         if bool(bad.any()):
             row, col = _first_bad_row(bad)
             raise DataError(
-                f"{name}: expected values in [0, 1], found {float(t[row, col]):g} at row {row}, "
-                f"column {col} ({int(bad.sum())} values outside); rescale the data "
+                f"{name}: expected values in [0, 1], found {float(t[row, col]):g} at "
+                f"{_at(row, col)} ({int(bad.sum())} values outside); rescale the data "
                 "(e.g. divide by its maximum) or binarise it with --binarize threshold"
             )
     elif kind == "onehot_groups":
@@ -362,14 +396,15 @@ def validate_data(
             row, col = _first_bad_row(bad_val)
             raise DataError(
                 f"{name}: one-hot groups must hold 0/1 values, found {float(t[row, col]):g} at "
-                f"row {row}, column {col}; encode each variable as one-hot columns"
+                f"{_at(row, col)}; encode each variable as one-hot columns"
             )
         sums = t.reshape(n, d // k, k).sum(dim=2)
         bad = sums > 1
         if bool(bad.any()):
             row, group = _first_bad_row(bad)
             raise DataError(
-                f"{name}: group {group} (columns {group * k}-{group * k + k - 1}) of row {row} has "
+                f"{name}: group {group + 1} (columns {group * k + 1}-{group * k + k}) of row "
+                f"{row + 1} (all 1-based) has "
                 f"{int(sums[row, group])} ones; each group of {k} columns must be one-hot "
                 "(exactly one 1) or all zero for a missing value"
             )

@@ -241,7 +241,9 @@ def load_mnist(
     if limit is not None:
         images, labels = images[: int(limit)], labels[: int(limit)]
     flat = images.reshape(len(images), -1)
-    x = binarize_array(flat, binarize, seed=[int(seed), SPLITS.index(split)], scale=255.0)
+    x = binarize_array(
+        flat, binarize, seed=[int(seed), SPLITS.index(split)], scale=255.0, name="MNIST"
+    )
     y = torch.from_numpy(labels.astype(np.int64))
     return torch.from_numpy(x), y
 
@@ -326,5 +328,7 @@ def load_digits(
     perm = np.random.default_rng(0).permutation(n)
     n_test = int(round(n * float(test_fraction)))
     idx = perm[:n_test] if split == "test" else perm[n_test:]
-    x = binarize_array(data[idx], binarize, seed=[int(seed), SPLITS.index(split)], scale=16.0)
+    x = binarize_array(
+        data[idx], binarize, seed=[int(seed), SPLITS.index(split)], scale=16.0, name="digits"
+    )
     return torch.from_numpy(x), torch.from_numpy(target[idx].copy())

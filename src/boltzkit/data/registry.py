@@ -18,6 +18,7 @@ from boltzkit.data.arrays import (
     ARRAY_SUFFIXES,
     binarize_array,
     check_binarize,
+    check_finite,
     check_seed,
     validate_data,
 )
@@ -89,6 +90,10 @@ def load_dataset(
       holding arrays ``x`` and ``y`` is labelled (``y``: integer class indices); other
       files have no labels.
 
+    NaN/inf values are refused on every path and in every ``binarize`` mode (DataError
+    naming the data set or file and the first bad value's 1-based row and column), never
+    binarised away.
+
     ``limit`` keeps the first ``limit`` samples.
     """
     if split not in SPLITS:
@@ -108,6 +113,7 @@ def load_dataset(
             raise ConfigError(f"{lowered} is real-valued data: binarize {binarize!r} does not "
                               "apply to it (drop --binarize)")
         x, y = make_mixture(lowered, MIXTURE_SIZES[split], seed=mixture_split_seed(seed, split))
+        check_finite(x, name=lowered)
         return _apply_limit(x, y, limit)
 
     if lowered is not None and not _looks_like_path(name):
@@ -126,11 +132,15 @@ def load_dataset(
     labels = _npz_labels(path) if key is None else None
     x = _load_array(path, key="x" if labels is not None else key, mmap=mmap)
     x, labels = _apply_limit(x, labels, limit)
-    if binarize != "none":
+    if binarize == "none":
+        check_finite(x, name=str(path))
+    else:  # binarize_array refuses NaN/inf itself
         if binarize == "stochastic":
             validate_data(x, name=str(path), kind="unit_interval")
         x = torch.from_numpy(
-            binarize_array(x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)])
+            binarize_array(
+                x.numpy(), binarize, seed=[int(seed), SPLITS.index(split)], name=str(path)
+            )
         )
     return x, labels
 
