@@ -28,6 +28,7 @@ import os
 import platform
 import socket
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,3 +429,26 @@ def test_cli_train_leaves_the_group_even_on_error(tmp_path, monkeypatch):
     args[2] = str(tmp_path / "empty.npy")
     assert cli.main(args) != 0  # fails inside the training job
     assert calls == ["shutdown", "shutdown"]
+
+
+def test_every_kind_trains_data_parallel(tmp_path):
+    """2 gloo ranks train every kind of the registry: the same model on both ranks, and the
+    checkpoint of a distributed run (world size 2)."""
+    import json
+    import subprocess
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(port), str(Path(__file__).with_name("dp_kinds_worker.py")),
+           str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                          os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    from boltzkit.kinds import trainable
+
+    assert set(result) == set(trainable())
+    for kind, r in result.items():
+        assert r == {"identical": True, "world_size": 2}, (kind, r)
