@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from .connections import DenseConnection, connection_from_config
 from .errors import ConfigError, DataError
+from .model import Model
 from .units import BernoulliUnits, Beta, Units, make_units, units_from_config
 
 
-class RBM(nn.Module):
+class RBM(Model):
     """A restricted Boltzmann machine composed of two layers and a connection."""
 
     def __init__(self, visible: Units, hidden: Units, connection: nn.Module | None = None,
@@ -39,13 +40,6 @@ class RBM(nn.Module):
         self.connection = connection
 
     # --- shape -----------------------------------------------------------
-    @property
-    def n_visible(self) -> int:
-        return self.visible.n
-
-    @property
-    def n_hidden(self) -> int:
-        return self.hidden.n
 
     @property
     def device(self) -> torch.device:
@@ -222,9 +216,6 @@ class RBM(nn.Module):
     def init_visible_bias(self, data: Tensor) -> None:
         """Set the visible bias so the model's marginals start at the data's."""
         self.visible.bias.copy_(self.visible.fit_bias(data.to(self.device)))
-
-    def parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
 def _clamp_fn(mask: Tensor | None, values: Tensor | None, like: Tensor):

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 
 from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError, DataError
+from ..model import Model
 from ..objectives import Objective, autograd_step
 from ..rbm import RBM
 from ..units import Beta, Units, make_units, units_from_config
@@ -75,7 +76,7 @@ MAX_EXACT_STATES = 2**16
 SequenceInput = np.ndarray | Tensor | Sequence[np.ndarray | Tensor]
 
 
-class ConditionalRBM(nn.Module):
+class ConditionalRBM(Model):
     """An RBM whose visible and hidden biases depend on the previous ``order`` frames."""
 
     def __init__(self, visible: Units, hidden: Units, order: int = 2,
@@ -97,29 +98,8 @@ class ConditionalRBM(nn.Module):
         self.register_buffer("data_std", torch.ones(visible.n))
 
     # --- description -------------------------------------------------------
-    @property
-    def visible(self) -> Units:
-        return self.rbm.visible
-
-    @property
-    def hidden(self) -> Units:
-        return self.rbm.hidden
-
-    @property
-    def n_visible(self) -> int:
-        return self.rbm.n_visible
-
-    @property
-    def n_hidden(self) -> int:
-        return self.rbm.n_hidden
-
-    @property
-    def device(self) -> torch.device:
-        return self.rbm.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.rbm.dtype
+    visible = property(lambda self: self.rbm.visible, doc="The frames' units.")
+    hidden = property(lambda self: self.rbm.hidden, doc="The hidden units.")
 
     def config(self) -> dict:
         """JSON description that, with the tensors, rebuilds the model."""

@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from ..connections import DenseConnection, StackedConnection
 from ..errors import ConfigError, DataError
+from ..model import Model
 from ..objectives import Objective, assign_grads
 from ..rbm import RBM
 from ..units import BernoulliUnits, ConcatUnits, SoftmaxUnits, Units, units_from_config
@@ -65,7 +66,7 @@ OBJECTIVES = ("discriminative", "hybrid", "generative")
 SAMPLERS = ("cd", "pcd")
 
 
-class DiscriminativeRBM(nn.Module):
+class DiscriminativeRBM(Model):
     """An RBM over (x, one-hot y) with an exact, batched class posterior p(y | x)."""
 
     def __init__(self, n_visible: int, n_classes: int, n_hidden: int,
@@ -105,22 +106,6 @@ class DiscriminativeRBM(nn.Module):
     def joint_state(self, x: Tensor, y: Tensor) -> Tensor:
         """Rows [x, one-hot y] of the joint RBM, shape (batch, n_visible + n_classes)."""
         return torch.cat([x, self.one_hot(y)], 1)
-
-    @property
-    def n_visible(self) -> int:
-        return self.visible.n
-
-    @property
-    def n_hidden(self) -> int:
-        return self.hidden.n
-
-    @property
-    def device(self) -> torch.device:
-        return self.visible.bias.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.visible.bias.dtype
 
     def config(self) -> dict:
         """JSON description that, with the tensors, rebuilds the model."""
@@ -264,9 +249,6 @@ class DiscriminativeRBM(nn.Module):
         v = joint.sample(n, steps, beta, generator=generator, clamp_mask=mask,
                          clamp_values=values, return_mean=return_mean)
         return v[:, :nv]
-
-    def parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
 # ------------------------------------------------------------------------------ training

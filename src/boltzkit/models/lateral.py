@@ -56,6 +56,7 @@ from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError, DataError, ModelFileError
 from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
 from ..metrics.likelihood import MAX_EXACT_STATES
+from ..model import Model
 from ..objectives import Objective, autograd_step
 from ..rbm import RBM
 from ..units import BernoulliUnits, Beta, SoftmaxUnits, Units, make_units, units_from_config
@@ -71,7 +72,7 @@ def _check_choice(name: str, value: str, choices) -> str:
 
 
 # --------------------------------------------------------------------------- shared machinery
-class _LateralLayer(nn.Module):
+class _LateralLayer(Model):
     """Base class: a discrete layer ``self.visible`` with symmetric couplings over its sites.
 
     Subclasses define ``visible`` (Bernoulli or softmax units), ``spins`` and the
@@ -101,14 +102,6 @@ class _LateralLayer(nn.Module):
     @property
     def n_sites(self) -> int:
         return self.visible.n // self.group_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.visible.bias.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.visible.bias.dtype
 
     @property
     def _raw_couplings(self) -> Tensor:
@@ -380,9 +373,6 @@ class FullyVisibleBM(_LateralLayer):
         p = ((data - lo) / (hi - lo)).mean(0).clamp(1e-3, 1 - 1e-3)
         self.visible.bias.copy_((torch.log(p) - torch.log1p(-p)) / (hi - lo))
 
-    def parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
-
 
 class IsingModel(FullyVisibleBM):
     """Ising model / fully visible Boltzmann machine on ``n`` binary spins ({0,1} or {-1,+1})."""
@@ -494,14 +484,6 @@ class SemiRestrictedRBM(_LateralLayer):
         """The RBM part (same parameter tensors, no lateral couplings)."""
         return self._rbm
 
-    @property
-    def n_visible(self) -> int:
-        return self.visible.n
-
-    @property
-    def n_hidden(self) -> int:
-        return self.hidden.n
-
     def config(self) -> dict:
         return {"model": self.kind, "visible": self.visible.config(),
                 "hidden": self.hidden.config(), "connection": self.connection.config(),
@@ -597,9 +579,6 @@ class SemiRestrictedRBM(_LateralLayer):
     def init_fields(self, data: Tensor) -> None:
         """Visible bias from the data's marginals (as RBM.init_visible_bias)."""
         self.rbm.init_visible_bias(data)
-
-    def parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
 LateralModel = FullyVisibleBM | SemiRestrictedRBM

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from ..connections import DenseConnection
 from ..errors import ConfigError
 from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
+from ..model import Model
 from ..objectives import Objective, assign_grads
 from ..rbm import RBM
 from ..sampling import Sampler, _check_k
@@ -96,7 +97,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 # --------------------------------------------------------------------------- the model
-class DBM(nn.Module):
+class DBM(Model):
     """A deep Boltzmann machine: a list of layers and the dense connections between them."""
 
     def __init__(self, layers: Sequence[Units], connections: Sequence[DenseConnection] | None
@@ -142,20 +143,8 @@ class DBM(nn.Module):
         return len(self.layers)
 
     @property
-    def n_visible(self) -> int:
-        return self.layers[0].n
-
-    @property
     def visible(self) -> Units:
         return self.layers[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.layers[0].bias.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.layers[0].bias.dtype
 
     def config(self) -> dict:
         """JSON description that, with the tensors, rebuilds the model."""
@@ -399,9 +388,6 @@ class DBM(nn.Module):
             data = self.prepare(data)
         return run_ais(_DBMPath(self, data), n_chains, betas, generator, reverse, data,
                        min_ess_fraction, max_log_weight_std)
-
-    def parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
 
 
 class _DBMPath:

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
+from ..model import Model
 from ..objectives import LikelihoodGradient, Objective, assign_grads
 from ..rbm import RBM
 from ..sampling import make_sampler
@@ -186,7 +187,7 @@ def parse_layer_sizes(spec: str | Sequence[int] | None, n_features: int | None =
 
 
 # --------------------------------------------------------------------------- the stack
-class DBN(nn.Module):
+class DBN(Model):
     """A deep belief network: RBMs stacked so each one's hidden layer feeds the next."""
 
     kind = "dbn"
@@ -219,14 +220,6 @@ class DBN(nn.Module):
     @property
     def n_visible(self) -> int:
         return self.layers[0].n_visible
-
-    @property
-    def device(self) -> torch.device:
-        return self.layers[0].device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.layers[0].dtype
 
     def config(self) -> dict:
         return {"model": self.kind, "layers": [rbm.config() for rbm in self.layers],
@@ -417,7 +410,7 @@ class FeatureLayer(nn.Module):
         return _up(self.units, self.linear(x), self.residual, self.residual_weights)
 
 
-class DBNClassifier(nn.Module):
+class DBNClassifier(Model):
     """Feed-forward net built from a DBN: feature layers + a linear softmax head.
 
     ``forward`` returns logits; :meth:`predict_proba` the softmax.  Each feature
@@ -477,14 +470,6 @@ class DBNClassifier(nn.Module):
                    residual_weights=cfg.get("residual_weights", (1.0, 1.0)),
                    dropout=float(cfg.get("dropout", 0.0)),
                    input_dropout=float(cfg.get("input_dropout", 0.0)))
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.head.weight.dtype
 
     def prepare(self, x: Tensor, name: str = "data") -> Tensor:
         """Move inputs to the model and check their shape and values."""
