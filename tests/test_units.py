@@ -282,7 +282,7 @@ def test_validate_rejects_bad_shapes_and_non_finite_values(kind, make_layer, ran
     for bad_value in (math.nan, math.inf, -math.inf):
         bad = good.clone()
         bad[3, 1] = bad_value
-        with pytest.raises(DataError, match="NaN/inf.*row 3"):
+        with pytest.raises(DataError, match=r"NaN/inf.*row 4, 1-based"):  # index 3
             units.validate(bad, name="my data")
 
 
@@ -358,7 +358,7 @@ def test_validate_relu_needs_non_negative_data(make_layer):
 def test_validate_softmax_needs_one_hot_groups(row, make_layer):
     units = make_layer("softmax")
     x = torch.tensor([[0, 1, 0, 1, 0, 0], row], dtype=torch.float64)
-    with pytest.raises(DataError, match="row 1 is not one-hot"):
+    with pytest.raises(DataError, match=r"row 2 \(1-based\) is not one-hot"):
         units.validate(x)
 
 

@@ -119,10 +119,12 @@ class Option:
     choices: tuple | None = None
     applies: Condition | None = None
     group: str = "model"
+    low: float | None = None  # the smallest value allowed (numbers)
 
 
-def _o(default, help, type=None, choices=None, applies=None, group="model"):  # noqa: A002
-    return Option(default, help, type, choices, applies, group)
+def _o(default, help, type=None, choices=None, applies=None, group="model",  # noqa: A002
+       low=None):
+    return Option(default, help, type, choices, applies, group, low)
 
 
 _NO_SAMPLER = _not("objective", "pl")
@@ -144,15 +146,15 @@ OPTIONS: dict[str, Option] = {
                    "stochastic (Bernoulli draws, fixed seed) or none; not given: the data "
                    "must already be what the visible units take", str,
                    ("threshold", "stochastic", "none"), group="data"),
-    "limit": _o(None, "use only the first N training samples", int, group="data"),
+    "limit": _o(None, "use only the first N training samples", int, group="data", low=1),
     # -- the model (RBM-like kinds)
     "visible": _o("bernoulli", "visible units: bernoulli | gaussian | relu | sigmoid | softmax",
                   str, ("bernoulli", "gaussian", "relu", "sigmoid", "softmax")),
     "hidden": _o("bernoulli", "hidden units: bernoulli | gaussian | relu | sigmoid | softmax", str,
                  ("bernoulli", "gaussian", "relu", "sigmoid", "softmax")),
-    "n_hidden": _o(64, "number of hidden units", int),
+    "n_hidden": _o(64, "number of hidden units", int, low=1),
     "visible_std": _o(1.0, "std of Gaussian visible units (fixed, or the start when learned)",
-                      float, applies=_gaussian_visible),
+                      float, applies=_gaussian_visible, low=0.0),
     "learn_variance": _o(False, "learn the Gaussian visible variances", bool,
                          applies=_gaussian_visible),
     "standardize": _o(False, "standardise each feature with the training data's mean and std "
@@ -160,32 +162,32 @@ OPTIONS: dict[str, Option] = {
                       applies=_gaussian_visible, group="data"),
     "std_floor": _o(0.05, "with --standardize: features with a smaller std (e.g. constant "
                     "border pixels) are scaled by this instead", float,
-                    applies=_set("standardize"), group="data"),
+                    applies=_set("standardize"), group="data", low=0.0),
     "max_singular_value": _o(None, "after every step, scale the weights so their largest "
                              "singular value stays <= this (keeps a Gaussian-ReLU RBM proper)",
-                             float),
+                             float, low=0.0),
     "group_size": _o(None, "softmax group size K (one-hot groups of K units)", int,
-                     applies=_softmax_layer),
-    "init_std": _o(0.01, "std of the initial weights", float),
+                     applies=_softmax_layer, low=2),
+    "init_std": _o(0.01, "std of the initial weights", float, low=0.0),
     # -- the model phase
     "method": _o("pcd", "sampler of the model phase: cd | pcd | pt | tds", str, METHODS,
                  applies=_NO_SAMPLER, group="sampler"),
-    "k": _o(1, "Gibbs sweeps per update", int, applies=_SAMPLED, group="sampler"),
+    "k": _o(1, "Gibbs sweeps per update", int, applies=_SAMPLED, group="sampler", low=1),
     "k_schedule": _o(None, "k by epoch, FROM_EPOCH:K,... e.g. 0:1,20:3,35:5 (overrides --k)",
                      str, applies=_SAMPLED, group="sampler"),
     "chains": _o(None, "persistent chains (default: the batch size)", int,
-                 applies=_PERSISTENT, group="sampler"),
+                 applies=_PERSISTENT, group="sampler", low=1),
     "n_temperatures": _o(10, "parallel tempering: number of inverse temperatures", int,
-                         applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler"),
+                         applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler", low=2),
     "beta_min": _o(0.1, "parallel tempering: the lowest inverse temperature", float,
-                   applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler"),
+                   applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler", low=0.0),
     "beta_std": _o(0.5, "tds: std of each chain's inverse temperature (mean 1)", float,
-                   applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler"),
+                   applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler", low=0.0),
     "beta_autocorr": _o(0.9, "tds: lag-1 autocorrelation of the inverse temperatures", float,
                         applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler"),
     "readout_steps": _o(0, "tds: beta = 1 sweeps of each driven chain before its statistics "
                         "enter the gradient (0: the driven states themselves)", int,
-                        applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler"),
+                        applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler", low=0),
     # -- the objective
     "objective": _o("ml", "ml (likelihood), beam (adversarial, Fisher et al. 2018), pl "
                     "(pseudo-likelihood: ising/potts/srbm)", str, ("ml", "beam", "pl"),
@@ -194,27 +196,27 @@ OPTIONS: dict[str, Option] = {
                           "--sparsity-cost)", float, applies=_set("sparsity_cost"),
                           group="objective"),
     "sparsity_cost": _o(0.0, "weight of the sparsity penalty (with --sparsity-target)", float,
-                        applies=_set("sparsity_target"), group="objective"),
+                        applies=_set("sparsity_target"), group="objective", low=0.0),
     "centering": _o(False, "centred gradient (Melchior et al. 2016)", bool, group="objective"),
     "critic": _o("knn", "beam critic: knn | dwknn", str, ("knn", "dwknn"),
                  applies=_when("objective", "beam"), group="objective"),
     "critic_k": _o(5, "beam critic's neighbours", int, applies=_when("objective", "beam"),
-                   group="objective"),
+                   group="objective", low=1),
     "gamma": _o(0.1, "beam: weight of the likelihood (1 - gamma on the critic)", float,
                 applies=_when("objective", "beam"), group="objective"),
     "gamma_warmup": _o(0, "beam: epochs of pure likelihood before gamma applies", int,
-                       applies=_when("objective", "beam"), group="objective"),
+                       applies=_when("objective", "beam"), group="objective", low=0),
     # -- the loop (every kind)
-    "epochs": _o(10, "passes over the training data", int, group="loop"),
-    "batch_size": _o(100, "rows per mini-batch", int, group="loop"),
+    "epochs": _o(10, "passes over the training data", int, group="loop", low=1),
+    "batch_size": _o(100, "rows per mini-batch", int, group="loop", low=1),
     "lr": _o(0.05, "learning rate", float, group="loop"),
     "optimizer": _o("sgd", "sgd | adam (Python: any torch.optim class or factory)", str,
                     ("sgd", "adam"), group="loop"),
-    "momentum": _o(0.5, "SGD momentum (adam: its first beta)", float, group="loop"),
+    "momentum": _o(0.5, "SGD momentum (adam: its first beta)", float, group="loop", low=0.0),
     "adam_betas": _o(None, "adam's two betas, e.g. 0.5,0.9 (default: momentum or 0.9, 0.999)",
                      str, applies=_when("optimizer", "adam"), group="loop"),
     "weight_decay": _o(0.0, "L2 penalty on the weights and couplings (not the biases)", float,
-                       group="loop"),
+                       group="loop", low=0.0),
     "lr_schedule": _o("constant", "per-epoch lr decay: constant | linear | exponential | "
                       "cosine | power", str,
                       ("constant", "linear", "exponential", "cosine", "power"), group="loop"),
@@ -223,35 +225,35 @@ OPTIONS: dict[str, Option] = {
                           applies=_when("lr_schedule", "linear", "exponential", "cosine"),
                           group="loop"),
     "lr_power": _o(1.0, "power schedule: lr / (1 + epoch)^POWER", float,
-                   applies=_when("lr_schedule", "power"), group="loop"),
+                   applies=_when("lr_schedule", "power"), group="loop", low=0.0),
     "average_from": _o(0, "end with the mean of the parameters after every step from this "
-                       "epoch on (Polyak averaging; 0: off)", int, group="loop"),
+                       "epoch on (Polyak averaging; 0: off)", int, group="loop", low=0),
     "seed": _o(0, "seed of every random draw (initial weights, batches, sampling)", int,
-               group="loop"),
+               group="loop", low=0),
     "device": _o("cpu", "cpu | cuda | cuda:N", str, group="loop"),
-    "threads": _o(None, "torch CPU threads (default: torch's choice)", int, group="loop"),
+    "threads": _o(None, "torch CPU threads (default: torch's choice)", int, group="loop", low=1),
     "out": _o("model.safetensors", "model file to write (.safetensors)", str, group="loop"),
     "checkpoint_dir": _o(None, "folder for the run's checkpoint (resume with --resume)", str,
                          group="loop"),
     "checkpoint_every": _o(1, "write a checkpoint every N epochs", int,
-                           applies=_set("checkpoint_dir"), group="loop"),
+                           applies=_set("checkpoint_dir"), group="loop", low=1),
     "monitor": _o(None, "'loglik': held-out log-likelihood every --monitor-every epochs (exact "
                   "when a layer is small, else a short AIS)", str, ("loglik",), group="monitor"),
     "monitor_every": _o(5, "epochs between log-likelihood monitors", int,
-                        applies=_set("monitor"), group="monitor"),
+                        applies=_set("monitor"), group="monitor", low=1),
     "monitor_ais_steps": _o(1000, "AIS steps of the monitor", int, applies=_set("monitor"),
-                            group="monitor"),
+                            group="monitor", low=1),
     "monitor_ais_chains": _o(100, "AIS chains of the monitor", int, applies=_set("monitor"),
-                             group="monitor"),
+                             group="monitor", low=1),
     "plots": _o(False, "write weight mosaic, samples and training curves beside the model",
                 bool, group="loop"),
     "tensorboard": _o(None, "also write the per-epoch history as TensorBoard scalars to DIR",
                       str, group="loop"),
     # -- convolutional RBM
-    "conv_filters": _o(24, "number of shared filters (feature maps)", int),
-    "conv_filter_size": _o(7, "filter side in pixels (valid convolution)", int),
-    "conv_pool": _o(2, "probabilistic max-pooling block side (1: no pooling)", int),
-    "conv_channels": _o(1, "image channels (rows are channel-first C*H*W)", int),
+    "conv_filters": _o(24, "number of shared filters (feature maps)", int, low=1),
+    "conv_filter_size": _o(7, "filter side in pixels (valid convolution)", int, low=1),
+    "conv_pool": _o(2, "probabilistic max-pooling block side (1: no pooling)", int, low=1),
+    "conv_channels": _o(1, "image channels (rows are channel-first C*H*W)", int, low=1),
     "conv_image_shape": _o(None, "image HxW, e.g. 28x28 (default: square)", str),
     "conv_sparsity_on": _o("all", "sparsity acts on the filter biases only (bias, Lee et al.) "
                            "or also on the weights (all)", str, ("bias", "all"),
@@ -265,11 +267,11 @@ OPTIONS: dict[str, Option] = {
     "drbm_objective": _o("discriminative", "discriminative | hybrid | generative", str,
                          ("discriminative", "hybrid", "generative"), group="objective"),
     "drbm_alpha": _o(0.01, "weight of the generative term of the hybrid objective", float,
-                     applies=_when("drbm_objective", "hybrid"), group="objective"),
+                     applies=_when("drbm_objective", "hybrid"), group="objective", low=0.0),
     "drbm_val_size": _o(10000, "hold out the last N training rows to pick the best epoch (0: "
-                        "none, the last epoch is kept)", int, group="loop"),
+                        "none, the last epoch is kept)", int, group="loop", low=0),
     "drbm_patience": _o(0, "stop after N epochs without validation improvement (0: never)",
-                        int, applies=_not("drbm_val_size", 0), group="loop"),
+                        int, applies=_not("drbm_val_size", 0), group="loop", low=0),
     "drbm_dropout": _o(0.0, "drop each hidden unit from the discriminative term with this "
                        "probability (training only)", float,
                        applies=_not("drbm_objective", "generative"), group="objective"),
@@ -277,15 +279,15 @@ OPTIONS: dict[str, Option] = {
                              "probability (training only)", float,
                              applies=_not("drbm_objective", "generative"), group="objective"),
     # -- conditional RBM
-    "crbm_order": _o(2, "number of past frames that set the dynamic biases", int),
+    "crbm_order": _o(2, "number of past frames that set the dynamic biases", int, low=1),
     "crbm_test_fraction": _o(0.2, "final fraction of the sequence held out in time (without "
                              "--test-data)", float, group="data"),
-    "crbm_predict_steps": _o(10, "mean-field steps of one-step-ahead prediction", int),
+    "crbm_predict_steps": _o(10, "mean-field steps of one-step-ahead prediction", int, low=1),
     # -- lateral models
     "lateral_spins": _o("01", "ising spin values: 01 ({0,1}) or pm1 ({-1,+1})", str,
                         ("01", "pm1")),
     "lateral_q": _o(0, "potts: states per site (0: largest label + 1); data are integer "
-                    "labels (samples, sites)", int),
+                    "labels (samples, sites)", int, low=0),
     "lateral_scan": _o("sequential", "Gibbs scan: sequential | random | colored", str,
                        ("sequential", "random", "colored")),
     # -- collaborative filtering
@@ -309,7 +311,7 @@ OPTIONS: dict[str, Option] = {
     "dbn_layer_lr": _o(None, "per-layer learning rates, e.g. 0.05,0.05,0.02 (instead of --lr)",
                        str, group="loop"),
     "finetune_epochs": _o(0, "backprop fine-tuning epochs (0: pretrain only)", int,
-                          group="loop"),
+                          group="loop", low=0),
     "finetune_lr": _o(0.1, "fine-tuning learning rate", float, applies=_set("finetune_epochs"),
                       group="loop"),
     "finetune_optimizer": _o("sgd", "fine-tuning optimizer: sgd | adam", str, ("sgd", "adam"),
@@ -317,9 +319,9 @@ OPTIONS: dict[str, Option] = {
     "finetune_momentum": _o(0.9, "fine-tuning momentum (adam: its first beta)", float,
                             applies=_set("finetune_epochs"), group="loop"),
     "finetune_batch_size": _o(100, "fine-tuning mini-batch size", int,
-                              applies=_set("finetune_epochs"), group="loop"),
+                              applies=_set("finetune_epochs"), group="loop", low=1),
     "finetune_weight_decay": _o(0.0, "fine-tuning L2 penalty on the weights", float,
-                                applies=_set("finetune_epochs"), group="loop"),
+                                applies=_set("finetune_epochs"), group="loop", low=0.0),
     "finetune_dropout": _o(0.0, "dropout on the hidden layers while fine-tuning", float,
                            applies=_set("finetune_epochs"), group="loop"),
     "finetune_input_dropout": _o(0.0, "dropout on the inputs while fine-tuning", float,
@@ -331,14 +333,15 @@ OPTIONS: dict[str, Option] = {
                                 "epoch", float, applies=_set("finetune_epochs"), group="loop"),
     "finetune_patience": _o(0, "stop fine-tuning after N epochs without validation gain (0: "
                             "never)", int, applies=_set("finetune_val_fraction"),
-                            group="loop"),
-    "dbm_pretrain_epochs": _o(10, "epochs of greedy pretraining per RBM", int, group="loop"),
-    "dbm_pretrain_lr": _o(0.05, "learning rate of the pretraining RBMs", float, group="loop"),
-    "dbm_mf_steps": _o(10, "mean-field sweeps per batch (data phase)", int),
+                            group="loop", low=0),
+    "dbm_pretrain_epochs": _o(10, "epochs of greedy pretraining per RBM", int, group="loop", low=0),
+    "dbm_pretrain_lr": _o(0.05, "learning rate of the pretraining RBMs", float, group="loop",
+                          low=0.0),
+    "dbm_mf_steps": _o(10, "mean-field sweeps per batch (data phase)", int, low=1),
     "dbm_ais_chains": _o(0, "AIS chains for the test-set bound after training (0: skip)", int,
-                         group="loop"),
+                         group="loop", low=0),
     "dbm_ais_steps": _o(14500, "AIS steps for the test-set bound", int,
-                        applies=_set("dbm_ais_chains"), group="loop"),
+                        applies=_set("dbm_ais_chains"), group="loop", low=1),
 }
 
 #: Options every trainable kind reads: the one training loop's and the data's.
@@ -525,6 +528,8 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
                           f"{want.__name__}, got {value!r}")
     if opt.choices is not None and value not in opt.choices:
         raise ConfigError(f"{where}unknown {key} {value!r}: choose one of {list(opt.choices)}")
+    if opt.low is not None and value < opt.low:
+        raise ConfigError(f"{where}{key} must be >= {opt.low}, got {value!r}")
     return value
 
 

@@ -188,7 +188,7 @@ class Units(nn.Module):
             rows = bad.any(dim=1).nonzero().flatten()
             raise DataError(
                 f"{name} contains {int(bad.sum())} NaN/inf values (first in row "
-                f"{int(rows[0])}): clean or impute the data before training"
+                f"{int(rows[0]) + 1}, 1-based): clean or impute the data before training"
             )
 
     def fit_bias(self, x: Tensor) -> Tensor:
@@ -542,8 +542,9 @@ class SoftmaxUnits(Units):
         ok = ((g == 0) | (g == 1)).all(-1) & (g.sum(-1) <= 1)
         if not bool(ok.all()):
             row = int((~ok).any(-1).nonzero()[0])
-            raise DataError(f"{name} row {row} is not one-hot in groups of {self.group_size} "
-                            "(each group: a single 1, or all zeros for missing)")
+            raise DataError(f"{name} row {row + 1} (1-based) is not one-hot in groups of "
+                            f"{self.group_size} (each group: a single 1, or all zeros for "
+                            "missing)")
 
     def fit_bias(self, x: Tensor) -> Tensor:
         counts = self._grouped(x.float()).sum(0) + 1.0
@@ -835,7 +836,7 @@ class PooledBernoulliUnits(Units):
         crowded = functools.reduce(torch.add, self._slices(x)) > 1
         if bool(crowded.any()):
             row = int(crowded.flatten(1).any(-1).nonzero()[0])
-            raise DataError(f"{name} row {row} has more than one unit on in a "
+            raise DataError(f"{name} row {row + 1} (1-based) has more than one unit on in a "
                             f"{self.block}x{self.block} pooling block (at most one may be on)")
 
     def fit_bias(self, x: Tensor) -> Tensor:

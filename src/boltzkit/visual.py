@@ -86,8 +86,8 @@ def _infer_shape(d: int, image_shape: Sequence[int] | None, name: str) -> tuple[
         if side * side != d:
             raise DataError(
                 f"{name} has {d} values per image, which is not a perfect square, so the image "
-                f"shape cannot be guessed; pass image_shape=(height, width) with "
-                f"height * width == {d}"
+                f"shape cannot be guessed; give the image shape (--image-shape HxW; "
+                f"image_shape=(height, width) in Python) with height * width == {d}"
             )
         return side, side
     try:

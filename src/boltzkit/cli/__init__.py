@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     command = {**COMMANDS, **recommend_commands}[args.command]
+    if getattr(args, "threads", None) and args.command != "train":
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return command(args)
     except BoltzkitError as exc:

@@ -79,6 +79,9 @@ def _scored_data(args: argparse.Namespace, with_train: bool = False):
                                  else None)
     common = dict(binarize=binarize, seed=args.seed, limit=args.limit)
     if _is_file(dataset):
+        if args.split:
+            raise ConfigError(f"--split is for a named data set; the file {dataset} is scored "
+                              "as it is (drop --split)")
         scored = args.test_data or dataset
         data, labels = load_dataset(scored, split="train", **common)
         train, train_labels = (load_dataset(dataset, split="train", **common)
@@ -87,10 +90,11 @@ def _scored_data(args: argparse.Namespace, with_train: bool = False):
     if args.test_data:
         raise ConfigError(f"--test-data is for --dataset FILE; {dataset} has its own splits "
                           "(--split)")
-    data, labels = load_dataset(dataset, split=args.split, data_dir=data_dir, **common)
+    split = args.split or "test"
+    data, labels = load_dataset(dataset, split=split, data_dir=data_dir, **common)
     train, train_labels = (load_dataset(dataset, split="train", data_dir=data_dir, **common)
                            if with_train else (None, None))
-    return data, labels, train, train_labels, {"dataset": str(dataset), "split": args.split,
+    return data, labels, train, train_labels, {"dataset": str(dataset), "split": split,
                                                "binarize": binarize}
 
 
@@ -172,13 +176,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if kind.sample:
         raise ConfigError(f"cannot sample a {kind.name}: {kind.sample}")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    if "beta" in inspect.signature(model.sample).parameters:
-        samples = model.sample(args.n, steps=args.steps, beta=args.beta, generator=gen)
-    elif args.beta != 1.0:
-        raise ConfigError(f"a {type(model).__name__} samples at its own temperature only: "
-                          "drop --beta")
-    else:
-        samples = model.sample(args.n, steps=args.steps, generator=gen)
+    params = inspect.signature(model.sample).parameters
+    options = {}
+    for flag, key, value, default in (("--beta", "beta", args.beta, 1.0),
+                                      ("--mean", "return_mean", args.mean, None)):
+        if key in params:
+            options[key] = value
+        elif value not in (default, False):
+            raise ConfigError(f"a {kind.name} samples states at its own temperature: drop {flag}")
+    samples = model.sample(args.n, steps=args.steps, generator=gen, **options)
     std = _standardizer(args.model_path)
     if std is not None:  # back to the data's own units
         samples = std.inverse_transform(samples.cpu())
@@ -235,16 +241,18 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..io import load_model, read_header
+    from ..io import load_model, model_tensors, read_header
 
     header = read_header(args.model_path)
     model = load_model(args.model_path)
+    history = header.get("history")
+    history = history if isinstance(history, list) else []
     info = {"config": header.get("config"),
-            "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+            "tensors": {k: list(v.shape) for k, v in model_tensors(model).items()},
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             "train_config": header.get("train_config"),
-            "epochs_trained": len(header.get("history", [])),
-            "last_epoch": (header.get("history") or [None])[-1],
+            "epochs_trained": len(history),
+            "last_epoch": history[-1] if history else None,
             "wall_time_s": header.get("wall_time")}
     _emit(info, args.json)
     return 0

@@ -40,7 +40,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             g.add_argument(kinds.flag(name), dest=name, default=None,
                            action=argparse.BooleanOptionalAction, help=text)
         else:
-            g.add_argument(kinds.flag(name), dest=name, default=None, type=opt.type or str,
+            cast = opt.type or str
+            if opt.low is not None and cast in (int, float):
+                cast = _number(cast, opt.low, False)
+            g.add_argument(kinds.flag(name), dest=name, default=None, type=cast,
                            choices=choices, metavar=None if choices else name.upper(),
                            help=text)
 
@@ -58,10 +61,36 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                         "(AIS base model, features); without it FILE itself is scored")
     p.add_argument("--binarize", default=None, choices=("threshold", "stochastic", "none"),
                    help="how grey levels become 0/1 (default: as the model was trained)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
-    p.add_argument("--split", default="test", choices=("train", "test"),
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="use only the first N samples")
+    p.add_argument("--split", default=None, choices=("train", "test"),
                    help="split of a named data set (default: test)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+
+
+def _add_compute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
+
+
+def _number(cast, low, strict: bool):
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, "
+                                             f"got {text}")
+        return value
+    parse.__name__ = cast.__name__
+    return parse
+
+
+positive_int = _number(int, 0, True)
+non_negative_int = _number(int, 0, False)
+positive_float = _number(float, 0.0, True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,53 +117,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(t)
     t.set_defaults(model=None)
 
-    e = sub.add_parser("evaluate", help="measure a model on a data set")
+    e = sub.add_parser("evaluate", help="measure a model on a data set (default: its own)")
     e.add_argument("model_path", metavar="MODEL")
     _add_data_args(e)
     e.add_argument("--fold", default=None,
                    help="recommenders: MovieLens split, ml-100k 1..5, a, b (default: the "
                         "model's)")
     e.add_argument("--metrics", default=None,
-                   help="comma list. RBMs: loglik, pl, recon, knn, modes, features (default "
-                        "loglik,pl,recon); classifiers (drbm, fine-tuned dbn): error; dbm: "
-                        "loglik (variational bound), features; dbn: features; recommenders: "
-                        "rmse, mae, like_error, precision, recall, ndcg (@10)")
-    e.add_argument("--method", default="auto", choices=("auto", "exact", "ais"))
-    e.add_argument("--ais-chains", type=int, default=100)
-    e.add_argument("--ais-steps", type=int, default=14500)
+                   help="comma list (default: the model's, see docs/guides/capabilities.md). "
+                        "RBMs: loglik, pl, recon, knn, modes, features; classifiers (drbm, "
+                        "fine-tuned dbn): error; dbm: loglik (variational bound), features; "
+                        "dbn: features; ising/potts/srbm: loglik, pl; crbm: rmse, loglik; "
+                        "recommenders: rmse, mae, like_error, precision, recall, ndcg (@10)")
+    e.add_argument("--method", default="auto", choices=("auto", "exact", "ais"),
+                   help="log Z: exact enumeration, AIS, or exact when a layer has at most "
+                        "2^20 states (default: auto)")
+    e.add_argument("--ais-chains", type=positive_int, default=100,
+                   help="AIS chains (default: 100)")
+    e.add_argument("--ais-steps", type=positive_int, default=14500,
+                   help="AIS intermediate distributions (default: 14500)")
     e.add_argument("--ais-reverse", action="store_true",
                    help="also run reverse AIS from data: a second, bracketing estimate of log Z")
     e.add_argument("--exact-dtype", default="float64", choices=("float64", "float32"),
-                   help="precision of an exact enumeration (float32: ~2x faster, ~1e-4 nats)")
-    e.add_argument("--device", default="cpu")
+                   help="precision of an exact enumeration (float32: ~2x faster, ~1e-4 nats; "
+                        "default: float64)")
+    _add_compute_args(e)
     e.add_argument("--json", action="store_true", help="print JSON")
 
     s = sub.add_parser("sample", help="draw samples from a model")
     s.add_argument("model_path", metavar="MODEL")
-    s.add_argument("--n", type=int, default=100, help="number of samples (default: 100)")
-    s.add_argument("--steps", type=int, default=1000, help="Gibbs sweeps (default: 1000)")
-    s.add_argument("--beta", type=float, default=1.0, help="inverse temperature (default: 1)")
+    s.add_argument("--n", type=positive_int, default=100, help="number of samples (default: 100)")
+    s.add_argument("--steps", type=non_negative_int, default=1000,
+                   help="Gibbs sweeps (default: 1000)")
+    s.add_argument("--beta", type=positive_float, default=1.0,
+                   help="inverse temperature (default: 1)")
+    s.add_argument("--mean", action="store_true",
+                   help="write E[v | h] of the last sweep (grey images) instead of sampled "
+                        "states")
     s.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     s.add_argument("--out", default=None, help="PNG of the samples")
     s.add_argument("--npy", default=None, help="write the samples as .npy")
-    s.add_argument("--image-shape", default=None, help="e.g. 28x28 (default: square)")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--image-shape", default=None,
+                   help="HxW of a PNG tile, e.g. 28x28 (default: square)")
+    _add_compute_args(s)
 
     r = sub.add_parser("reconstruct", help="show reconstructions beside originals")
     r.add_argument("model_path", metavar="MODEL")
     _add_data_args(r)
-    r.add_argument("--n", type=int, default=10)
+    r.add_argument("--n", type=positive_int, default=10,
+                   help="rows to reconstruct (default: 10)")
     r.add_argument("--out", required=True, help="PNG path")
-    r.add_argument("--image-shape", default=None)
+    r.add_argument("--image-shape", default=None,
+                   help="HxW of a PNG tile, e.g. 28x28 (default: square)")
+    _add_compute_args(r)
 
     sc = sub.add_parser("score", help="per-sample free energies (anomaly scores)")
     sc.add_argument("model_path", metavar="MODEL")
     _add_data_args(sc)
-    sc.add_argument("--json", action="store_true")
+    _add_compute_args(sc)
+    sc.add_argument("--json", action="store_true", help="print JSON")
 
     i = sub.add_parser("info", help="describe a model file")
     i.add_argument("model_path", metavar="MODEL")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print JSON")
 
     dl = sub.add_parser("download", help="fetch a public data set (needs internet; MD5-checked)")
     dl.add_argument("dataset", choices=["mnist", "ml-100k", "ml-1m", "ml-latest-small"])
@@ -144,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="MovieLens: the archive's URL (default: GroupLens'); "
                          "MNIST: a mirror folder's URL")
     dl.add_argument("--md5", default=None, help="MovieLens: the archive's expected MD5")
-    dl.add_argument("--timeout", type=float, default=60.0)
+    dl.add_argument("--timeout", type=positive_float, default=60.0,
+                    help="seconds per request (default: 60)")
 
     d = sub.add_parser("demo", help="offline demo on scikit-learn's 8x8 digits")
-    d.add_argument("--out-dir", default="boltzkit-demo")
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--out-dir", default="boltzkit-demo",
+                   help="where the files go (default: boltzkit-demo)")
+    d.add_argument("--epochs", type=positive_int, default=30, help="epochs (default: 30)")
+    d.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    d.add_argument("--quiet", action="store_true", help="no progress lines")
     add_recommend_parsers(sub)
     return parser

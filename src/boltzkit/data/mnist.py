@@ -150,7 +150,7 @@ def _missing_dir_hint() -> str:
     return (
         f"pass data_dir (--data-dir DIR) or set {ENV_VAR} to the folder holding "
         "train-images-idx3-ubyte.gz etc. (or to its parent containing mnist/); "
-        "with internet access, boltzkit.data.download_mnist(DIR) fetches the files"
+        "with internet access, `boltzkit download mnist --data-dir DIR` fetches the files"
     )
 
 

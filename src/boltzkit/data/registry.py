@@ -126,7 +126,7 @@ def load_dataset(
         if test_path is None:
             raise DataError(
                 f"no test data for {path}: a data file is used as the training split only; "
-                "pass a test file with test_path=... (--test-data FILE)"
+                "name the held-out file with --test-data FILE (test_path in Python)"
             )
         path = Path(test_path)
     labels = _npz_labels(path) if key is None else None

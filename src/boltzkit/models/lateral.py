@@ -152,9 +152,10 @@ class _LateralLayer(Model):
             ok = ((g == 0) | (g == 1)).all(-1) & (g.sum(-1) == 1)
             if not bool(ok.all()):
                 row = int((~ok).any(-1).nonzero()[0])
-                raise DataError(f"{name} row {row} is not one-hot in groups of q = "
-                                f"{self.group_size} (each site needs exactly one 1): encode "
-                                "integer states with PottsModel.one_hot, and check q")
+                raise DataError(f"{name} row {row + 1} (1-based) is not one-hot in groups of "
+                                f"q = {self.group_size} (each site needs exactly one 1): "
+                                "pass integer states (the CLI one-hot encodes them), and "
+                                "check q (--lateral-q)")
             return
         lo, hi = SPINS[self.spins]
         bad = (x != lo) & (x != hi)

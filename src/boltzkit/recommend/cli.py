@@ -223,7 +223,7 @@ def evaluate_recommender_command(model, args: argparse.Namespace) -> dict | None
     if dataset is not None and dataset not in MOVIELENS_DATASETS:
         raise ConfigError(f"{args.model_path} is a recommender: evaluate it on a MovieLens "
                           f"data set {list(MOVIELENS_DATASETS)}, not {dataset!r}")
-    if getattr(args, "split", "test") != "test":
+    if getattr(args, "split", None) not in (None, "test"):
         raise ConfigError("recommenders are evaluated on a fold's test ratings: drop --split")
     text = args.metrics or _RBM_DEFAULT_METRICS
     metrics = (_default_metrics(model) if text == _RBM_DEFAULT_METRICS

@@ -321,8 +321,10 @@ class DBN(Model):
     # -- generation ------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, steps: int = 1000, generator: torch.Generator | None = None,
-               init: Tensor | None = None, return_mean: bool = True) -> Tensor:
-        """Gibbs sampling in the top RBM for ``steps`` sweeps, then one down pass.
+               init: Tensor | None = None, return_mean: bool = True,
+               beta: float = 1.0) -> Tensor:
+        """Gibbs sampling in the top RBM for ``steps`` sweeps (at inverse temperature
+        ``beta``), then one down pass.
 
         ``init`` (optional) starts the top-level chains from data: visible data
         of the *bottom* layer, sent up deterministically.  Returns bottom-layer
@@ -341,9 +343,9 @@ class DBN(Model):
                 top_init = self.layers[i].hidden.sample(self.layers[i].hidden_field(top_init),
                                                         generator=generator)
         if len(self.layers) == 1:
-            return top.sample(n, steps, generator=generator, init=top_init,
+            return top.sample(n, steps, beta, generator=generator, init=top_init,
                               return_mean=return_mean)
-        h = top.sample(n, steps, generator=generator, init=top_init, return_mean=False)
+        h = top.sample(n, steps, beta, generator=generator, init=top_init, return_mean=False)
         for i in range(len(self.layers) - 2, -1, -1):
             rbm = self.layers[i]
             if i == 0 and return_mean:
