@@ -80,7 +80,8 @@ def plan_step(model, sampler, objective, optimizer, generator: torch.Generator |
     if not (is_dense_bernoulli(model)
             and type(sampler) in (ContrastiveDivergence, PersistentCD)
             and type(objective) is LikelihoodGradient and objective.fast_path(model)
-            and not objective.centering and not objective.sparsity_cost):
+            and not objective.centering and not objective.sparsity_cost
+            and objective.model_norm == "particles"):
         return None
     params = (model.connection.weights, model.visible.bias, model.hidden.bias)
     if not all(p.requires_grad for p in params) or len(list(model.parameters())) != 3:
