@@ -140,17 +140,23 @@ def test_fused_step_applies_only_to_the_plain_case():
 
 
 @pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
-@pytest.mark.parametrize("params", [{}, {"method": "cd", "k": 2}, {"momentum": 0.5,
-                                                                   "weight_decay": 0.01}])
+@pytest.mark.parametrize("params", [{"method": "pcd"}, {"method": "cd", "k": 2},
+                                    {"method": "pcd", "momentum": 0.5, "weight_decay": 0.01}])
 def test_estimator_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, params,
                                                                    dtype, atol):
+    """The estimator trains through the Trainer, which takes the fused step in the plain
+    case itself (planned once per fit)."""
     # float32: parameters of size ~0.05 after 18 steps; unit roundoff 6e-8 per operation.
     rng = np.random.RandomState(0)
     X = (rng.rand(57, 9) < 0.4).astype(float)  # a short last batch too
     X[:, 0] = rng.rand(57)  # a fractional column
     kw = dict(n_components=7, learning_rate=0.05, batch_size=10, n_iter=3, random_state=0,
-              dtype=dtype, **params)
+              dtype=dtype, shuffle=True, **params)
+    real_plan, steps = kernels.plan_step, []
+    monkeypatch.setattr(kernels, "plan_step", lambda *a, **k: steps.append(real_plan(*a, **k))
+                        or steps[-1])
     fused = BernoulliRBM(**kw).fit(X)
+    assert len(steps) == 1 and steps[0] is not None  # the fused step trained it
     again = BernoulliRBM(**kw).fit(X)
     np.testing.assert_array_equal(again.components_, fused.components_)  # same seed, same fit
     monkeypatch.setattr(kernels, "plan_step", lambda *a, **k: None)
@@ -158,8 +164,8 @@ def test_estimator_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, 
     for attr in ("components_", "intercept_hidden_", "intercept_visible_"):
         np.testing.assert_allclose(getattr(fused, attr), getattr(general, attr),
                                    rtol=0, atol=atol)
-    if params.get("method", "pcd") == "pcd":
-        assert torch.equal(fused._sampler.chains, general._sampler.chains)
+    if params["method"] == "pcd":
+        assert torch.equal(fused.trainer_.sampler.chains, general.trainer_.sampler.chains)
     copy.deepcopy(fused).partial_fit(X)  # the fused state survives a copy
 
 
