@@ -260,6 +260,37 @@ def test_h_samples_only_for_scikit_learns_chains():
         assert not hasattr(other, "h_samples_")
 
 
+def test_every_estimator_trains_through_the_one_trainer(monkeypatch):
+    """boltzkit has one batch loop: each estimator's fit (and partial_fit) runs
+    boltzkit.training.Trainer.fit, once per model it trains."""
+    from boltzkit.sklearn import DBNClassifier, DBNTransformer, DRBMClassifier
+    from boltzkit.training import Trainer
+
+    calls = []
+    real_fit = Trainer.fit
+
+    def counting(self, *args, **kwargs):
+        calls.append(type(self.model).__name__)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", counting)
+    X = _binary(n=40)
+    y = (X[:, 0] > 0.5).astype(int)
+    small = dict(n_iter=1, random_state=0)
+    for est, expected in ((BernoulliRBM(n_components=3, **small), ["RBM"]),
+                          (GaussianRBM(n_components=3, **small), ["RBM"]),
+                          (DRBMClassifier(n_components=3, **small), ["DiscriminativeRBM"]),
+                          (DBNTransformer((4, 3), **small), ["RBM", "RBM"]),
+                          (DBNClassifier((4, 3), finetune_iter=1, **small),
+                           ["RBM", "RBM", "DBNClassifier"])):
+        calls.clear()
+        est.fit(X, y)
+        assert calls == expected, type(est).__name__
+    calls.clear()
+    BernoulliRBM(n_components=3, random_state=0).partial_fit(X).partial_fit(X)
+    assert calls == ["RBM", "RBM"]
+
+
 # --- partial_fit --------------------------------------------------------------------------
 def test_partial_fit_incremental():
     X = _binary(n=200)
@@ -476,7 +507,7 @@ def test_digits_example_runs(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(n_iter=1, n_samples=500)
-    assert set(results) == {"sklearn", "boltzkit", "boltzkit-float64"}
+    assert set(results) == {"sklearn", "boltzkit", "boltzkit-float32"}
     for r in results.values():
         assert r["accuracy"] > 0.6 and r["fit_time"] > 0 and r["rbm_fit_time"] > 0
     out = capsys.readouterr().out

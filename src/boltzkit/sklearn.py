@@ -1,23 +1,26 @@
 """scikit-learn estimators: boltzkit RBMs as drop-in transformers.
 
-:class:`BernoulliRBM` takes scikit-learn's parameter names and defaults
-(``n_components=256, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
-random_state=None``) plus boltzkit's (``method``, ``k``, ``momentum``,
-``optimizer``, ``weight_decay``, ``device``, ``n_chains``, ``dtype``), and exposes the
-same fitted attributes as :class:`sklearn.neural_network.BernoulliRBM`
-(``components_``, ``intercept_hidden_``, ``intercept_visible_``,
-``n_features_in_``) plus ``rbm_``, the trained :class:`boltzkit.RBM`, for
-boltzkit's own tools (likelihoods, sampling, ``save_model``).
+:class:`BernoulliRBM` is a drop-in for :class:`sklearn.neural_network.BernoulliRBM`:
+scikit-learn's parameter names and defaults (``n_components=256, learning_rate=0.1,
+batch_size=10, n_iter=10, verbose=0, random_state=None``), methods, private helpers
+and fitted attributes (``components_``, ``intercept_hidden_``, ``intercept_visible_``,
+``h_samples_``, ``n_features_in_``), and with its default boltzkit settings
+scikit-learn's algorithm, draw for draw, so a given ``random_state`` gives
+scikit-learn's model (to float64 rounding).  boltzkit's extras (``method``, ``k``,
+``momentum``, ``optimizer``, ``weight_decay``, ``n_chains``, ``device``, ``dtype``,
+``shuffle``, ``init_visible_bias``) change what they name; ``rbm_``, the trained
+:class:`boltzkit.RBM`, serves boltzkit's own tools (likelihoods, sampling,
+``save_model``), and ``trainer_`` is the :class:`boltzkit.training.Trainer` that
+``fit`` and ``partial_fit`` drive (boltzkit's one batch loop, with its fused step).
 
 :class:`GaussianRBM` is the real-valued counterpart: it standardises the
 data itself (fitted ``mean_`` / ``scale_``, applied again by ``transform``
 and ``gibbs``) and trains Gaussian visible / Bernoulli hidden units.
 
 Both are ordinary scikit-learn transformers (``Pipeline``, ``GridSearchCV``,
-``clone``, pickling); they take and return NumPy float64 arrays and compute
-with PyTorch on ``device`` in ``dtype``: float32 by default (PyTorch's default,
-about 1.4x faster than float64 on small problems; scikit-learn computes in
-float64), ``dtype="float64"`` for scikit-learn's arithmetic.  They never change
+``clone``, pickling); they compute with PyTorch on ``device`` in ``dtype`` (None: the
+data's precision, as scikit-learn; GaussianRBM defaults to float32) and return results
+in the input's float dtype (float32 stays float32).  They never change
 ``torch.set_num_threads``.
 
 Needs scikit-learn >= 1.6 (``validate_data`` and ``__sklearn_tags__``).
