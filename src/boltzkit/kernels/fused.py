@@ -87,7 +87,8 @@ class FusedBernoulliSGD:
     def _workspace(self, B: int, M: int, W: Tensor) -> _FusedWorkspace:
         ws = self._ws.get((B, M))
         if ws is None:
-            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W, 1.0 if self.rows_norm else B / M)
+            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W, 1.0 if self.rows_norm else B / M,
+                                                    wide_visible_step=self.rows_norm)
         self._last = ws
         return ws
 
@@ -231,10 +232,9 @@ class FusedBernoulliSGD:
                     if b64 is None:
                         b.addmv_(Vt, signs, alpha=a)
                     else:
-                        # Below float64 the visible bias steps in float64, rounded once into
-                        # b, as scikit-learn's float32 fit does it (its sums of 0/1 states
-                        # are integers): its small steps and near-cancelling sums otherwise
-                        # lose ~1e-8 per update to float32 rounding.
+                        # model_norm="rows" below float64: the visible bias steps in float64,
+                        # rounded once into b, as scikit-learn's float32 fit does it (its sums
+                        # of 0/1 states are integers), whose results it reproduces so.
                         torch.mv(Vt, signs, out=sv)
                         b64.copy_(b).add_(sv64.copy_(sv), alpha=a)
                         b.copy_(b64)
@@ -265,9 +265,11 @@ class FusedBernoulliSGD:
 
 class _FusedWorkspace:
     """Buffers of :class:`FusedBernoulliSGD` for B data rows and M chains whose statistics
-    weigh ``model_weight`` each (a data row: 1)."""
+    weigh ``model_weight`` each (a data row: 1); ``wide_visible_step``: below float64, step
+    the visible bias in float64 (scikit-learn's rounding, for model_norm="rows")."""
 
-    def __init__(self, B: int, M: int, W: Tensor, model_weight: float) -> None:
+    def __init__(self, B: int, M: int, W: Tensor, model_weight: float,
+                 wide_visible_step: bool = False) -> None:
         nv, nh = W.shape
         kw = {"dtype": W.dtype, "device": W.device}
         self.B, self.M = B, M
@@ -284,9 +286,9 @@ class _FusedWorkspace:
         self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -model_weight, **kw)])
         self.ones = torch.ones(B + M, **kw)
         self.mean_weights = torch.full((B * nh,), 1.0 / (B * nh), **kw)
-        # the visible bias's step, and both in float64 (used below float64 only)
+        # the visible bias's step, and both in float64 (below float64, when asked)
         self.sv = torch.empty(nv, **kw)
-        wide = W.dtype != torch.float64
+        wide = wide_visible_step and W.dtype != torch.float64
         self.sv64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
         self.b64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
         # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
