@@ -19,24 +19,30 @@ from boltzkit import kernels
 from boltzkit.kernels import plan_step
 from boltzkit.objectives import LikelihoodGradient
 from boltzkit.rbm import make_rbm
-from boltzkit.sampling import make_sampler
+from boltzkit.sampling import HiddenPersistentCD, make_sampler
 from boltzkit.sklearn import BernoulliRBM
 from boltzkit.training import LeanSGD
 
 NV, NH, STEPS, LR = 13, 11, 4, 0.1
 
 
-def _parts(method, k, momentum, weight_decay, chains, seed=0, nh=NH):
-    rbm = make_rbm(NV, nh, seed=seed).to(torch.float64)
+def _parts(method, k, momentum, weight_decay, chains, seed=0, nh=NH, norm="particles",
+           dtype=torch.float64):
+    """method "hidden": scikit-learn's hidden-state chains (HiddenPersistentCD)."""
+    rbm = make_rbm(NV, nh, seed=seed).to(dtype)
     with torch.no_grad():  # biases away from zero, so every term of the update matters
         rbm.visible.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
         rbm.hidden.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
         rbm.connection.weights.mul_(50.0)
-    sampler = make_sampler(method, k=k, chains=chains)
+    if method == "hidden":
+        sampler = HiddenPersistentCD(k, chains, random_state=np.random.RandomState(seed + 11))
+    else:
+        sampler = make_sampler(method, k=k, chains=chains)
     groups = [{"params": [rbm.connection.weights], "weight_decay": weight_decay},
               {"params": [rbm.visible.bias, rbm.hidden.bias], "weight_decay": 0.0}]
     opt = LeanSGD(groups, lr=LR, momentum=momentum)
-    return rbm, sampler, LikelihoodGradient(), opt, torch.Generator().manual_seed(seed + 7)
+    return (rbm, sampler, LikelihoodGradient(model_norm=norm), opt,
+            torch.Generator().manual_seed(seed + 7))
 
 
 def _general_step(rbm, sampler, objective, optimizer, gen, batch):
@@ -66,17 +72,19 @@ def _tolerance(B, M, momentum, rbm, nv=NV, nh=NH, steps=STEPS):
     return 4 * per_step * sum(g ** i for i in range(steps))
 
 
-@pytest.mark.parametrize("method,k,chains", [("pcd", 1, None), ("pcd", 3, None),
-                                             ("pcd", 1, 5), ("pcd", 2, 12), ("cd", 1, None),
-                                             ("cd", 2, None)])
+@pytest.mark.parametrize("method,k,chains,norm", [
+    ("pcd", 1, None, "particles"), ("pcd", 3, None, "particles"), ("pcd", 1, 5, "particles"),
+    ("pcd", 2, 12, "particles"), ("pcd", 2, 12, "rows"), ("cd", 1, None, "particles"),
+    ("cd", 2, None, "particles"), ("cd", 1, None, "rows"), ("hidden", 1, None, "rows"),
+    ("hidden", 2, 12, "rows"), ("hidden", 1, 5, "rows"), ("hidden", 3, 5, "particles")])
 @pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.0, 0.05), (0.6, 0.05)])
-def test_fused_step_is_the_general_update(method, k, chains, momentum, weight_decay):
+def test_fused_step_is_the_general_update(method, k, chains, norm, momentum, weight_decay):
     B = 8
     data = torch.rand(STEPS * B, NV, dtype=torch.float64,
                       generator=torch.Generator().manual_seed(3))
     data[:, ::2] = data[:, ::2].round()  # binary and fractional columns
-    ref = _parts(method, k, momentum, weight_decay, chains)
-    fast = _parts(method, k, momentum, weight_decay, chains)
+    parts = functools.partial(_parts, method, k, momentum, weight_decay, chains, norm=norm)
+    ref, fast = parts(), parts()
     step = plan_step(*fast)
     assert step is not None
     for batch in data.split(B):
@@ -85,16 +93,18 @@ def test_fused_step_is_the_general_update(method, k, chains, momentum, weight_de
     rbm_r, sampler_r, _, opt_r, gen_r = ref
     rbm_f, sampler_f, _, opt_f, gen_f = fast
     assert torch.equal(gen_r.get_state(), gen_f.get_state())  # the same draws were made
-    if method == "pcd":
+    if method != "cd":
         assert torch.equal(sampler_r.chains, sampler_f.chains)  # the same chain states
+    if method == "pcd":
         torch.testing.assert_close(sampler_f.field, sampler_r.field, rtol=0, atol=1e-12)
-    M = (chains or B) if method == "pcd" else B
+    if method == "hidden":  # the same NumPy draws were made
+        assert sampler_r.random_state.randint(1 << 30) == sampler_f.random_state.randint(1 << 30)
+    M = (chains or B) if method != "cd" else B
     tol = _tolerance(B, M, momentum, rbm_r)
     for (name, p_r), p_f in zip(rbm_r.named_parameters(), rbm_f.parameters(), strict=True):
         diff = float((p_r - p_f).detach().abs().max())
         assert diff <= tol, (name, diff, tol)
-        assert float((p_r - _parts(method, k, momentum, weight_decay, chains)[0]
-                      .get_parameter(name)).detach().abs().max()) > 1e3 * tol  # training moved it
+        assert float((p_r - parts()[0].get_parameter(name)).detach().abs().max()) > 1e3 * tol
     if momentum:
         for p_r, p_f in zip(rbm_r.parameters(), rbm_f.parameters(), strict=True):
             buf_r = opt_r.state[p_r]["momentum_buffer"]
@@ -140,17 +150,25 @@ def test_fused_step_applies_only_to_the_plain_case():
 
 
 @pytest.mark.parametrize("dtype, atol", [("float64", 1e-12), ("float32", 1e-6)])
-@pytest.mark.parametrize("params", [{}, {"method": "cd", "k": 2}, {"momentum": 0.5,
-                                                                   "weight_decay": 0.01}])
+@pytest.mark.parametrize("params", [{}, {"method": "pcd", "shuffle": True},
+                                    {"method": "cd", "k": 2, "shuffle": True},
+                                    {"method": "pcd", "momentum": 0.5, "weight_decay": 0.01}])
 def test_estimator_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, params,
                                                                    dtype, atol):
+    """The estimator trains through the Trainer, which takes the fused step in the plain
+    case itself (planned once per fit): its defaults (scikit-learn's hidden-state chains)
+    and boltzkit's CD/PCD."""
     # float32: parameters of size ~0.05 after 18 steps; unit roundoff 6e-8 per operation.
     rng = np.random.RandomState(0)
     X = (rng.rand(57, 9) < 0.4).astype(float)  # a short last batch too
     X[:, 0] = rng.rand(57)  # a fractional column
     kw = dict(n_components=7, learning_rate=0.05, batch_size=10, n_iter=3, random_state=0,
               dtype=dtype, **params)
+    real_plan, steps = kernels.plan_step, []
+    monkeypatch.setattr(kernels, "plan_step", lambda *a, **k: steps.append(real_plan(*a, **k))
+                        or steps[-1])
     fused = BernoulliRBM(**kw).fit(X)
+    assert len(steps) == 1 and steps[0] is not None  # the fused step trained it
     again = BernoulliRBM(**kw).fit(X)
     np.testing.assert_array_equal(again.components_, fused.components_)  # same seed, same fit
     monkeypatch.setattr(kernels, "plan_step", lambda *a, **k: None)
@@ -158,8 +176,8 @@ def test_estimator_fit_is_the_same_with_and_without_the_fused_step(monkeypatch, 
     for attr in ("components_", "intercept_hidden_", "intercept_visible_"):
         np.testing.assert_allclose(getattr(fused, attr), getattr(general, attr),
                                    rtol=0, atol=atol)
-    if params.get("method", "pcd") == "pcd":
-        assert torch.equal(fused._sampler.chains, general._sampler.chains)
+    if params.get("method", "sklearn") != "cd":
+        assert torch.equal(fused.trainer_.sampler.chains, general.trainer_.sampler.chains)
     copy.deepcopy(fused).partial_fit(X)  # the fused state survives a copy
 
 

@@ -81,9 +81,12 @@ def test_precomputed_fields_give_the_same_gradient(batch):
 
 
 # --- finite differences of mean F(v_data) - mean F(v_model) -------------------------------
-def finite_difference(rbm, v_data, v_model, eps=1e-6):
+def finite_difference(rbm, v_data, v_model, eps=1e-6, model_scale=None):
+    """Of mean F(v_data) - model_scale * sum F(v_model) (model_scale: 1 / M, the mean)."""
+    scale = 1.0 / v_model.shape[0] if model_scale is None else model_scale
+
     def loss():
-        return float(rbm.free_energy(v_data).mean() - rbm.free_energy(v_model).mean())
+        return float(rbm.free_energy(v_data).mean() - rbm.free_energy(v_model).sum() * scale)
 
     out = {}
     with torch.no_grad():
@@ -345,3 +348,38 @@ def test_an_objective_pickles_without_its_buffers(batch):
     assert copy._buffers == {}
     torch.testing.assert_close(copy.hidden_offset, obj.hidden_offset)
     assert_grads_close(run(copy, rbm, v_data, v_model), run(obj, rbm, v_data, v_model))
+
+
+
+# --- model_norm="rows": scikit-learn's weighting of the model phase -------------------------
+@pytest.mark.parametrize("force_autograd", [False, True], ids=["fast", "autograd"])
+@pytest.mark.parametrize("kind", ["bernoulli-bernoulli", "gaussian-bernoulli", "bernoulli-relu"])
+def test_rows_norm_is_the_gradient_of_the_model_sum_over_the_data_rows(kind, force_autograd,
+                                                                       batch):
+    """"rows": the gradient of mean F(v_data) - (sum F(v_model)) / B, B data rows and
+    M != B particles (scikit-learn's lr / B (data sums - chain sums))."""
+    rbm, v_data, v_model = batch(kind, seed=6)
+    B, M = v_data.shape[0], v_model.shape[0]
+    assert (B, M) == (11, 8)
+    got = run(LikelihoodGradient(model_norm="rows", force_autograd=force_autograd),
+              rbm, v_data, v_model)
+    assert_grads_close(got, finite_difference(rbm, v_data, v_model, model_scale=1 / B),
+                       rtol=1e-6, atol=1e-7)
+    # ... which is not the "particles" gradient (its model part is M / B times smaller)
+    mean = run(LikelihoodGradient(force_autograd=force_autograd), rbm, v_data, v_model)
+    gap = (got["connection.weights"] - mean["connection.weights"]).abs().max()
+    assert float(gap) > 1e-3
+
+
+def test_rows_norm_equals_particles_when_as_many_particles_as_rows(batch):
+    rbm, v_data, v_model = batch("bernoulli-bernoulli", seed=7)
+    v_model = v_model.repeat(2, 1)[:v_data.shape[0]]  # M = B
+    assert_grads_close(run(LikelihoodGradient(model_norm="rows"), rbm, v_data, v_model),
+                       run(LikelihoodGradient(), rbm, v_data, v_model), rtol=0, atol=1e-15)
+
+
+def test_rows_norm_options():
+    with pytest.raises(ConfigError, match="model_norm"):
+        LikelihoodGradient(model_norm="chains")
+    with pytest.raises(ConfigError, match="centering needs model_norm='particles'"):
+        LikelihoodGradient(centering=True, model_norm="rows")

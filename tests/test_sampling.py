@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from boltzkit import (
     PersistentCD,
     make_sampler,
 )
-from boltzkit.sampling import geometric_betas
+from boltzkit.sampling import HiddenPersistentCD, geometric_betas
 
 
 def negative(sampler, rbm, v_data, field_data, generator):
@@ -158,6 +159,72 @@ def test_pcd_state_dict_round_trip_continues_identically(setup, make_gen):
     c.chains.add_(1.0)
     assert not torch.equal(c.chains, a.chains)
     c.load_state_dict({})  # nothing to restore is fine
+
+
+# --- hidden-state PCD (scikit-learn's) ------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2])
+def test_hidden_pcd_update_written_out(k, setup):
+    """Chains of hidden states from zero; per update one block of uniforms from the
+    RandomState, used in order: v ~ p(v | h), (h ~ p(h | v), v ~ p(v | h)) x (k - 1),
+    then the next chains h ~ p(h | v) from the means under the same parameters."""
+    rbm, v_data, field = setup(batch=6, seed=3)
+    nv, nh, M = rbm.n_visible, rbm.n_hidden, 4
+    sampler = HiddenPersistentCD(k=k, n_chains=M, random_state=np.random.RandomState(5))
+    ref = np.random.RandomState(5)
+    W, b, c = (t.detach() for t in (rbm.connection.weights, rbm.visible.bias, rbm.hidden.bias))
+    h = torch.zeros(M, nh, dtype=W.dtype)
+    with torch.no_grad():
+        for _ in range(3):
+            u = torch.from_numpy(ref.random_sample(M * k * (nv + nh)))
+            take = iter(torch.split(u, [M * nv, M * nh] * k))
+            vm = (next(take).view(M, nv) < torch.sigmoid(h @ W.t() + b)).to(W.dtype)
+            for _ in range(k - 1):
+                hm = (next(take).view(M, nh) < torch.sigmoid(vm @ W + c)).to(W.dtype)
+                vm = (next(take).view(M, nv) < torch.sigmoid(hm @ W.t() + b)).to(W.dtype)
+            h = (next(take).view(M, nh) < torch.sigmoid(vm @ W + c)).to(W.dtype)
+            got, got_field = negative(sampler, rbm, v_data, field, None)
+            assert torch.equal(got, vm) and torch.equal(sampler.chains, h)
+            torch.testing.assert_close(got_field, vm @ W)
+    assert set(torch.unique(h).tolist()) <= {0.0, 1.0} and 0 < float(h.mean()) < 1
+    # the RandomState is the caller's: it advanced by exactly the draws taken
+    assert sampler.random_state.random_sample() == ref.random_sample()
+
+
+def test_hidden_pcd_starts_at_zero_with_batch_size_chains(setup):
+    rbm, v_data, field = setup(batch=6)
+    sampler = HiddenPersistentCD(random_state=0)
+    assert isinstance(sampler.random_state, np.random.RandomState)
+    assert torch.equal(sampler.start(rbm, v_data), torch.zeros(6, rbm.n_hidden))
+    with torch.no_grad():
+        v, _ = negative(sampler, rbm, v_data, field, None)
+    assert v.shape == (6, rbm.n_visible) and sampler.chains.shape == (6, rbm.n_hidden)
+
+
+def test_hidden_pcd_state_dict_round_trip_continues_identically(setup):
+    rbm, v_data, field = setup(batch=6, seed=1)
+    a = HiddenPersistentCD(n_chains=5, random_state=np.random.RandomState(2))
+    with torch.no_grad():
+        negative(a, rbm, v_data, field, None)
+        state = {k: t.clone() for k, t in a.state_dict().items()}
+        assert set(state) == {"chains", "random_state"}
+        b = HiddenPersistentCD(n_chains=5, random_state=np.random.RandomState(99))
+        b.load_state_dict(state)
+        for _ in range(2):
+            va, _ = negative(a, rbm, v_data, field, None)
+            vb, _ = negative(b, rbm, v_data, field, None)
+            assert torch.equal(va, vb) and torch.equal(a.chains, b.chains)
+    fresh = HiddenPersistentCD(random_state=0)
+    assert set(fresh.state_dict()) == {"random_state"}  # no chains before the first update
+    with pytest.raises(ConfigError, match="627 values"):
+        fresh.load_state_dict({"random_state": torch.zeros(5)})
+
+
+def test_hidden_pcd_needs_bernoulli_units(setup):
+    rbm, v_data, field = setup("gaussian-bernoulli")
+    with pytest.raises(ConfigError, match="Bernoulli units.*'pcd'"):
+        HiddenPersistentCD(random_state=0).negative(rbm, v_data, field)
+    with pytest.raises(ConfigError, match="n_chains"):
+        HiddenPersistentCD(n_chains=0)
 
 
 @pytest.mark.parametrize("kwargs", [{"n_chains": 0}, {"n_chains": -3}, {"n_chains": 2.5},

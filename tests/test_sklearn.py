@@ -108,21 +108,25 @@ def test_fitted_attributes_and_transform(dtype, rtol):
         est.transform(X)
     assert est.fit(X) is est
     W = est.rbm_.connection.weights.detach().numpy()
-    assert W.dtype == np.dtype(dtype)  # computes in dtype; the attributes are float64
-    assert est.components_.shape == (5, 9) and est.components_.dtype == np.float64
-    assert est.intercept_hidden_.dtype == est.intercept_visible_.dtype == np.float64
+    assert W.dtype == np.dtype(dtype)  # computes in dtype; the attributes are copies in it
+    assert est.components_.shape == (5, 9) and est.components_.dtype == np.dtype(dtype)
+    assert est.intercept_hidden_.dtype == est.intercept_visible_.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(est.components_, W.T)
     assert est.intercept_hidden_.shape == (5,) and est.intercept_visible_.shape == (9,)
     assert est.n_features_in_ == 9
     assert list(est.get_feature_names_out()) == [f"bernoullirbm{i}" for i in range(5)]
     H = est.transform(X)
-    assert H.shape == (120, 5) and H.dtype == np.float64
+    assert H.shape == (120, 5) and H.dtype == np.float64  # X's dtype, whatever dtype computes
     assert ((H > 0) & (H < 1)).all()
     expected = 1 / (1 + np.exp(-(X @ W + est.intercept_hidden_)))
     np.testing.assert_allclose(H, expected, rtol=rtol)
-    # float32 and integer input give the same features
-    np.testing.assert_allclose(est.transform(X.astype(np.float32)), H)
-    np.testing.assert_allclose(est.transform(X.astype(int)), H)
+    # float32 input gives float32 features, integer input float64; the same values
+    H32 = est.transform(X.astype(np.float32))
+    assert H32.dtype == np.float32
+    np.testing.assert_allclose(H32, H, rtol=1e-6)
+    np.testing.assert_array_equal(est.transform(X.astype(int)), H)
+    np.testing.assert_array_equal(est._mean_hiddens(X), H)  # scikit-learn's helper
+    np.testing.assert_allclose(est._mean_hiddens(X[3]), H[3], rtol=1e-14)  # one row (a GEMV)
     # the properties are copies: editing them does not touch the model
     est.components_[:] = 0
     assert np.abs(est.components_).sum() > 0
@@ -167,6 +171,126 @@ def test_fractional_data_and_sparse_input_match_dense():
                                rtol=1e-12)
 
 
+# --- the same algorithm as scikit-learn, number for number ----------------------------------
+def _digits01(n):
+    X = load_digits().data[:n]
+    return X / 16.0
+
+
+def _assert_same_model(ours, theirs, rtol):
+    for attr in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        a, b = getattr(ours, attr), getattr(theirs, attr)
+        assert a.dtype == b.dtype, attr
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * 1e-2, err_msg=attr)
+
+
+def test_fit_reproduces_scikit_learn():
+    """Defaults, float64: scikit-learn's model to rounding.  203 rows in batches of 10:
+    a shorter last batch (3 rows against 10 chains) in every pass; a RandomState
+    instance, whose state after fit (and so gibbs) is scikit-learn's too."""
+    X = _digits01(203)
+    kw = dict(n_components=13, learning_rate=0.07, batch_size=10, n_iter=4)
+    ours = BernoulliRBM(**kw, random_state=np.random.RandomState(5)).fit(X)
+    theirs = SklearnRBM(**kw, random_state=np.random.RandomState(5)).fit(X)
+    # 4 passes of 21 updates; float64 GEMMs summing in another order than NumPy's:
+    # ~1e-16 relative per operation (seen: 2e-15 at most)
+    _assert_same_model(ours, theirs, rtol=1e-12)
+    assert np.abs(ours.components_).max() > 0.1  # it trained (the start is 0.01-sized)
+    np.testing.assert_array_equal(ours.gibbs(X), theirs.gibbs(X))
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=1e-12)
+    ours.random_state = theirs.random_state = 3
+    np.testing.assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=1e-10)
+
+
+def test_partial_fit_reproduces_scikit_learn():
+    """partial_fit: one update per call on all its rows, whatever their number."""
+    X = _digits01(120)
+    ours = BernoulliRBM(n_components=9, batch_size=8, random_state=2)
+    theirs = SklearnRBM(n_components=9, batch_size=8, random_state=2)
+    for a, b in ((0, 8), (8, 13), (13, 40), (40, 48), (48, 120)):
+        ours.partial_fit(X[a:b])
+        theirs.partial_fit(X[a:b])
+    _assert_same_model(ours, theirs, rtol=1e-12)
+    np.testing.assert_array_equal(ours.gibbs(X), theirs.gibbs(X))  # random_state_ continues
+
+
+def test_float32_data_computes_in_float32_like_scikit_learn():
+    X = _digits01(60).astype(np.float32)
+    kw = dict(n_components=7, batch_size=10, n_iter=3, random_state=0)
+    ours = BernoulliRBM(**kw).fit(X)
+    theirs = SklearnRBM(**kw).fit(X)
+    assert ours.rbm_.dtype == torch.float32
+    # float32 GEMMs in another order: ~6e-8 relative per operation, 18 updates (seen:
+    # 4e-7 at most); no draw fell between the two roundings here (equal h_samples_)
+    _assert_same_model(ours, theirs, rtol=1e-5)
+    # the visible biases step in float64 and are rounded once, as scikit-learn's: equal
+    np.testing.assert_array_equal(ours.intercept_visible_, theirs.intercept_visible_)
+    assert ours.transform(X).dtype == np.float32 and ours.score_samples(X).dtype == np.float32
+    assert ours.gibbs(X).dtype == np.float32
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "lil", "dok", "bsr", "csr_array",
+                                 "csc_array"])
+def test_every_sparse_format_gives_the_dense_model(fmt):
+    X = _digits01(57)
+    X[X < 0.3] = 0.0
+    if fmt.endswith("_array"):
+        Xs = getattr(sparse, fmt)(X)
+    else:
+        Xs = sparse.csr_matrix(X).asformat(fmt)
+    kw = dict(n_components=6, batch_size=10, n_iter=2, random_state=4)
+    dense = BernoulliRBM(**kw).fit(X)
+    sp = BernoulliRBM(**kw).fit(Xs)
+    for attr in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        np.testing.assert_array_equal(getattr(sp, attr), getattr(dense, attr), err_msg=attr)
+    np.testing.assert_array_equal(sp.transform(Xs), dense.transform(X))
+    sp.partial_fit(Xs)
+    dense.partial_fit(X)
+    np.testing.assert_array_equal(sp.components_, dense.components_)
+
+
+def test_h_samples_only_for_scikit_learns_chains():
+    X = _binary()
+    est = BernoulliRBM(n_components=4, batch_size=7, n_iter=0, random_state=0).fit(X)
+    np.testing.assert_array_equal(est.h_samples_, np.zeros((7, 4)))  # before any update
+    for method, what in (("pcd", "visible-state chains"), ("cd", "no chains")):
+        other = BernoulliRBM(n_components=4, n_iter=1, method=method, random_state=0).fit(X)
+        with pytest.raises(AttributeError, match=f"method='sklearn'.*{what}"):
+            other.h_samples_  # noqa: B018
+        assert not hasattr(other, "h_samples_")
+
+
+def test_every_estimator_trains_through_the_one_trainer(monkeypatch):
+    """boltzkit has one batch loop: each estimator's fit (and partial_fit) runs
+    boltzkit.training.Trainer.fit, once per model it trains."""
+    from boltzkit.sklearn import DBNClassifier, DBNTransformer, DRBMClassifier
+    from boltzkit.training import Trainer
+
+    calls = []
+    real_fit = Trainer.fit
+
+    def counting(self, *args, **kwargs):
+        calls.append(type(self.model).__name__)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", counting)
+    X = _binary(n=40)
+    y = (X[:, 0] > 0.5).astype(int)
+    small = dict(n_iter=1, random_state=0)
+    for est, expected in ((BernoulliRBM(n_components=3, **small), ["RBM"]),
+                          (GaussianRBM(n_components=3, **small), ["RBM"]),
+                          (DRBMClassifier(n_components=3, **small), ["DiscriminativeRBM"]),
+                          (DBNTransformer((4, 3), **small), ["RBM", "RBM"]),
+                          (DBNClassifier((4, 3), finetune_iter=1, **small),
+                           ["RBM", "RBM", "DBNClassifier"])):
+        calls.clear()
+        est.fit(X, y)
+        assert calls == expected, type(est).__name__
+    calls.clear()
+    BernoulliRBM(n_components=3, random_state=0).partial_fit(X).partial_fit(X)
+    assert calls == ["RBM", "RBM"]
+
+
 # --- partial_fit --------------------------------------------------------------------------
 def test_partial_fit_incremental():
     X = _binary(n=200)
@@ -174,22 +298,28 @@ def test_partial_fit_incremental():
     est.partial_fit(X[:10])
     # first call: biases start at zero (as scikit-learn), one step of lr * mean gradient
     assert np.abs(est.intercept_visible_).max() <= 0.1 + 1e-12
-    model, sampler = est.rbm_, est._sampler
-    chains = sampler.chains.clone()
+    model, trainer = est.rbm_, est.trainer_
+    chains = est.h_samples_
+    assert chains.shape == (10, 6)
     W1 = est.components_
-    est.partial_fit(X[10:20])
-    assert est.rbm_ is model and est._sampler is sampler  # same state carries on
-    assert not torch.equal(sampler.chains, chains)
+    est.partial_fit(X[10:15])  # one update on 5 rows (the 10 chains weigh as 10 rows)
+    assert est.rbm_ is model and est.trainer_ is trainer  # the same state carries on
+    assert not np.array_equal(est.h_samples_, chains)
     assert not np.array_equal(est.components_, W1)
     pl_start = pseudo_likelihood(est.rbm_, torch.tensor(X))
     for _ in range(10):
-        est.partial_fit(X)  # one pass in mini-batches of 10
+        for start in range(0, 200, 10):
+            est.partial_fit(X[start:start + 10])
     assert pseudo_likelihood(est.rbm_, torch.tensor(X)) > pl_start + 1.0
+    assert trainer.history == []  # no record per call piles up
     est.set_params(learning_rate=0.01)
-    est.partial_fit(X)
-    assert est._optimizer.param_groups[0]["lr"] == 0.01
+    est.partial_fit(X)  # all 200 rows as one batch
+    assert est.trainer_.optimizer.param_groups[0]["lr"] == 0.01
     with pytest.raises(ValueError, match="X has 5 features, but BernoulliRBM is expecting 9"):
         est.partial_fit(X[:, :5])
+    est.set_params(momentum=0.5)
+    with pytest.raises(ValueError, match=r"changed since.*'momentum': \(0.0, 0.5\).*fit"):
+        est.partial_fit(X)
 
 
 def test_pickle_roundtrip_continues_training():
@@ -333,9 +463,18 @@ def test_bad_input_and_parameters():
                           ({"k": 0}, "k must"),
                           ({"n_chains": 0}, "n_chains"),
                           ({"dtype": "float16"}, "dtype"),
-                          ({"learning_rate": 1e39}, "float32")]:
+                          ({"learning_rate": 1e39, "dtype": "float32"}, "float32"),
+                          ({"n_chains": 20}, "keeps batch_size chains"),
+                          ({"n_chains": 20, "method": "cd"}, "has no chains")]:
         with pytest.raises(ValueError, match=match):
             BernoulliRBM(**params).fit(X)
+    BernoulliRBM(n_components=3, n_iter=1, n_chains=20, method="pcd").fit(X)
+    with pytest.raises(ValueError, match="method must be one of"):
+        GaussianRBM(method="sklearn").fit(X)  # scikit-learn's sampler draws Bernoulli units
+    # score_samples takes non-negative values above 1 as scikit-learn does (finite scores)
+    assert np.isfinite(est.score_samples(X * 1000)).all()
+    with pytest.raises(ValueError, match="Negative values"):
+        est.score_samples(X - 0.5)
     for dtype, lr in (("float64", 1e150), ("float32", 1e30)):
         with pytest.raises(FloatingPointError, match="learning_rate"):
             GaussianRBM(n_components=4, n_iter=3, learning_rate=lr, random_state=0,
@@ -368,7 +507,7 @@ def test_digits_example_runs(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     results = module.main(n_iter=1, n_samples=500)
-    assert set(results) == {"sklearn", "boltzkit", "boltzkit-float64"}
+    assert set(results) == {"sklearn", "boltzkit", "boltzkit-float32"}
     for r in results.values():
         assert r["accuracy"] > 0.6 and r["fit_time"] > 0 and r["rbm_fit_time"] > 0
     out = capsys.readouterr().out

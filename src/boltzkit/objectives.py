@@ -40,6 +40,9 @@ from .units import BernoulliUnits, Units
 #: A batch: visible states (n_rows, n_visible), or a tuple of aligned tensors.
 Batch = Tensor | tuple[Tensor, ...]
 
+#: What :class:`LikelihoodGradient` divides the model statistics by (``model_norm``).
+MODEL_NORMS = ("particles", "rows")
+
 
 def assign_grads(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     """Write ``grads`` into the parameters' ``.grad`` (zeros for None).
@@ -180,11 +183,19 @@ class LikelihoodGradient(Objective):
     gradient of Melchior et al. (2016): offsets are the data mean of the
     visible statistics and a running mean (``centering_decay``) of the hidden
     means; the stored parameters stay in ordinary form.
+
+    ``model_norm`` says what the model statistics are divided by: the number of
+    particles M ("particles", the default: their mean, an estimate of the model
+    expectation) or the number of data rows B of the batch ("rows": each particle
+    weighs as much as one data row, scikit-learn's ``BernoulliRBM``, whose update is
+    lr / B (sum over data - sum over its M chains)).  The two agree when M = B;
+    otherwise "rows" scales the model phase by M / B (scikit-learn's last, shorter
+    batch of a pass), so it is for reproducing scikit-learn, not a better estimate.
     """
 
     def __init__(self, sparsity_target: float | None = None, sparsity_cost: float = 0.0,
                  centering: bool = False, centering_decay: float = 0.01,
-                 force_autograd: bool = False) -> None:
+                 force_autograd: bool = False, model_norm: str = "particles") -> None:
         if sparsity_target is not None and not 0 < sparsity_target < 1:
             raise ConfigError(f"sparsity_target must be in (0, 1), got {sparsity_target}")
         if sparsity_cost < 0:
@@ -195,7 +206,14 @@ class LikelihoodGradient(Objective):
         self.sparsity_cost = sparsity_cost if sparsity_target is not None else 0.0
         self.centering = centering
         self.centering_decay = centering_decay
+        if model_norm not in MODEL_NORMS:
+            raise ConfigError(f"unknown model_norm {model_norm!r}: choose one of "
+                              f"{list(MODEL_NORMS)}")
+        if centering and model_norm != "particles":
+            raise ConfigError("centering needs model_norm='particles' (its offsets cancel only "
+                              "when the data and model phases weigh the same)")
         self.force_autograd = force_autograd
+        self.model_norm = model_norm
         self.visible_offset: Tensor | None = None
         self.hidden_offset: Tensor | None = None
         self._buffers: dict[tuple, _Workspace] = {}
@@ -250,9 +268,10 @@ class LikelihoodGradient(Objective):
         ws = self._workspace(rbm, B, M)
         # Stacked statistics, rows [0, B) data and [B, B + M) model (n = nv, m = nh):
         #   V = [[-c_v(v_d), -1, 1], [c_v(v_m), 1, 0]]       (B + M) x (n + 2)
-        #   H = [[c_h(mu_d), 1], [(B/M) c_h(mu_m), B/M]]     (B + M) x (m + 1), + zeros
-        # (centering subtracts the offsets from c_v and c_h first).  ONE GEMM,
-        # G = V^T H / B, gives [[gW, gb], [gc, 0], [q, 1]]: the descent direction
+        #   H = [[c_h(mu_d), 1], [w c_h(mu_m), w]]           (B + M) x (m + 1), + zeros
+        # with w = B/M (or 1 for model_norm="rows"; centering subtracts the offsets
+        # from c_v and c_h first).  ONE GEMM,
+        # G = V^T H / B, gives [[gW, gb], [gc, .], [q, 1]]: the descent direction
         # (model - data) for the weights and both biases, and the mean hidden
         # activation q of the data, with no other pass over the batch.
         mu_v = self.visible_offset if self.centering else None
@@ -276,7 +295,7 @@ class LikelihoodGradient(Objective):
             lam.mul_(1 - self.centering_decay).add_(mh_d.mean(0), alpha=self.centering_decay)
             mh_d.sub_(lam)
             mh_m.sub_(lam)
-        if M != B:
+        if M != B and self.model_norm == "particles":
             mh_m.mul_(B / M)
         torch.addmm(ws.G, ws.V.t(), ws.H, beta=0.0, alpha=1.0 / B, out=ws.G)
         gW, gb, gc = ws.gW, ws.gb, ws.gc
@@ -323,23 +342,31 @@ class LikelihoodGradient(Objective):
         self.__dict__.update(state)
         self._buffers = {}
 
+    def model_weight(self, B: int, M: int) -> float:
+        """The factor on the sum of the M particles' statistics, relative to the data's
+        1 per row: B / M ("particles") or 1 ("rows"); see ``model_norm``."""
+        return B / M if getattr(self, "model_norm", "particles") == "particles" else 1.0
+
     def _workspace(self, rbm, B: int, M: int) -> _Workspace:
         W = rbm.connection.weights
-        key = (B, M, tuple(W.shape), W.dtype, W.device)
+        weight = self.model_weight(B, M)
+        key = (B, M, weight, tuple(W.shape), W.dtype, W.device)
         buffers = self.__dict__.setdefault("_buffers", {})  # subclasses may skip __init__
         ws = buffers.get(key)
         if ws is None:
             if len(buffers) >= 4:  # e.g. a short last batch: keep a few shapes
                 buffers.clear()
-            ws = buffers[key] = _Workspace(B, M, W)
+            ws = buffers[key] = _Workspace(B, M, W, weight)
         return ws
 
     def _autograd(self, rbm, v_data, v_model):
         if self.centering:
             raise ConfigError("centering is only available on the fast path")
         params = [p for p in rbm.parameters() if p.requires_grad]
+        B, M = v_data.shape[0], v_model.shape[0]
         with torch.enable_grad():
-            loss = rbm.free_energy(v_data).mean() - rbm.free_energy(v_model.detach()).mean()
+            loss = (rbm.free_energy(v_data).mean()
+                    - rbm.free_energy(v_model.detach()).sum() * (self.model_weight(B, M) / B))
             field = rbm.hidden_field(v_data)
             q = rbm.hidden.mean(field).mean(0)
             if self.sparsity_cost:
@@ -354,7 +381,7 @@ class LikelihoodGradient(Objective):
 class _Workspace:
     """Preallocated buffers of the fast path for one (B, M, weight shape); see ``_fast``."""
 
-    def __init__(self, B: int, M: int, W: Tensor) -> None:
+    def __init__(self, B: int, M: int, W: Tensor, model_weight: float) -> None:
         nv, nh = W.shape
         kw = {"dtype": W.dtype, "device": W.device}
         # H's width is padded (zero columns) to a multiple of 8: an odd GEMM width such
@@ -365,7 +392,7 @@ class _Workspace:
         self.G = torch.empty(nv + 2, wh, **kw)
         self.V[:B, nv], self.V[B:, nv] = -1.0, 1.0
         self.V[:B, nv + 1], self.V[B:, nv + 1] = 1.0, 0.0
-        self.H[:B, nh], self.H[B:, nh] = 1.0, B / M
+        self.H[:B, nh], self.H[B:, nh] = 1.0, model_weight
         self.v_data, self.v_model = self.V[:B, :nv], self.V[B:, :nv]
         self.h_data, self.h_model = self.H[:B, :nh], self.H[B:, :nh]
         self.gW, self.gb, self.gc = self.G[:nv, :nh], self.G[:nv, nh], self.G[nv, :nh]

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import ConfigError
 from .rbm import RBM
+from .units import BernoulliUnits
 
 
 class Sampler:
@@ -175,6 +177,118 @@ class PersistentCD(Sampler):
         if "chains" in state:
             self.chains = state["chains"].clone()
             self.field = state["field"].clone() if "field" in state else None
+
+
+class HiddenPersistentCD(Sampler):
+    """scikit-learn's persistent CD: chains of *hidden* states, draws from a NumPy RandomState.
+
+    scikit-learn's ``BernoulliRBM`` (stochastic maximum likelihood, Tieleman 2008)
+    keeps ``n_chains`` hidden states, all zero at the start (its ``h_samples_``).
+    An update samples visible states from them, returns those with their hidden field
+    under the current parameters (the model statistics are their hidden means), and
+    already draws the chains' next hidden states from those means, before the
+    parameters change.  Every draw is a uniform from ``random_state`` compared with
+    the unit's probability (1 where u < p), and an update takes its uniforms in one
+    ``random_sample`` call in the order they are used, so with the same RandomState
+    the chains and draws are scikit-learn's, number for number.  ``k`` > 1 adds
+    k - 1 sweeps h -> v -> h first (scikit-learn: k = 1).
+
+    :class:`PersistentCD` keeps visible states and draws from a torch generator; this
+    sampler ignores the ``generator`` it is given.  Bernoulli visible and hidden units
+    only (the draw rule is theirs); one process only (every rank would draw the same
+    numbers).  ``state_dict`` holds the chains and the RandomState's state.
+    """
+
+    name = "pcd-hidden"
+
+    def __init__(self, k: int = 1, n_chains: int | None = None,
+                 random_state: np.random.RandomState | int | None = None) -> None:
+        self.k = _check_k(k)
+        if n_chains is not None and (not isinstance(n_chains, int) or n_chains < 1):
+            raise ConfigError(f"n_chains must be a positive integer, got {n_chains!r}")
+        if not isinstance(random_state, np.random.RandomState):
+            random_state = np.random.RandomState(random_state)
+        self.n_chains = n_chains
+        self.random_state = random_state
+        self.chains: Tensor | None = None  # hidden states (n_chains, n_hidden)
+
+    def start(self, rbm: RBM, v_data: Tensor) -> Tensor:
+        """All-zero hidden states, ``n_chains`` of them (default: the batch's rows)."""
+        if not (isinstance(rbm.visible, BernoulliUnits)
+                and isinstance(rbm.hidden, BernoulliUnits)):
+            raise ConfigError(f"{type(self).__name__} draws Bernoulli units; this model has "
+                              f"{rbm.visible.kind} visible and {rbm.hidden.kind} hidden units: "
+                              "use PersistentCD ('pcd')")
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and (
+                torch.distributed.get_world_size() > 1):
+            raise ConfigError(f"{type(self).__name__} draws from one NumPy RandomState, which "
+                              "every process would repeat: train it in one process, or use "
+                              "'pcd'")
+        n = self.n_chains or v_data.shape[0]
+        return v_data.new_zeros(n, rbm.n_hidden)
+
+    def uniforms(self, n_chains: int, n_visible: int, n_hidden: int,
+                 device: torch.device) -> list[Tensor]:
+        """One update's uniforms in the order they are used: (n_chains, n_visible) for each
+        visible draw and (n_chains, n_hidden) for each hidden one, v, (h, v) x (k - 1), h.
+
+        float64 on ``device``, from one ``random_sample`` call: the same numbers as
+        successive ``uniform(size=...)`` calls of those shapes.
+        """
+        sizes = [n_visible] + [n_hidden, n_visible] * (self.k - 1) + [n_hidden]
+        flat = torch.from_numpy(self.random_state.random_sample(n_chains * sum(sizes)))
+        if device.type != "cpu":
+            flat = flat.to(device)
+        out, at = [], 0
+        for size in sizes:
+            out.append(flat[at:at + n_chains * size].view(n_chains, size))
+            at += n_chains * size
+        return out
+
+    def negative(self, rbm, v_data, field_data, generator=None):
+        h = self.start(rbm, v_data) if self.chains is None else self.chains
+        u = self.uniforms(h.shape[0], rbm.n_visible, rbm.n_hidden, h.device)
+        v = _below(u[0], rbm.visible_mean(h))
+        for i in range(1, len(u) - 1, 2):
+            v = _below(u[i + 1], rbm.visible_mean(_below(u[i], rbm.hidden_mean(v))))
+        field = rbm.hidden_field(v)
+        self.chains = _below(u[-1], rbm.hidden.mean(field))
+        return v, field
+
+    def state_dict(self):
+        out = {"random_state": random_state_tensor(self.random_state)}
+        if self.chains is not None:
+            out["chains"] = self.chains
+        return out
+
+    def load_state_dict(self, state):
+        if "random_state" in state:
+            set_random_state(self.random_state, state["random_state"])
+        if "chains" in state:
+            self.chains = state["chains"].clone()
+
+
+def _below(u: Tensor, p: Tensor) -> Tensor:
+    """Bernoulli(p) states from uniforms ``u`` (1 where u < p), in p's dtype; the compare
+    runs in the wider of the two dtypes (float64 uniforms against float32 p: exact)."""
+    return torch.lt(u, p).to(p.dtype)
+
+
+def random_state_tensor(rs: np.random.RandomState) -> Tensor:
+    """A NumPy RandomState's (MT19937) state as a float64 tensor of 627 values, exact
+    (the 624 32-bit key words, the position, the Gaussian flag and the cached Gaussian)."""
+    name, keys, pos, has_gauss, cached = rs.get_state(legacy=True)
+    return torch.from_numpy(np.concatenate([keys.astype(np.float64),
+                                            [pos, has_gauss, cached]]))
+
+
+def set_random_state(rs: np.random.RandomState, state: Tensor) -> None:
+    """Restore a state that :func:`random_state_tensor` wrote into ``rs``."""
+    a = state.detach().cpu().to(torch.float64).numpy()
+    if a.shape != (627,):
+        raise ConfigError(f"a NumPy RandomState state has 627 values, got shape {a.shape}")
+    rs.set_state(("MT19937", a[:624].astype(np.uint32), int(a[624]), int(a[625]),
+                  float(a[626])))
 
 
 def geometric_betas(n_temperatures: int, beta_min: float = 0.1) -> Tensor:

@@ -1,23 +1,26 @@
 """scikit-learn estimators: boltzkit RBMs as drop-in transformers.
 
-:class:`BernoulliRBM` takes scikit-learn's parameter names and defaults
-(``n_components=256, learning_rate=0.1, batch_size=10, n_iter=10, verbose=0,
-random_state=None``) plus boltzkit's (``method``, ``k``, ``momentum``,
-``optimizer``, ``weight_decay``, ``device``, ``n_chains``, ``dtype``), and exposes the
-same fitted attributes as :class:`sklearn.neural_network.BernoulliRBM`
-(``components_``, ``intercept_hidden_``, ``intercept_visible_``,
-``n_features_in_``) plus ``rbm_``, the trained :class:`boltzkit.RBM`, for
-boltzkit's own tools (likelihoods, sampling, ``save_model``).
+:class:`BernoulliRBM` is a drop-in for :class:`sklearn.neural_network.BernoulliRBM`:
+scikit-learn's parameter names and defaults (``n_components=256, learning_rate=0.1,
+batch_size=10, n_iter=10, verbose=0, random_state=None``), methods, private helpers
+and fitted attributes (``components_``, ``intercept_hidden_``, ``intercept_visible_``,
+``h_samples_``, ``n_features_in_``), and with its default boltzkit settings
+scikit-learn's algorithm, draw for draw, so a given ``random_state`` gives
+scikit-learn's model (to float64 rounding).  boltzkit's extras (``method``, ``k``,
+``momentum``, ``optimizer``, ``weight_decay``, ``n_chains``, ``device``, ``dtype``,
+``shuffle``, ``init_visible_bias``) change what they name; ``rbm_``, the trained
+:class:`boltzkit.RBM`, serves boltzkit's own tools (likelihoods, sampling,
+``save_model``), and ``trainer_`` is the :class:`boltzkit.training.Trainer` that
+``fit`` and ``partial_fit`` drive (boltzkit's one batch loop, with its fused step).
 
 :class:`GaussianRBM` is the real-valued counterpart: it standardises the
 data itself (fitted ``mean_`` / ``scale_``, applied again by ``transform``
 and ``gibbs``) and trains Gaussian visible / Bernoulli hidden units.
 
 Both are ordinary scikit-learn transformers (``Pipeline``, ``GridSearchCV``,
-``clone``, pickling); they take and return NumPy float64 arrays and compute
-with PyTorch on ``device`` in ``dtype``: float32 by default (PyTorch's default,
-about 1.4x faster than float64 on small problems; scikit-learn computes in
-float64), ``dtype="float64"`` for scikit-learn's arithmetic.  They never change
+``clone``, pickling); they compute with PyTorch on ``device`` in ``dtype`` (None: the
+data's precision, as scikit-learn; GaussianRBM defaults to float32) and return results
+in the input's float dtype (float32 stays float32).  They never change
 ``torch.set_num_threads``.
 
 Needs scikit-learn >= 1.6 (``validate_data`` and ``__sklearn_tags__``).
@@ -25,9 +28,10 @@ Needs scikit-learn >= 1.6 (``validate_data`` and ``__sklearn_tags__``).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-import time
+import warnings
 
 import numpy as np
 import torch
@@ -48,12 +52,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installed versio
     raise ImportError("boltzkit.sklearn needs scikit-learn >= 1.6 "
                       "(sklearn.utils.validation.validate_data)") from exc
 
-from . import kernels
+from .errors import TrainingDiverged
 from .metrics import reconstruction_error
 from .objectives import LikelihoodGradient
 from .rbm import make_rbm
-from .sampling import SAMPLERS, make_sampler
-from .training import LeanSGD
+from .sampling import SAMPLERS, HiddenPersistentCD, make_sampler
+from .training import TensorRows, Trainer
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "BernoulliRBM", "DBNClassifier", "DBNTransformer",
            "DRBMClassifier", "GaussianRBM"]
@@ -124,9 +128,9 @@ def _check_float(name, value, low, high=math.inf, low_open=False, high_open=Fals
     return float(value)
 
 
-def _float64(t: torch.Tensor) -> np.ndarray:
-    """A float64 NumPy copy of a parameter (lossless from float32)."""
-    return np.array(t.detach().cpu().numpy(), dtype=np.float64)
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A NumPy copy of a tensor (a parameter, chains), in its dtype."""
+    return t.detach().cpu().numpy().copy()
 
 
 def _check_choice(name, value, choices):
@@ -135,13 +139,58 @@ def _check_choice(name, value, choices):
     return value
 
 
+class _SparseRows:
+    """A :class:`~boltzkit.training.Trainer` row source over a SciPy CSR matrix: each batch
+    densified on its own, so sparse data is never densified whole.
+
+    ``full()`` (which the Trainer asks for once, for objectives that draw statistics from
+    the data; the estimators' objective takes none) is every row as a torch sparse CSR
+    tensor on X's own arrays.
+    """
+
+    def __init__(self, X: sparse.csr_matrix, to_tensor) -> None:
+        self.X, self.n, self._to_tensor = X, X.shape[0], to_tensor
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` (a 1-D index tensor), dense: (len(idx), n_features)."""
+        return self._to_tensor(self.X[idx.cpu().numpy()])
+
+    def full(self) -> torch.Tensor:
+        X = self.X
+        with warnings.catch_warnings():  # torch's note that sparse CSR tensors are "beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(X.indptr), torch.from_numpy(X.indices),
+                torch.from_numpy(X.data), size=X.shape, check_invariants=False)
+
+    def release(self) -> None:
+        return None
+
+
+def _out_dtype(X) -> type:
+    """The float dtype results take for input X: float32 stays float32, the rest float64
+    (scikit-learn's ``preserves_dtype``)."""
+    return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
+
+
+#: Parameters that ``partial_fit`` may see changed between calls (the rest built the
+#: model and its trainer at the first call).
+_FREE_IN_PARTIAL_FIT = ("learning_rate", "n_iter", "random_state", "verbose")
+
+
 class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
-    """Shared machinery; subclasses set the visible units and the data handling."""
+    """Shared machinery; subclasses set the visible units and the data handling.
+
+    ``fit`` and ``partial_fit`` drive one :class:`boltzkit.training.Trainer` (the
+    project's only batch loop: it takes the fused step of the plain case itself),
+    built from the estimator's parameters; it stays on the estimator as ``trainer_``.
+    """
 
     _visible_kind = "bernoulli"
+    _methods: tuple[str, ...] = SAMPLERS
 
     # -- hooks --------------------------------------------------------------
-    def _validate_X(self, X, reset):
+    def _validate_X(self, X, reset, check_range=True):
         raise NotImplementedError
 
     def _update_scaling(self, X, reset):
@@ -165,43 +214,71 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                                           low_open=True),
             "batch_size": _check_int("batch_size", self.batch_size, 1),
             "n_iter": _check_int("n_iter", self.n_iter, 0),
-            "method": _check_choice("method", self.method, SAMPLERS),
+            "method": _check_choice("method", self.method, self._methods),
             "k": _check_int("k", self.k, 1),
             "momentum": _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True),
             "optimizer": _check_choice("optimizer", self.optimizer, _OPTIMIZERS),
             "weight_decay": _check_float("weight_decay", self.weight_decay, 0.0),
             "n_chains": _check_int("n_chains", self.n_chains, 1, allow_none=True),
             "device": torch.device(self.device),
-            "dtype": _DTYPES[_check_choice("dtype", self.dtype, _DTYPES)],
+            "dtype": (None if self.dtype is None else
+                      _DTYPES[_check_choice("dtype", self.dtype, [*_DTYPES, None])]),
+            "shuffle": bool(self.shuffle),
+            "init_visible_bias": bool(self.init_visible_bias),
         }
-        if p["learning_rate"] > torch.finfo(p["dtype"]).max:
-            raise ValueError(f"learning_rate {p['learning_rate']:g} is beyond {self.dtype}'s "
-                             "range; lower it or pass dtype='float64'")
+        if p["n_chains"] is not None and p["method"] in ("sklearn", "cd"):
+            raise ValueError(f"n_chains applies to method 'pcd', 'pt' and 'tds'; method "
+                             f"{p['method']!r} " + ("keeps batch_size chains (scikit-learn's "
+                                                    "h_samples_)" if p["method"] == "sklearn"
+                                                    else "has no chains")
+                             + ": drop n_chains or choose another method")
         return p
 
     # -- state ----------------------------------------------------------------
-    def _init_state(self, n_features: int) -> dict:
-        """Build a fresh model, sampler, objective, optimizer and generator."""
+    def _build(self, X, rng: np.random.RandomState, epochs: int) -> dict:
+        """A fresh model and the Trainer that trains it, for data like X (validated).
+
+        The weights are N(0, 0.01^2) drawn from ``rng`` as scikit-learn draws its
+        ``components_``, the biases zero.  A torch seed (for shuffling and boltzkit's
+        samplers) is drawn from ``rng`` after the weights only when something uses it,
+        so that with method="sklearn" and no shuffling ``rng`` sees scikit-learn's
+        draws and no others.
+        """
         p = self._checked_params()
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        rbm = make_rbm(n_features, p["n_components"], visible=self._visible_kind, seed=seed)
-        self.rbm_ = rbm.to(device=p["device"], dtype=p["dtype"])
-        self._generator = torch.Generator(device=p["device"]).manual_seed(seed + 1)
-        chains = p["n_chains"] if p["n_chains"] is not None else p["batch_size"]
-        self._sampler = make_sampler(p["method"], k=p["k"], chains=chains)
-        self._objective = LikelihoodGradient()
-        # L2 on the weights only, as boltzkit.Trainer does.
-        groups = [{"params": [self.rbm_.connection.weights],
-                   "weight_decay": p["weight_decay"]},
-                  {"params": [self.rbm_.visible.bias, self.rbm_.hidden.bias],
-                   "weight_decay": 0.0}]
-        if p["optimizer"] == "sgd":
-            self._optimizer = LeanSGD(groups, lr=p["learning_rate"], momentum=p["momentum"])
+        dtype = p["dtype"] or (torch.float32 if X.dtype == np.float32 else torch.float64)
+        if p["learning_rate"] > torch.finfo(dtype).max:
+            raise ValueError(f"learning_rate {p['learning_rate']:g} is beyond {dtype}'s range; "
+                             "lower it or pass dtype='float64'")
+        n_features = X.shape[1]
+        weights = rng.normal(0.0, 0.01, (p["n_components"], n_features)).T
+        torch_random = p["method"] != "sklearn" or p["shuffle"]
+        seed = int(rng.randint(np.iinfo(np.int32).max)) if torch_random else 0
+        rbm = make_rbm(n_features, p["n_components"], visible=self._visible_kind, seed=0)
+        self.rbm_ = rbm.to(device=p["device"], dtype=dtype)
+        with torch.no_grad():  # once in the model's dtype: rounded once, as scikit-learn's
+            self.rbm_.connection.weights.copy_(torch.from_numpy(weights))
+        if p["method"] == "sklearn":
+            sampler = HiddenPersistentCD(p["k"], p["batch_size"], random_state=rng)
+            objective = LikelihoodGradient(model_norm="rows")
         else:
-            self._optimizer = torch.optim.Adam(groups, lr=p["learning_rate"],
-                                               betas=(p["momentum"] or 0.9, 0.999))
+            chains = p["n_chains"] if p["n_chains"] is not None else p["batch_size"]
+            sampler = make_sampler(p["method"], k=p["k"],
+                                   chains=None if p["method"] == "cd" else chains)
+            objective = LikelihoodGradient()
+        # init_visible_bias is applied by the estimator (from the column means, which a
+        # sparse X gives without densifying), not by the Trainer.
+        self.trainer_ = Trainer(
+            self.rbm_, sampler, objective, p["optimizer"], epochs=epochs,
+            batch_size=p["batch_size"], lr=p["learning_rate"], momentum=p["momentum"],
+            weight_decay=p["weight_decay"], seed=seed, shuffle=p["shuffle"], batching="fixed",
+            init_visible_bias=False, monitor_size=0, progress=False, distributed=False)
+        self._built_with = {k: v for k, v in self.get_params().items()
+                            if k not in _FREE_IN_PARTIAL_FIT}
         return p
+
+    def _init_visible_bias(self, X) -> None:
+        mean = np.asarray(X.mean(axis=0), dtype=np.float64).reshape(1, -1)
+        self.rbm_.init_visible_bias(self._tensor(mean))
 
     def _tensor(self, X) -> torch.Tensor:
         """Rows of X (dense or sparse) as a tensor of the model's dtype in its visible space."""
@@ -209,136 +286,128 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         v = torch.tensor(dense, dtype=self.rbm_.dtype, device=self.rbm_.device)
         return self._scale(v)
 
-    def _step(self, batch: torch.Tensor) -> None:
-        """One gradient step; fractional [0, 1] data enter the statistics as probabilities."""
-        rbm = self.rbm_
-        with torch.no_grad():
-            field = rbm.hidden_field(batch)
-            v_model, field_model = self._sampler.negative(rbm, batch, field, self._generator)
-            self._objective.compute(rbm, batch, v_model, field, field_model)
-        self._optimizer.step()
-
-    def _epoch(self, X, batch_size: int, shuffle: bool, previous=None):
-        """One pass; returns the fused step it took (None: the general one), whose
-        buffers the next pass of the same fit takes over."""
-        # The plain case (Bernoulli units, CD/PCD, SGD) takes the fused step, the same
-        # update in fewer torch calls (boltzkit.objectives.FusedBernoulliSGD); built per
-        # pass, it reads the learning rate of the optimizer then.
-        fused = previous or kernels.plan_step(self.rbm_, self._sampler, self._objective,
-                                              self._optimizer, self._generator)
-        n = X.shape[0]
+    def _rows(self, X):
+        """X as the Trainer's row source: in memory on the device, or CSR batch by batch."""
         if sparse.issparse(X):
-            order = (torch.randperm(n, generator=self._generator, device=self.rbm_.device)
-                     .cpu().numpy() if shuffle else np.arange(n))
-            batches = (self._tensor(X[order[start:start + batch_size]])
-                       for start in range(0, n, batch_size))
-        else:
-            # X is the whole data set as a (scaled) tensor already.
-            if shuffle:
-                X = X[torch.randperm(n, generator=self._generator, device=X.device)]
-            batches = X.split(batch_size)
-        if fused is not None:
-            fused.run(batches)
-        else:
-            for batch in batches:
-                self._step(batch)
-        return fused
+            return _SparseRows(X, self._tensor)
+        return TensorRows(self._tensor(X))
 
-    def _check_finite(self) -> None:
-        if not self.rbm_.parameters_finite():
+    def _train(self, X, report: bool) -> None:
+        """Run the trainer to its ``epochs`` on X; ``report``: print each pass (verbose)."""
+        trainer = self.trainer_
+        if report:
+            trainer.callbacks = [functools.partial(self._report, X)]
+        try:
+            trainer.fit(self._rows(X))
+        except TrainingDiverged:
             raise FloatingPointError(
                 f"{type(self).__name__}: the parameters became NaN/inf during training; "
-                "lower learning_rate, or add momentum or weight_decay")
+                "lower learning_rate, or add momentum or weight_decay") from None
+        finally:
+            trainer.callbacks = []  # nothing that holds X stays behind
+
+    def _report(self, X, trainer, record) -> None:
+        print(f"[{type(self).__name__}] Iteration {record['epoch']}, {self._monitor(X)}, "
+              f"time = {record['time']:.2f}s")
 
     # -- scikit-learn API ---------------------------------------------------------
     def fit(self, X, y=None):
-        """Fit the model to X: ``n_iter`` passes in shuffled mini-batches of ``batch_size``.
+        """Fit the model to X: ``n_iter`` passes in mini-batches of ``batch_size`` rows.
 
-        The visible biases start at the data's log-odds (Bernoulli; Hinton's
-        practical guide, boltzkit's ``Trainer`` default) or mean (Gaussian),
-        the weights at N(0, 0.01^2).  ``y`` is ignored.
+        Builds a fresh model (weights N(0, 0.01^2) from ``random_state``, zero biases
+        unless ``init_visible_bias``) and trains it with a new ``trainer_``.  The rows
+        are taken in order (``shuffle=False``) in batches of ``batch_size``, the last
+        one shorter when ``batch_size`` does not divide ``n_samples``.  ``y`` is ignored.
         """
         X = self._validate_X(X, reset=True)
-        p = self._init_state(X.shape[1])
+        rng = check_random_state(self.random_state)
+        p = self._build(X, rng, epochs=_check_int("n_iter", self.n_iter, 0))
         self._update_scaling(X, reset=True)
-        data = X if sparse.issparse(X) else self._tensor(X)
-        mean = np.asarray(X.mean(axis=0), dtype=np.float64).reshape(1, -1)
-        self.rbm_.init_visible_bias(self._tensor(mean))
-        fused = None
-        for it in range(1, p["n_iter"] + 1):
-            t0 = time.perf_counter()
-            fused = self._epoch(data, p["batch_size"], shuffle=True, previous=fused)
-            self._check_finite()
-            if self.verbose:
-                print(f"[{type(self).__name__}] Iteration {it}, {self._monitor(X)}, "
-                      f"time = {time.perf_counter() - t0:.2f}s")
+        if p["init_visible_bias"]:
+            self._init_visible_bias(X)
+        self._train(X, report=bool(self.verbose))
         return self
 
     def partial_fit(self, X, y=None):
-        """One pass over X in mini-batches of ``batch_size`` rows, in the given order.
+        """One update on X, all of its rows as one mini-batch (scikit-learn's partial_fit).
 
-        The first call builds the model (visible biases at zero, as
-        scikit-learn does); later calls continue with the same sampler chains
-        and optimizer state (a changed ``learning_rate`` is applied; other
-        parameters keep their values from the first call).  With at most
-        ``batch_size`` rows this is scikit-learn's single update on X.
-        ``y`` is ignored.
+        The first call builds the model and ``trainer_`` (from the RandomState
+        ``random_state_``, set from ``random_state`` on first use); later calls continue
+        it: the same chains, optimizer state and random streams.  A changed
+        ``learning_rate`` applies; the other parameters must keep the values of the first
+        call (call ``fit`` to start again with new ones).  ``y`` is ignored.
         """
-        first = not hasattr(self, "rbm_")
+        first = not self.__sklearn_is_fitted__()
         X = self._validate_X(X, reset=first)
+        if not hasattr(self, "random_state_"):
+            self.random_state_ = check_random_state(self.random_state)
         if first:
-            p = self._init_state(X.shape[1])
+            p = self._build(X, self.random_state_, epochs=0)
         else:
             p = self._checked_params()
-            for group in self._optimizer.param_groups:  # a changed learning_rate applies
-                group["lr"] = p["learning_rate"]
+            changed = {k: (v, getattr(self, k)) for k, v in self._built_with.items()
+                       if getattr(self, k) != v}
+            if changed:
+                raise ValueError(
+                    f"{type(self).__name__}.partial_fit continues the model its first call "
+                    f"built; these parameters changed since (then, now): {changed}. Call fit "
+                    "to start again with them")
+        trainer = self.trainer_
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = p["learning_rate"]
+        if isinstance(trainer.sampler, HiddenPersistentCD):
+            trainer.sampler.random_state = self.random_state_  # after fit: scikit-learn's
         self._update_scaling(X, reset=first)
-        data = X if sparse.issparse(X) else self._tensor(X)
-        self._epoch(data, p["batch_size"], shuffle=False)
-        self._check_finite()
+        if first and p["init_visible_bias"]:
+            self._init_visible_bias(X)
+        trainer.epochs += 1
+        trainer.batch_size = X.shape[0]
+        self._train(X, report=False)
+        trainer.history.clear()  # one record per call would pile up over a stream
         return self
 
-    @torch.no_grad()
     def transform(self, X):
-        """Hidden-unit means E[h | v]: the features, float64 (n_samples, n_components)."""
+        """Hidden-unit means E[h | v], the features: (n_samples, n_components), in X's
+        float dtype (float32 stays float32, anything else gives float64)."""
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        out = [self.rbm_.hidden_mean(self._tensor(X[s:s + _CHUNK]))
-               for s in range(0, X.shape[0], _CHUNK)]
-        return torch.cat(out).cpu().numpy().astype(np.float64, copy=False)
+        return self._mean_hiddens(X)
 
     @torch.no_grad()
-    def gibbs(self, v):
-        """One Gibbs step v -> h -> v': sampled visible states, float64 (n_samples, n_features).
+    def _mean_hiddens(self, v):
+        """E[h | v] without input checks (scikit-learn's helper of the same name).
 
-        Draws from the estimator's own torch generator (seeded from
-        ``random_state`` at fit), which successive calls advance.
+        v: (n_samples, n_features), dense or sparse, or one row (n_features,); returns
+        (n_samples, n_components), or (n_components,) for one row, in v's float dtype.
         """
-        check_is_fitted(self)
-        v = self._validate_X(v, reset=False)
-        out = [self._unscale(self.rbm_.gibbs(self._tensor(v[s:s + _CHUNK]), 1,
-                                             generator=self._generator))
-               for s in range(0, v.shape[0], _CHUNK)]
-        return torch.cat(out).cpu().numpy().astype(np.float64, copy=False)
+        if not sparse.issparse(v):
+            v = np.asarray(v)
+            if v.ndim == 1:
+                return self._mean_hiddens(v.reshape(1, -1))[0]
+        out = np.empty((v.shape[0], self.rbm_.n_hidden), dtype=_out_dtype(v))
+        for s in range(0, v.shape[0], _CHUNK):
+            out[s:s + _CHUNK] = self.rbm_.hidden_mean(self._tensor(v[s:s + _CHUNK])).cpu()
+        return out
 
     # -- fitted attributes, scikit-learn's names ---------------------------------
     @property
     def components_(self) -> np.ndarray:
-        """Weights, (n_components, n_features): ``rbm_.connection.weights.T``."""
+        """Weights, (n_components, n_features): ``rbm_.connection.weights.T``, a copy in
+        the dtype the model computes in."""
         check_is_fitted(self)
-        return _float64(self.rbm_.connection.weights.t())
+        return _numpy(self.rbm_.connection.weights.t())
 
     @property
     def intercept_hidden_(self) -> np.ndarray:
         """Hidden biases, (n_components,)."""
         check_is_fitted(self)
-        return _float64(self.rbm_.hidden.bias)
+        return _numpy(self.rbm_.hidden.bias)
 
     @property
     def intercept_visible_(self) -> np.ndarray:
         """Visible biases, (n_features,)."""
         check_is_fitted(self)
-        return _float64(self.rbm_.visible.bias)
+        return _numpy(self.rbm_.visible.bias)
 
     @property
     def _n_features_out(self) -> int:
@@ -347,41 +416,78 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "rbm_")
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
 
 class BernoulliRBM(_RBMBase):
     """Bernoulli RBM (binary visible and hidden units), scikit-learn's API on boltzkit.
 
-    A drop-in for :class:`sklearn.neural_network.BernoulliRBM`: same
-    parameters, defaults, methods and fitted attributes, trained with
-    boltzkit's samplers and optimizers.  X holds values in [0, 1]: binary
-    data, or grey levels that (as in scikit-learn) enter the gradient as
-    probabilities (the CD/PCD statistics are linear in v).  Values outside
-    [0, 1] raise ValueError, in ``transform`` too: scale the data first, e.g.
-    with ``MinMaxScaler(clip=True)`` in the pipeline (without ``clip``, test
-    folds beyond the training fold's range would exceed 1).
-    Sparse input (CSR) is accepted and densified one mini-batch at a time.
+    A drop-in for :class:`sklearn.neural_network.BernoulliRBM`: the same
+    parameters, defaults, methods, private helpers (``_mean_hiddens``,
+    ``_sample_hiddens``, ``_sample_visibles``, ``_free_energy``) and fitted attributes
+    (``h_samples_`` included), and with the default boltzkit settings the same
+    algorithm, random number for random number: for a given ``random_state`` it
+    reproduces scikit-learn's model (``tests/test_sklearn.py`` checks this to float64
+    rounding on the digits, and ``tests/test_sklearn_upstream.py`` runs scikit-learn's
+    own tests of its BernoulliRBM against this class).  X holds values in [0, 1]:
+    binary data, or grey levels that (as in scikit-learn) enter the gradient as
+    probabilities (the statistics are linear in v).  ``fit``, ``partial_fit``,
+    ``transform`` and ``gibbs`` refuse values outside [0, 1]: scale the data first,
+    e.g. with ``MinMaxScaler(clip=True)`` in the pipeline (without ``clip``, test folds
+    beyond the training fold's range would exceed 1).  Sparse input in any SciPy
+    format is taken as CSR, densified one mini-batch at a time, and gives exactly
+    the model the same data gives dense.
+
+    What reproduces scikit-learn: ``method="sklearn"``, ``k=1``, ``momentum=0``,
+    ``optimizer="sgd"``, ``weight_decay=0``, ``n_chains=None``, ``dtype=None``,
+    ``shuffle=False``, ``init_visible_bias=False`` (the defaults).  Then the weights
+    are N(0, 0.01^2) from ``random_state``, the biases zero, the rows taken in order in
+    batches of ``batch_size`` (the last one shorter), and each update is
+    scikit-learn's persistent CD (:class:`boltzkit.sampling.HiddenPersistentCD`:
+    ``batch_size`` chains of hidden states from zero, every draw from the same NumPy
+    RandomState in the same order; the model statistics summed over the chains and
+    divided by the batch's rows, ``LikelihoodGradient(model_norm="rows")``), computed
+    in X's precision.  The extras change exactly what their names say:
+    ``method`` another sampler (they keep visible-state chains and draw from a torch
+    generator seeded from ``random_state``, and take the chains' mean), ``k`` more
+    Gibbs sweeps per update, ``momentum`` / ``optimizer`` / ``weight_decay`` the
+    update rule, ``n_chains`` the number of persistent chains, ``dtype`` the
+    precision (``"float32"`` on float64 data agrees with scikit-learn to float32
+    rounding, until a draw lands between the two roundings of its probability; it
+    was 2.4x faster than float64 where the GEMMs dominate, 784 x 500 units in batches
+    of 100 on one thread, and no faster at the digits example's 64 x 100 in batches
+    of 10, where a step costs its dispatch), ``shuffle`` a new row order each pass,
+    ``init_visible_bias`` the visible biases' start at the data's log-odds (Hinton's
+    practical guide), and ``device`` where it computes (with method="sklearn" the
+    uniforms are drawn by NumPy on the CPU and copied to the device every update).
 
     Parameters
     ----------
     n_components : int, default=256
         Number of hidden units.
     learning_rate : float, default=0.1
-        Step size of the optimizer (the gradient is a mean over the batch,
+        Step size of the optimizer (the gradient is a mean over the batch's rows,
         as in scikit-learn).
     batch_size : int, default=10
-        Rows per mini-batch.
+        Rows per mini-batch (and, for method="sklearn", the number of chains).
     n_iter : int, default=10
         Passes over the training data in ``fit``.
     verbose : int, default=0
         Print the pseudo-likelihood (``score_samples(X).mean()``) after each
         pass, in scikit-learn's format.
     random_state : int, RandomState instance or None, default=None
-        Seeds the weight initialisation, shuffling and sampling (a torch seed
-        is drawn from it at ``fit``) and picks the units ``score_samples``
-        flips, exactly as scikit-learn does.
-    method : {"pcd", "cd", "pt"}, default="pcd"
-        Negative phase: persistent CD (scikit-learn's choice), CD-k or
-        parallel tempering (10 temperatures).
+        Draws the initial weights and, with method="sklearn", every sample of
+        training and ``gibbs`` (as scikit-learn; a RandomState instance is used
+        and advanced, None is NumPy's global one); picks the units
+        ``score_samples`` flips.  Other methods and ``shuffle`` draw from a torch
+        generator seeded from it.
+    method : {"sklearn", "pcd", "cd", "pt", "tds"}, default="sklearn"
+        Negative phase: scikit-learn's persistent CD (hidden-state chains), boltzkit's
+        persistent CD (visible-state chains), CD-k, parallel tempering (10
+        temperatures) or temperature-driven PCD.
     k : int, default=1
         Gibbs sweeps per update.
     momentum : float, default=0.0
@@ -392,36 +498,46 @@ class BernoulliRBM(_RBMBase):
     device : str, default="cpu"
         Torch device to train and compute on ("cuda" for a GPU).
     n_chains : int or None, default=None
-        Persistent chains for "pcd"/"pt"; None uses ``batch_size`` (as
-        scikit-learn).  Ignored by "cd".
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of training and inference (inputs and outputs stay
-        float64).  scikit-learn computes in float64; float32 is PyTorch's
-        default and, at the digits example's size, about 1.4x faster.
+        Persistent chains for "pcd", "pt" and "tds" (None: ``batch_size``);
+        refused with "sklearn" (``batch_size`` chains) and "cd" (none).
+    dtype : {None, "float32", "float64"}, default=None
+        Precision of training and inference.  None: X's, as scikit-learn (float32
+        data in float32, anything else in float64).  Results (``transform``,
+        ``score_samples``, ``gibbs``) come back in X's float dtype either way.
+    shuffle : bool, default=False
+        Take the rows in a new random order each pass (scikit-learn never does).
+    init_visible_bias : bool, default=False
+        Start the visible biases at the data's log-odds instead of zero.
 
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
     intercept_hidden_ : ndarray of shape (n_components,)
     intercept_visible_ : ndarray of shape (n_features,)
+        The parameters, copies in the dtype the model computes in.
+    h_samples_ : ndarray of shape (batch_size, n_components)
+        The hidden states of scikit-learn's persistent chains (method="sklearn";
+        the other methods keep visible-state chains in ``trainer_.sampler``).
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when X has string column names.
+    random_state_ : RandomState
+        What ``partial_fit`` and ``gibbs`` draw from (set on first use).
     rbm_ : boltzkit.RBM
-        The trained model (``dtype``, on ``device``).
-
-    scikit-learn's ``h_samples_`` (the hidden states of its persistent
-    chains) has no counterpart: boltzkit's persistent chains keep visible
-    states and their hidden field, and hidden states are drawn afresh at
-    each update.
+        The trained model (on ``device``) for boltzkit's own tools (likelihoods,
+        sampling, ``save_model``).
+    trainer_ : boltzkit.training.Trainer
+        The training loop ``fit`` / ``partial_fit`` drive: its sampler (chains),
+        optimizer, objective and history.
     """
 
     _visible_kind = "bernoulli"
+    _methods = ("sklearn", *SAMPLERS)
 
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10,
-                 verbose=0, random_state=None, method="pcd", k=1, momentum=0.0,
-                 optimizer="sgd", weight_decay=0.0, device="cpu", n_chains=None,
-                 dtype="float32"):
+                 verbose=0, random_state=None, method="sklearn", k=1, momentum=0.0,
+                 optimizer="sgd", weight_decay=0.0, device="cpu", n_chains=None, dtype=None,
+                 shuffle=False, init_visible_bias=False):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -436,10 +552,13 @@ class BernoulliRBM(_RBMBase):
         self.device = device
         self.n_chains = n_chains
         self.dtype = dtype
+        self.shuffle = shuffle
+        self.init_visible_bias = init_visible_bias
 
-    def _validate_X(self, X, reset):
-        X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
-        return self._check_unit_interval(X)
+    def _validate_X(self, X, reset, check_range=True):
+        X = validate_data(self, X, reset=reset, accept_sparse="csr",
+                          dtype=(np.float64, np.float32))
+        return self._check_unit_interval(X) if check_range else X
 
     def _check_unit_interval(self, X):
         """Refuse values outside [0, 1] (scikit-learn's BernoulliRBM silently takes them)."""
@@ -457,9 +576,66 @@ class BernoulliRBM(_RBMBase):
     def _monitor(self, X) -> str:
         return f"pseudo-likelihood = {self.score_samples(X).mean():.2f}"
 
+    @property
+    def h_samples_(self) -> np.ndarray:
+        """Hidden states of scikit-learn's persistent chains, (batch_size, n_components)."""
+        check_is_fitted(self)
+        sampler = self.trainer_.sampler
+        if not isinstance(sampler, HiddenPersistentCD):
+            raise AttributeError(
+                f"h_samples_ holds the hidden states of scikit-learn's persistent chains "
+                f"(method='sklearn'); method={self.method!r} keeps "
+                + ("no chains" if self.method == "cd" else "visible-state chains, in "
+                   "trainer_.sampler"))
+        if sampler.chains is None:  # before the first update: scikit-learn's zeros
+            return np.zeros((sampler.n_chains, self.rbm_.n_hidden),
+                            dtype=_numpy(self.rbm_.hidden.bias).dtype)
+        return _numpy(sampler.chains)
+
+    def _random_state(self) -> np.random.RandomState:
+        if not hasattr(self, "random_state_"):
+            self.random_state_ = check_random_state(self.random_state)
+        return self.random_state_
+
+    def gibbs(self, v):
+        """One Gibbs step v -> h -> v': sampled visible states, (n_samples, n_features),
+        0/1 in v's float dtype.
+
+        Draws from ``random_state_`` as scikit-learn does (hidden units of every row
+        first, then the visible ones), so it advances between calls.
+        """
+        check_is_fitted(self)
+        v = self._validate_X(v, reset=False)
+        rng = self._random_state()
+        h = self._sample_hiddens(v, rng)
+        return self._sample_visibles(h, rng).astype(_out_dtype(v))
+
+    def _sample_hiddens(self, v, rng):
+        """Hidden states drawn from p(h | v): True where a uniform from ``rng`` falls below
+        the unit's probability; boolean (n_samples, n_components) (scikit-learn's helper)."""
+        p = self._mean_hiddens(v)
+        return rng.uniform(size=p.shape) < p
+
+    @torch.no_grad()
+    def _sample_visibles(self, h, rng):
+        """Visible states drawn from p(v | h) for hidden states h (n_samples, n_components);
+        boolean (n_samples, n_features) (scikit-learn's helper)."""
+        t = torch.tensor(np.asarray(h), dtype=self.rbm_.dtype, device=self.rbm_.device)
+        p = _numpy(self.rbm_.visible_mean(t.reshape(-1, self.rbm_.n_hidden)))
+        p = p.reshape(*np.shape(h)[:-1], self.rbm_.n_visible)
+        return rng.uniform(size=p.shape) < p
+
+    @torch.no_grad()
+    def _free_energy(self, v):
+        """F(v) = -log sum_h exp(-E(v, h)) of each row, (n_samples,) (scikit-learn's helper)."""
+        out = [self.rbm_.free_energy(self._tensor(v[s:s + _CHUNK]))
+               for s in range(0, v.shape[0], _CHUNK)]
+        return torch.cat(out).cpu().numpy().astype(_out_dtype(v), copy=False)
+
     @torch.no_grad()
     def score_samples(self, X):
-        """Pseudo-likelihood of each row, scikit-learn's stochastic estimate.
+        """Pseudo-likelihood of each row, scikit-learn's stochastic estimate: (n_samples,),
+        in X's float dtype.
 
         For each row one visible unit i is drawn (from ``random_state``, as
         scikit-learn's ``BernoulliRBM.score_samples`` draws it, so an integer
@@ -467,9 +643,12 @@ class BernoulliRBM(_RBMBase):
         ``n_features * log p(v_i | v_-i)`` with v_i flipped to 1 - v_i:
         an unbiased estimate of the per-sample log pseudo-likelihood summed
         over units, the scale of :func:`boltzkit.metrics.pseudo_likelihood`.
+        Like scikit-learn's it takes X as it is (non-negative values above 1
+        included, where the flip and the score have no probabilistic meaning).
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = self._validate_X(X, reset=False, check_range=False)
+        check_non_negative(X, f"{type(self).__name__}.score_samples (input X)")
         n, d = X.shape
         rng = check_random_state(self.random_state)
         units = torch.as_tensor(rng.randint(0, d, n), device=self.rbm_.device)
@@ -482,7 +661,7 @@ class BernoulliRBM(_RBMBase):
             flipped[rows, cols] = 1.0 - flipped[rows, cols]
             diff = self.rbm_.free_energy(v) - self.rbm_.free_energy(flipped)
             out.append(-d * torch.nn.functional.softplus(diff))
-        return torch.cat(out).cpu().numpy().astype(np.float64, copy=False)
+        return torch.cat(out).cpu().numpy().astype(_out_dtype(X), copy=False)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -500,11 +679,15 @@ class GaussianRBM(_RBMBase):
     (hidden means) and ``gibbs`` apply the same scaling, and ``gibbs``
     returns its samples in the original units.  ``partial_fit`` updates the
     statistics incrementally (as ``StandardScaler.partial_fit`` does) before
-    each pass, so early updates use the estimates available then.
+    each update, so early updates use the estimates available then.
 
-    Parameters are :class:`BernoulliRBM`'s, except that ``learning_rate``
-    defaults to 0.01: Gaussian visible units need a step one order of
-    magnitude smaller than binary ones (Hinton's practical guide).
+    Parameters are :class:`BernoulliRBM`'s with boltzkit's defaults rather than
+    scikit-learn's (there is no scikit-learn original to reproduce):
+    ``learning_rate=0.01`` (Gaussian visible units need a step one order of
+    magnitude smaller than binary ones, Hinton's practical guide), ``method="pcd"``
+    ("sklearn" is for Bernoulli units only), ``dtype="float32"``, ``shuffle=True``
+    and ``init_visible_bias=True`` (the visible biases start at the standardised
+    data's means).  ``gibbs`` draws from the trainer's torch generator.
 
     Attributes
     ----------
@@ -518,6 +701,7 @@ class GaussianRBM(_RBMBase):
         Visible biases (the visible means at h = 0), in standardised units.
     n_features_in_ : int
     rbm_ : boltzkit.RBM
+    trainer_ : boltzkit.training.Trainer
     """
 
     _visible_kind = "gaussian"
@@ -525,7 +709,7 @@ class GaussianRBM(_RBMBase):
     def __init__(self, n_components=256, *, learning_rate=0.01, batch_size=10, n_iter=10,
                  verbose=0, random_state=None, method="pcd", k=1, momentum=0.0,
                  optimizer="sgd", weight_decay=0.0, device="cpu", n_chains=None,
-                 dtype="float32"):
+                 dtype="float32", shuffle=True, init_visible_bias=True):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -540,12 +724,15 @@ class GaussianRBM(_RBMBase):
         self.device = device
         self.n_chains = n_chains
         self.dtype = dtype
+        self.shuffle = shuffle
+        self.init_visible_bias = init_visible_bias
 
-    def _validate_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=np.float64)
+    def _validate_X(self, X, reset, check_range=True):
+        return validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
 
     def _update_scaling(self, X, reset):
         n = X.shape[0]
+        X = np.asarray(X, dtype=np.float64)
         mean, var = X.mean(0), X.var(0)
         if reset:
             self.n_samples_seen_, self.mean_, self.var_ = n, mean, var
@@ -574,6 +761,21 @@ class GaussianRBM(_RBMBase):
     def _monitor(self, X) -> str:
         err = reconstruction_error(self.rbm_, self._tensor(X))
         return f"reconstruction error (standardised units) = {err:.4f}"
+
+    @torch.no_grad()
+    def gibbs(self, v):
+        """One Gibbs step v -> h -> v': sampled visible states in the data's units,
+        (n_samples, n_features) in v's float dtype.
+
+        Draws from the trainer's torch generator (seeded from ``random_state`` at
+        fit), which successive calls advance.
+        """
+        check_is_fitted(self)
+        v = self._validate_X(v, reset=False)
+        gen = self.trainer_.generator
+        out = [self._unscale(self.rbm_.gibbs(self._tensor(v[s:s + _CHUNK]), 1, generator=gen))
+               for s in range(0, v.shape[0], _CHUNK)]
+        return torch.cat(out).cpu().numpy().astype(_out_dtype(v), copy=False)
 
 
 # --------------------------------------------------------------------------- DRBMClassifier

@@ -69,18 +69,21 @@ def plan_step(model, sampler, objective, optimizer, generator: torch.Generator |
               sync=None) -> FusedBernoulliSGD | None:
     """The fused training step for these parts, or None where it would not be the same update.
 
-    It applies to a dense Bernoulli-Bernoulli :class:`RBM` trained by plain CD-k or PCD-k
-    with the plain likelihood gradient (no sparsity, no centering, not forced onto
+    It applies to a dense Bernoulli-Bernoulli :class:`RBM` trained by plain CD-k, PCD-k or
+    scikit-learn's hidden-state PCD-k (the last in one process) with the plain likelihood
+    gradient (either ``model_norm``; no sparsity, no centering, not forced onto
     autograd) and SGD (any momentum; weight decay on the weights only).  ``sync``: the
     data-parallel gradient sum (:class:`boltzkit.distributed.GradientSync`).
     """
     from ..objectives import LikelihoodGradient
-    from ..sampling import ContrastiveDivergence, PersistentCD
+    from ..sampling import ContrastiveDivergence, HiddenPersistentCD, PersistentCD
 
+    hidden = type(sampler) is HiddenPersistentCD
     if not (is_dense_bernoulli(model)
-            and type(sampler) in (ContrastiveDivergence, PersistentCD)
+            and type(sampler) in (ContrastiveDivergence, PersistentCD, HiddenPersistentCD)
             and type(objective) is LikelihoodGradient and objective.fast_path(model)
-            and not objective.centering and not objective.sparsity_cost):
+            and not objective.centering and not objective.sparsity_cost
+            and not (hidden and sync is not None)):
         return None
     params = (model.connection.weights, model.visible.bias, model.hidden.bias)
     if not all(p.requires_grad for p in params) or len(list(model.parameters())) != 3:
@@ -93,7 +96,8 @@ def plan_step(model, sampler, objective, optimizer, generator: torch.Generator |
         return None
     momentum, wd = rule
     return FusedBernoulliSGD(model, sampler, optimizer, generator, momentum, wd,
-                             persistent=type(sampler) is PersistentCD, sync=sync)
+                             persistent=type(sampler) is PersistentCD, sync=sync,
+                             hidden_chains=hidden, model_norm=objective.model_norm)
 
 
 def plan_anneal(model) -> Callable | None:

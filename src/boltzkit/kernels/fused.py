@@ -18,8 +18,10 @@ class FusedBernoulliSGD:
     """The whole training step of the plain case fused: CD-k/PCD-k, likelihood, SGD.
 
     For a dense Bernoulli-Bernoulli :class:`RBM` trained by
-    :class:`~boltzkit.sampling.ContrastiveDivergence` or
-    :class:`~boltzkit.sampling.PersistentCD` with a plain :class:`LikelihoodGradient`
+    :class:`~boltzkit.sampling.ContrastiveDivergence`,
+    :class:`~boltzkit.sampling.PersistentCD` or
+    :class:`~boltzkit.sampling.HiddenPersistentCD` (scikit-learn's hidden-state chains,
+    ``hidden_chains``) with a plain :class:`LikelihoodGradient` (either ``model_norm``)
     and ``torch.optim.SGD`` (with or without momentum; weight decay on the weights
     only), the general step (``hidden_field``, ``sampler.negative``,
     ``LikelihoodGradient.compute``, ``optimizer.step``) costs about 40 small torch
@@ -32,8 +34,9 @@ class FusedBernoulliSGD:
 
     It is the same update as the general path, draw for draw: the same
     generator calls in the same order (the ``uniform_`` of :mod:`boltzkit.units`
-    and a compare), the persistent chains kept in the sampler as before (visible
-    states and their hidden field, so the two paths can take turns and
+    and a compare; for hidden-state chains the sampler's own ``uniforms``), the
+    persistent chains kept in the sampler as before (visible states and their hidden
+    field, or hidden states, so the two paths can take turns and
     checkpoints are unchanged), the hyperparameters and momentum buffers read
     from and written to the optimizer; only float rounding differs
     (``tests/test_fused_step.py`` checks both against each other).  The planner
@@ -54,11 +57,15 @@ class FusedBernoulliSGD:
 
     def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
                  generator: torch.Generator | None, momentum: float,
-                 weight_decay: float, persistent: bool, sync=None) -> None:
+                 weight_decay: float, persistent: bool, sync=None, hidden_chains: bool = False,
+                 model_norm: str = "particles") -> None:
+        if hidden_chains and (persistent or sync is not None):
+            raise ValueError("hidden_chains is its own kind of persistence, in one process")
         self.rbm, self.sampler, self.generator = rbm, sampler, generator
         self.optimizer, self.sync = optimizer, sync
         self.momentum, self.weight_decay = momentum, weight_decay
-        self.persistent = persistent
+        self.persistent, self.hidden_chains = persistent, hidden_chains
+        self.rows_norm = model_norm == "rows"  # LikelihoodGradient's model_norm
         params = (rbm.connection.weights, rbm.visible.bias, rbm.hidden.bias)
         # Detached aliases (same storage): in-place updates without autograd's checks
         # or a no_grad context per step, and no nn.Module attribute lookups.
@@ -80,7 +87,8 @@ class FusedBernoulliSGD:
     def _workspace(self, B: int, M: int, W: Tensor) -> _FusedWorkspace:
         ws = self._ws.get((B, M))
         if ws is None:
-            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W)
+            ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W, 1.0 if self.rows_norm else B / M,
+                                                    wide_visible_step=self.rows_norm)
         self._last = ws
         return ws
 
@@ -118,6 +126,8 @@ class FusedBernoulliSGD:
         lr = float(self.optimizer.param_groups[0]["lr"])
         wd, momentum, bufs, persistent, k = (self.weight_decay, self.momentum, self.bufs,
                                              self.persistent, sampler.k)
+        hidden = self.hidden_chains
+        nv, nh = W.shape
         weight = 1.0
         ws = None  # the first batch binds the workspace (and its buffers) below
         # This step applies the optimizer's rule without calling its step(), which torch's
@@ -144,6 +154,11 @@ class FusedBernoulliSGD:
                                 sampler.chains = sampler.start(rbm, v_data, gen)
                             sampler.field = rbm.hidden_field(sampler.chains)
                     M = sampler.chains.shape[0]
+                elif hidden:
+                    if sampler.chains is None:
+                        with torch.inference_mode(False):
+                            sampler.chains = sampler.start(rbm, v_data)
+                    M = sampler.chains.shape[0]
                 else:
                     M = B
                 if ws is None or ws.B != B or ws.M != M:
@@ -153,8 +168,25 @@ class FusedBernoulliSGD:
                     Hd_flat, mean_w = Hd.view(-1), ws.mean_weights
                     V, F, H, Vt, Ht, Hm, Fm = ws.V, ws.F, ws.H, ws.Vt, ws.Ht, ws.Hm, ws.Fm
                     fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
+                    sv, sv64, b64 = ws.sv, ws.sv64, ws.b64
                     scale, signs, ones = ws.model_scale, ws.signs, ws.ones
-                if persistent:
+                if hidden:
+                    # HiddenPersistentCD: its uniforms (one NumPy call), compared in float64
+                    # with the probabilities: v from the chains, k - 1 more sweeps, the
+                    # model's hidden means and, from them, the chains' next hidden states.
+                    u = sampler.uniforms(M, nv, nh, W.device)
+                    Vd.copy_(v_data)
+                    torch.addmm(c, Vd, W, out=Hd).sigmoid_()
+                    torch.addmm(b, sampler.chains, Wt, out=pv).sigmoid_()
+                    torch.lt(u[0], pv, out=Vm)
+                    for i in range(1, 2 * k - 1, 2):
+                        torch.addmm(c, Vm, W, out=ph).sigmoid_()
+                        torch.lt(u[i], ph, out=hs)
+                        torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                        torch.lt(u[i + 1], pv, out=Vm)
+                    torch.addmm(c, Vm, W, out=Hm).sigmoid_()
+                    torch.lt(u[-1], Hm, out=hs)
+                elif persistent:
                     # First half-sweep from the field kept from the last update (PersistentCD).
                     torch.add(sampler.field, c, out=ph).sigmoid_()
                     Vd.copy_(v_data)
@@ -163,22 +195,24 @@ class FusedBernoulliSGD:
                     Vd.copy_(v_data)
                     torch.addmm(c, Vd, W, out=Hd).sigmoid_()
                     fill_hs(generator=gen).lt_(Hd)
-                torch.addmm(b, hs, Wt, out=pv).sigmoid_()
-                fill_vm(generator=gen).lt_(pv)
-                for _ in range(k - 1):
-                    torch.addmm(c, Vm, W, out=ph).sigmoid_()
-                    fill_hs(generator=gen).lt_(ph)
+                if not hidden:
                     torch.addmm(b, hs, Wt, out=pv).sigmoid_()
                     fill_vm(generator=gen).lt_(pv)
+                    for _ in range(k - 1):
+                        torch.addmm(c, Vm, W, out=ph).sigmoid_()
+                        fill_hs(generator=gen).lt_(ph)
+                        torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                        fill_vm(generator=gen).lt_(pv)
                 if persistent:
                     torch.mm(V, W, out=F)  # both hidden fields, before the update
                     torch.add(F, c, out=H).sigmoid_()
-                else:
+                elif not hidden:
                     torch.addmm(c, Vm, W, out=Hm).sigmoid_()
                 if activation is not None and sync is None:  # a dot with 1/(B nh)
                     activation.add_(torch.dot(Hd_flat, mean_w))
-                # H = [h_d; -(B/M) h_m]: V^T H = B (data - model).  A 0-d tensor factor: a
-                # Python float costs a scalar-to-tensor wrap per call, 1-3 us at this size.
+                # H = [h_d; -w h_m], w = B/M (or 1, model_norm="rows"): V^T H = B (data -
+                # model).  A 0-d tensor factor: a Python float costs a scalar-to-tensor
+                # wrap per call, 1-3 us at this size.
                 torch.mul(Hm, scale, out=Hm)
                 if sync is not None:
                     # This rank's share of the new momentum buffer, w (momentum buf + wd W)
@@ -195,7 +229,15 @@ class FusedBernoulliSGD:
                 elif bufs is None:
                     a = lr / B
                     W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
-                    b.addmv_(Vt, signs, alpha=a)
+                    if b64 is None:
+                        b.addmv_(Vt, signs, alpha=a)
+                    else:
+                        # model_norm="rows" below float64: the visible bias steps in float64,
+                        # rounded once into b, as scikit-learn's float32 fit does it (its sums
+                        # of 0/1 states are integers), whose results it reproduces so.
+                        torch.mv(Vt, signs, out=sv)
+                        b64.copy_(b).add_(sv64.copy_(sv), alpha=a)
+                        b.copy_(b64)
                     c.addmv_(Ht, ones, alpha=a)
                 else:
                     gW, gb, gc = bufs
@@ -209,6 +251,8 @@ class FusedBernoulliSGD:
                     c.sub_(gc, alpha=lr)
                 if persistent:
                     sampler.chains, sampler.field = Vm, Fm
+                elif hidden:
+                    sampler.chains = hs
 
     def _synced_update(self, activation: Tensor | None, share: Tensor | float) -> None:
         """Sum the ranks' shares (the new momentum buffer, or the gradient), then step."""
@@ -220,9 +264,12 @@ class FusedBernoulliSGD:
 
 
 class _FusedWorkspace:
-    """Buffers of :class:`FusedBernoulliSGD` for B data rows and M chains."""
+    """Buffers of :class:`FusedBernoulliSGD` for B data rows and M chains whose statistics
+    weigh ``model_weight`` each (a data row: 1); ``wide_visible_step``: below float64, step
+    the visible bias in float64 (scikit-learn's rounding, for model_norm="rows")."""
 
-    def __init__(self, B: int, M: int, W: Tensor) -> None:
+    def __init__(self, B: int, M: int, W: Tensor, model_weight: float,
+                 wide_visible_step: bool = False) -> None:
         nv, nh = W.shape
         kw = {"dtype": W.dtype, "device": W.device}
         self.B, self.M = B, M
@@ -235,9 +282,14 @@ class _FusedWorkspace:
         self.ph = torch.empty(M, nh, **kw)
         self.hs = torch.empty(M, nh, **kw)
         self.pv = torch.empty(M, nv, **kw)
-        self.model_scale = torch.tensor(-B / M, **kw)
-        self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -B / M, **kw)])
+        self.model_scale = torch.tensor(-model_weight, **kw)
+        self.signs = torch.cat([torch.ones(B, **kw), torch.full((M,), -model_weight, **kw)])
         self.ones = torch.ones(B + M, **kw)
         self.mean_weights = torch.full((B * nh,), 1.0 / (B * nh), **kw)
+        # the visible bias's step, and both in float64 (below float64, when asked)
+        self.sv = torch.empty(nv, **kw)
+        wide = wide_visible_step and W.dtype != torch.float64
+        self.sv64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
+        self.b64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
         # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
         self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)
