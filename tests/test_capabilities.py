@@ -26,7 +26,7 @@ import pytest
 import torch
 from tiny_kinds import base_args, make_data
 
-from boltzkit import kinds
+from boltzkit import kinds, precision
 from boltzkit.cli import main
 from boltzkit.io import read_tensors
 from boltzkit.training import Trainer
@@ -135,6 +135,7 @@ ALT = {
     "gamma_warmup": 1, "epochs": 2, "batch_size": 7, "lr": 0.2, "optimizer": "adam",
     "momentum": 0.0, "adam_betas": "0.5,0.9", "weight_decay": 0.1, "lr_schedule": "linear",
     "lr_final_factor": 0.5, "lr_power": 2.0, "average_from": 1, "seed": 3, "device": "cuda",
+    "precision": "bfloat16",
     "threads": 2, "checkpoint_every": 2, "monitor": "loglik", "monitor_every": 1,
     "monitor_ais_steps": 10, "monitor_ais_chains": 5, "plots": True,
     "conv_filters": 3, "conv_filter_size": 3, "conv_pool": 2, "conv_channels": 2,
@@ -266,6 +267,9 @@ def _run(args: list[str], folder: Path, capsys, monkeypatch) -> tuple[int, str, 
 def test_every_option_is_honoured_or_refused(kind, data, tmp_path, capsys, monkeypatch):
     k = kinds.KINDS[kind]
     base = ["--model", kind, *base_args(kind, data)]
+    # bfloat16 as on a CPU with native support, wherever this runs (elsewhere it would
+    # fall back to float32 with a warning: tests/test_precision.py)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     ignored = []
     cache: dict[str, tuple] = {}
     for option in kinds.OPTIONS:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import precision
 from .errors import ConfigError, DataError
 
 
@@ -33,18 +34,18 @@ class DenseConnection(nn.Module):
         return {"kind": self.kind, "n_visible": self.n_visible, "n_hidden": self.n_hidden}
 
     def forward(self, x: Tensor) -> Tensor:
-        return x @ self.weights
+        return precision.mm(x, self.weights)
 
     def transpose(self, h: Tensor) -> Tensor:
-        return h @ self.weights.t()
+        return precision.mm_t(h, self.weights)
 
     def interaction(self, x: Tensor, h: Tensor) -> Tensor:
         """x^T W h per sample, shape (batch,)."""
-        return ((x @ self.weights) * h).sum(-1)
+        return (self.forward(x) * h).sum(-1)
 
     def weight_gradient(self, x: Tensor, h: Tensor) -> Tensor:
         """d(sum over batch of x^T W h)/dW: one GEMM for a whole (stacked) batch."""
-        return x.t() @ h
+        return precision.mm(x.t(), h)
 
 
 class ConvConnection(nn.Module):
@@ -103,10 +104,10 @@ class ConvConnection(nn.Module):
         return h.reshape(-1, self.filters, self.out_height, self.out_width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(self._images(x), self.weights).flatten(1)
+        return precision.call(F.conv2d, self._images(x), self.weights).flatten(1)
 
     def transpose(self, h: Tensor) -> Tensor:
-        return F.conv_transpose2d(self._maps(h), self.weights).flatten(1)
+        return precision.call(F.conv_transpose2d, self._maps(h), self.weights).flatten(1)
 
     def interaction(self, x: Tensor, h: Tensor) -> Tensor:
         """x^T W h per sample, shape (batch,)."""
@@ -114,7 +115,8 @@ class ConvConnection(nn.Module):
 
     def weight_gradient(self, x: Tensor, h: Tensor) -> Tensor:
         """d(sum over batch of x^T W h)/dW, shaped like ``weights``."""
-        return torch.nn.grad.conv2d_weight(self._images(x), self.weights.shape, self._maps(h))
+        return precision.call(torch.nn.grad.conv2d_weight, self._images(x), self.weights.shape,
+                              self._maps(h))
 
     def dense_weights(self) -> Tensor:
         """The equivalent (n_visible, n_hidden) matrix (for small models and pictures)."""

@@ -231,6 +231,10 @@ OPTIONS: dict[str, Option] = {
     "seed": _o(0, "seed of every random draw (initial weights, batches, sampling)", int,
                group="loop", low=0),
     "device": _o("cpu", "cpu | cuda | cuda:N", str, group="loop"),
+    "precision": _o("float32", "GEMM precision of the training steps: float32 | bfloat16 | "
+                    "tf32 (CUDA) | auto (bfloat16 where the hardware has it natively); "
+                    "weights, optimizer state and draws stay float32", str,
+                    ("float32", "bfloat16", "tf32", "auto"), group="loop"),
     "threads": _o(None, "torch CPU threads (default: torch's choice)", int, group="loop", low=1),
     "out": _o("model.safetensors", "model file to write (.safetensors)", str, group="loop"),
     "checkpoint_dir": _o(None, "folder for the run's checkpoint (resume with --resume)", str,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import precision
 from .connections import DenseConnection
 from .errors import ConfigError, DataError
 from .rbm import RBM
@@ -297,7 +298,10 @@ class LikelihoodGradient(Objective):
             mh_m.sub_(lam)
         if M != B and self.model_norm == "particles":
             mh_m.mul_(B / M)
-        torch.addmm(ws.G, ws.V.t(), ws.H, beta=0.0, alpha=1.0 / B, out=ws.G)
+        if precision.gemm_dtype() is None:
+            torch.addmm(ws.G, ws.V.t(), ws.H, beta=0.0, alpha=1.0 / B, out=ws.G)
+        else:
+            torch.mul(precision.mm(ws.V.t(), ws.H), 1.0 / B, out=ws.G)
         gW, gb, gc = ws.gW, ws.gb, ws.gc
         if q is None:
             q = ws.q

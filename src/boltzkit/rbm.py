@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import precision
 from .connections import DenseConnection, connection_from_config
 from .errors import ConfigError, DataError
 from .model import Model
@@ -94,6 +95,12 @@ class RBM(Model):
         if not (same and type(src).coupling is Units.coupling
                 and type(dst).activation is Units.activation):
             return None
+        if precision.gemm_dtype() is not None and x.dtype == torch.float32:
+            # mixed precision: the product in the GEMM dtype, the bias added in float32
+            weights = self.connection.weights
+            f = precision.mm(x, weights) if to_hidden else precision.mm_t(x, weights)
+            a = torch.add(f, dst.bias, out=out)
+            return a if beta == 1.0 else a.mul_(beta)
         if beta == 1.0:
             return torch.addmm(dst.bias, x, w, out=out)
         return torch.addmm(dst.bias, x, w, beta=beta, alpha=beta, out=out)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import precision
 from ..errors import ConfigError
 from ..training.run import device_of
 
@@ -139,6 +140,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     recommended = evaluate_recommender_command(model, args)
     if recommended is not None:  # a MovieLens recommender (cf-rbm)
+        if args.precision != "float32":
+            raise ConfigError("--precision applies to sampling (AIS, model samples); a "
+                              "recommender's evaluation samples nothing: drop --precision")
         _emit(recommended, args.json)
         return 0
     data, labels, train, train_labels, source = _scored_data(args, with_train=True)
@@ -155,7 +159,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             rbm_options["log_jacobian"] = std.log_jacobian
     result = evaluate_model(model, data, metrics=metrics, train_data=train, labels=labels,
                             train_labels=train_labels, ais_chains=args.ais_chains,
-                            ais_steps=args.ais_steps, seed=args.seed, **rbm_options)
+                            ais_steps=args.ais_steps, seed=args.seed, precision=args.precision,
+                            **rbm_options)
     result.update({"model": str(args.model_path), **source})
     _emit(result, args.json)
     return 0
@@ -175,6 +180,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     kind = KINDS[model.config()["model"]]
     if kind.sample:
         raise ConfigError(f"cannot sample a {kind.name}: {kind.sample}")
+    from ..models.lateral import FullyVisibleBM
+
+    if args.precision != "float32" and isinstance(model, FullyVisibleBM):
+        raise ConfigError(f"a {kind.name} model's sweeps are one matrix-vector product per "
+                          "site, which --precision does not change: drop --precision")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     params = inspect.signature(model.sample).parameters
     options = {}
@@ -184,7 +194,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             options[key] = value
         elif value not in (default, False):
             raise ConfigError(f"a {kind.name} samples states at its own temperature: drop {flag}")
-    samples = model.sample(args.n, steps=args.steps, generator=gen, **options)
+    with precision.computing(args.precision, model.device) as prec:
+        samples = model.sample(args.n, steps=args.steps, generator=gen, **options)
     std = _standardizer(args.model_path)
     if std is not None:  # back to the data's own units
         samples = std.inverse_transform(samples.cpu())
@@ -198,7 +209,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out:
         visual.sample_grid(samples, args.out,
                            image_shape=_image_shape(args.image_shape, model.n_visible))
-    print(json.dumps({"n": args.n, "steps": args.steps, "png": args.out, "npy": args.npy}))
+    print(json.dumps({"n": args.n, "steps": args.steps, "png": args.out, "npy": args.npy,
+                      "precision": prec.name}))
     return 0
 
 
@@ -253,7 +265,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "train_config": header.get("train_config"),
             "epochs_trained": len(history),
             "last_epoch": history[-1] if history else None,
-            "wall_time_s": header.get("wall_time")}
+            "wall_time_s": header.get("wall_time"),
+            "precision_auto": precision.describe(model.device)}
     _emit(info, args.json)
     return 0
 

@@ -74,6 +74,14 @@ def _add_compute_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's choice)")
 
 
+def _add_precision_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--precision", default="float32",
+                   choices=("float32", "bfloat16", "tf32", "auto"),
+                   help=f"GEMM precision of {what}: bfloat16 operands where the hardware has "
+                        "them natively (auto picks; `boltzkit info` says which); tf32 on CUDA "
+                        "(default: float32)")
+
+
 def _number(cast, low, strict: bool):
     def parse(text: str):
         try:
@@ -142,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of an exact enumeration (float32: ~2x faster, ~1e-4 nats; "
                         "default: float64)")
     _add_compute_args(e)
+    _add_precision_arg(e, "the sampling (AIS annealing, model samples; free energies stay "
+                          "float64)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     s = sub.add_parser("sample", help="draw samples from a model")
@@ -160,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-shape", default=None,
                    help="HxW of a PNG tile, e.g. 28x28 (default: square)")
     _add_compute_args(s)
+    _add_precision_arg(s, "the Gibbs sweeps")
 
     r = sub.add_parser("reconstruct", help="show reconstructions beside originals")
     r.add_argument("model_path", metavar="MODEL")

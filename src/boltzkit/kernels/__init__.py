@@ -66,14 +66,15 @@ def _plain_sgd_rule(optimizer, params: tuple[Tensor, ...]) -> tuple[float, float
 
 
 def plan_step(model, sampler, objective, optimizer, generator: torch.Generator | None = None,
-              sync=None) -> FusedBernoulliSGD | None:
+              sync=None, low: torch.dtype | None = None) -> FusedBernoulliSGD | None:
     """The fused training step for these parts, or None where it would not be the same update.
 
     It applies to a dense Bernoulli-Bernoulli :class:`RBM` trained by plain CD-k, PCD-k or
     scikit-learn's hidden-state PCD-k (the last in one process) with the plain likelihood
     gradient (either ``model_norm``; no sparsity, no centering, not forced onto
     autograd) and SGD (any momentum; weight decay on the weights only).  ``sync``: the
-    data-parallel gradient sum (:class:`boltzkit.distributed.GradientSync`).
+    data-parallel gradient sum (:class:`boltzkit.distributed.GradientSync`).  ``low``: the
+    GEMM dtype of mixed precision (float32 models, boltzkit's own chains only).
     """
     from ..objectives import LikelihoodGradient
     from ..sampling import ContrastiveDivergence, HiddenPersistentCD, PersistentCD
@@ -83,7 +84,8 @@ def plan_step(model, sampler, objective, optimizer, generator: torch.Generator |
             and type(sampler) in (ContrastiveDivergence, PersistentCD, HiddenPersistentCD)
             and type(objective) is LikelihoodGradient and objective.fast_path(model)
             and not objective.centering and not objective.sparsity_cost
-            and not (hidden and sync is not None)):
+            and not (hidden and sync is not None)
+            and not (low is not None and (hidden or model.dtype != torch.float32))):
         return None
     params = (model.connection.weights, model.visible.bias, model.hidden.bias)
     if not all(p.requires_grad for p in params) or len(list(model.parameters())) != 3:
@@ -97,7 +99,7 @@ def plan_step(model, sampler, objective, optimizer, generator: torch.Generator |
     momentum, wd = rule
     return FusedBernoulliSGD(model, sampler, optimizer, generator, momentum, wd,
                              persistent=type(sampler) is PersistentCD, sync=sync,
-                             hidden_chains=hidden, model_norm=objective.model_norm)
+                             hidden_chains=hidden, model_norm=objective.model_norm, low=low)
 
 
 def plan_anneal(model) -> Callable | None:

@@ -44,6 +44,11 @@ class FusedBernoulliSGD:
     one, and the caller keeps the general path.  Each ``run`` reads the learning rate
     and the sampler's k then (schedules change them between passes).
 
+    Mixed precision (``low``, the GEMM dtype of :mod:`boltzkit.precision`): every product
+    takes a low-precision copy of W (renewed after each update) and of the states, and its
+    result meets the float32 biases in one add, as the general path does it under
+    :func:`boltzkit.precision.computing`; W, the biases, momentum and draws stay float32.
+
     Data-parallel (``sync``, a :class:`boltzkit.distributed.GradientSync`): each rank
     writes its weighted share w of the new momentum buffer, ``w (momentum * buf + wd W)``
     plus its share of the gradient, straight into the sync buffer's views (one GEMM
@@ -58,9 +63,13 @@ class FusedBernoulliSGD:
     def __init__(self, rbm: RBM, sampler, optimizer: torch.optim.SGD,
                  generator: torch.Generator | None, momentum: float,
                  weight_decay: float, persistent: bool, sync=None, hidden_chains: bool = False,
-                 model_norm: str = "particles") -> None:
+                 model_norm: str = "particles", low: torch.dtype | None = None) -> None:
         if hidden_chains and (persistent or sync is not None):
             raise ValueError("hidden_chains is its own kind of persistence, in one process")
+        if low is not None and (hidden_chains or rbm.connection.weights.dtype != torch.float32):
+            raise ValueError("the mixed-precision step is for float32 models and boltzkit's "
+                             "chains")
+        self.low = low  # the GEMM operands' dtype (mixed precision), or None
         self.rbm, self.sampler, self.generator = rbm, sampler, generator
         self.optimizer, self.sync = optimizer, sync
         self.momentum, self.weight_decay = momentum, weight_decay
@@ -78,6 +87,7 @@ class FusedBernoulliSGD:
                 "momentum_buffer", torch.zeros_like(p, memory_format=torch.contiguous_format))
                 for p in params)
         self._ws: dict[tuple[int, int], _FusedWorkspace] = {}
+        self._Wl: Tensor | None = None  # the low-precision copy of W (mixed precision)
         self._last: _FusedWorkspace | None = None
         self._grads: tuple[Tensor, Tensor, Tensor] | None = None
         if sync is not None:
@@ -88,7 +98,8 @@ class FusedBernoulliSGD:
         ws = self._ws.get((B, M))
         if ws is None:
             ws = self._ws[(B, M)] = _FusedWorkspace(B, M, W, 1.0 if self.rows_norm else B / M,
-                                                    wide_visible_step=self.rows_norm)
+                                                    wide_visible_step=self.rows_norm,
+                                                    low=self.low)
         self._last = ws
         return ws
 
@@ -126,7 +137,7 @@ class FusedBernoulliSGD:
         lr = float(self.optimizer.param_groups[0]["lr"])
         wd, momentum, bufs, persistent, k = (self.weight_decay, self.momentum, self.bufs,
                                              self.persistent, sampler.k)
-        hidden = self.hidden_chains
+        hidden, low = self.hidden_chains, self.low
         nv, nh = W.shape
         weight = 1.0
         ws = None  # the first batch binds the workspace (and its buffers) below
@@ -136,6 +147,17 @@ class FusedBernoulliSGD:
         # Inference mode skips the autograd dispatch, ~10% of a step at this size;
         # buffers and chains are made outside it (they must stay normal tensors).
         with torch.inference_mode():
+            if low is not None:
+                # Mixed precision: the GEMMs take a low-precision copy of W, renewed after
+                # every update (and here: W may have changed between passes), and low
+                # copies of the states; products come back in the GEMM dtype and meet
+                # the float32 biases in one add, as boltzkit.precision.mm does it.
+                with torch.inference_mode(False):
+                    if self._Wl is None:
+                        self._Wl = torch.empty_like(W, dtype=low)
+                Wl = self._Wl
+                Wl.copy_(W)
+                Wlt = Wl.t()
             for v_data in batches:
                 if sync is not None:
                     v_data, weight = v_data
@@ -152,6 +174,7 @@ class FusedBernoulliSGD:
                         with torch.inference_mode(False), torch.no_grad():
                             if sampler.chains is None:
                                 sampler.chains = sampler.start(rbm, v_data, gen)
+                            # (in the caller's precision block, as the general path)
                             sampler.field = rbm.hidden_field(sampler.chains)
                     M = sampler.chains.shape[0]
                 elif hidden:
@@ -170,6 +193,9 @@ class FusedBernoulliSGD:
                     fill_hs, fill_vm = ws.fill_hs, ws.fill_vm
                     sv, sv64, b64 = ws.sv, ws.sv64, ws.b64
                     scale, signs, ones = ws.model_scale, ws.signs, ws.ones
+                    if low is not None:
+                        Vl, Vdl, Vml, Fl, Fdl, Fml = ws.Vl, ws.Vdl, ws.Vml, ws.Fl, ws.Fdl, ws.Fml
+                        Hl, hsl, pvl, G, Vlt = ws.Hl, ws.hsl, ws.pvl, ws.G, ws.Vlt
                 if hidden:
                     # HiddenPersistentCD: its uniforms (one NumPy call), compared in float64
                     # with the probabilities: v from the chains, k - 1 more sweeps, the
@@ -193,34 +219,64 @@ class FusedBernoulliSGD:
                     fill_hs(generator=gen).lt_(ph)
                 else:  # CD: the data's hidden means go straight into H, used twice
                     Vd.copy_(v_data)
-                    torch.addmm(c, Vd, W, out=Hd).sigmoid_()
+                    if low is None:
+                        torch.addmm(c, Vd, W, out=Hd).sigmoid_()
+                    else:
+                        torch.mm(Vdl.copy_(Vd), Wl, out=Fdl)
+                        torch.add(Fdl, c, out=Hd).sigmoid_()
                     fill_hs(generator=gen).lt_(Hd)
                 if not hidden:
-                    torch.addmm(b, hs, Wt, out=pv).sigmoid_()
-                    fill_vm(generator=gen).lt_(pv)
-                    for _ in range(k - 1):
-                        torch.addmm(c, Vm, W, out=ph).sigmoid_()
-                        fill_hs(generator=gen).lt_(ph)
-                        torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                    for i in range(k):
+                        if i:
+                            if low is None:
+                                torch.addmm(c, Vm, W, out=ph).sigmoid_()
+                            else:
+                                torch.mm(Vml.copy_(Vm), Wl, out=Fml)
+                                torch.add(Fml, c, out=ph).sigmoid_()
+                            fill_hs(generator=gen).lt_(ph)
+                        if low is None:
+                            torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+                        else:
+                            torch.mm(hsl.copy_(hs), Wlt, out=pvl)
+                            torch.add(pvl, b, out=pv).sigmoid_()
                         fill_vm(generator=gen).lt_(pv)
                 if persistent:
-                    torch.mm(V, W, out=F)  # both hidden fields, before the update
-                    torch.add(F, c, out=H).sigmoid_()
+                    # both hidden fields, before the update
+                    if low is None:
+                        torch.mm(V, W, out=F)
+                        torch.add(F, c, out=H).sigmoid_()
+                    else:
+                        torch.mm(Vl.copy_(V), Wl, out=Fl)
+                        Fm.copy_(Fml)
+                        torch.add(Fl, c, out=H).sigmoid_()
                 elif not hidden:
-                    torch.addmm(c, Vm, W, out=Hm).sigmoid_()
+                    if low is None:
+                        torch.addmm(c, Vm, W, out=Hm).sigmoid_()
+                    else:
+                        torch.mm(Vml.copy_(Vm), Wl, out=Fml)
+                        torch.add(Fml, c, out=Hm).sigmoid_()
                 if activation is not None and sync is None:  # a dot with 1/(B nh)
                     activation.add_(torch.dot(Hd_flat, mean_w))
                 # H = [h_d; -w h_m], w = B/M (or 1, model_norm="rows"): V^T H = B (data -
                 # model).  A 0-d tensor factor: a Python float costs a scalar-to-tensor
                 # wrap per call, 1-3 us at this size.
                 torch.mul(Hm, scale, out=Hm)
+                if low is not None:
+                    # V^T H in the GEMM dtype (the states' low copies are current: the
+                    # chains' from the last sweep, the data's from above)
+                    torch.mm(Vlt, Hl.copy_(H), out=G)
                 if sync is not None:
                     # This rank's share of the new momentum buffer, w (momentum buf + wd W)
                     # - (w / B) V^T H, in the views the ranks sum (no momentum: beta=0,
                     # the view is overwritten).
                     a, mw = -weight / B, momentum * weight
                     gW, gb, gc = self._grads
-                    gW.addmm_(Vt, H, beta=mw, alpha=a)
+                    if low is None:
+                        gW.addmm_(Vt, H, beta=mw, alpha=a)
+                    elif mw:
+                        gW.mul_(mw).add_(G, alpha=a)
+                    else:
+                        torch.mul(G, a, out=gW)
                     if wd:
                         gW.add_(W, alpha=wd * weight)
                     gb.addmv_(Vt, signs, beta=mw, alpha=a)
@@ -228,7 +284,12 @@ class FusedBernoulliSGD:
                     self._synced_update(activation, torch.dot(Hd_flat, mean_w) * weight)
                 elif bufs is None:
                     a = lr / B
-                    W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
+                    if low is None:
+                        W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
+                    else:
+                        if wd:
+                            W.mul_(1.0 - lr * wd)
+                        W.add_(G, alpha=a)
                     if b64 is None:
                         b.addmv_(Vt, signs, alpha=a)
                     else:
@@ -241,7 +302,11 @@ class FusedBernoulliSGD:
                     c.addmv_(Ht, ones, alpha=a)
                 else:
                     gW, gb, gc = bufs
-                    gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)  # buf = m buf + grad (+ wd W)
+                    # buf = m buf + grad (+ wd W)
+                    if low is None:
+                        gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)
+                    else:
+                        gW.mul_(momentum).add_(G, alpha=-1.0 / B)
                     if wd:
                         gW.add_(W, alpha=wd)
                     gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
@@ -249,6 +314,8 @@ class FusedBernoulliSGD:
                     W.sub_(gW, alpha=lr)
                     b.sub_(gb, alpha=lr)
                     c.sub_(gc, alpha=lr)
+                if low is not None:
+                    Wl.copy_(W)
                 if persistent:
                     sampler.chains, sampler.field = Vm, Fm
                 elif hidden:
@@ -269,7 +336,7 @@ class _FusedWorkspace:
     the visible bias in float64 (scikit-learn's rounding, for model_norm="rows")."""
 
     def __init__(self, B: int, M: int, W: Tensor, model_weight: float,
-                 wide_visible_step: bool = False) -> None:
+                 wide_visible_step: bool = False, low: torch.dtype | None = None) -> None:
         nv, nh = W.shape
         kw = {"dtype": W.dtype, "device": W.device}
         self.B, self.M = B, M
@@ -291,5 +358,13 @@ class _FusedWorkspace:
         wide = wide_visible_step and W.dtype != torch.float64
         self.sv64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
         self.b64 = torch.empty(nv, dtype=torch.float64, device=W.device) if wide else None
+        if low is not None:  # the GEMM operands and products in the low dtype
+            lk = {"dtype": low, "device": W.device}
+            self.Vl, self.Fl, self.Hl = (torch.empty(B + M, n, **lk) for n in (nv, nh, nh))
+            self.Vdl, self.Vml = self.Vl[:B], self.Vl[B:]
+            self.Fdl, self.Fml = self.Fl[:B], self.Fl[B:]
+            self.Vlt = self.Vl.t()
+            self.hsl, self.pvl = torch.empty(M, nh, **lk), torch.empty(M, nv, **lk)
+            self.G = torch.empty(nv, nh, **lk)
         # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
         self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)

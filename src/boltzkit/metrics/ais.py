@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..precision import Precision, computing
 
 #: Salakhutdinov & Murray's schedule: 500 betas to 0.5, 4,000 to 0.9, 10,000 to 1.0.
 SM_SCHEDULE = ((0.5, 500), (0.9, 4000), (1.0, 10000))
@@ -195,6 +196,14 @@ def anneal(path: AnnealingPath, state: Any, betas: Sequence[float],
     return log_w, state
 
 
+def _device(path: AnnealingPath) -> torch.device:
+    """The device a path's model lives on (where its precision is resolved)."""
+    model = getattr(path, "model", None)
+    if model is None:
+        model = getattr(path, "rbm", None)
+    return getattr(model, "device", torch.device("cpu"))
+
+
 def betas_from(schedule: Tensor | Sequence[float] | None, n_steps: int | None) -> list[float]:
     """The schedule given, or Salakhutdinov & Murray's with ``n_steps`` steps (default
     14,500); refuses both at once."""
@@ -209,8 +218,13 @@ def betas_from(schedule: Tensor | Sequence[float] | None, n_steps: int | None) -
 def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
             generator: torch.Generator | None = None, reverse: bool = False,
             data: Tensor | None = None, min_ess_fraction: float = 0.1,
-            max_log_weight_std: float = 2.0, reverse_tolerance: float = 1.0) -> AISResult:
+            max_log_weight_std: float = 2.0, reverse_tolerance: float = 1.0,
+            precision: str | Precision | None = None) -> AISResult:
     """Estimate log Z along ``path`` with ``n_chains`` chains; see :class:`AISResult`.
+
+    ``precision`` (:mod:`boltzkit.precision`): the GEMM precision of the annealing
+    passes (transitions and the products of the log-weight increments); the
+    log-weights accumulate in float64 whatever it is.
 
     ``reverse``: also anneal from 1 down to 0, starting at rows of ``data`` (or, without
     data, at the forward chains' end states), log Z_rev = log Z_base - logmeanexp(w_rev):
@@ -222,7 +236,8 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
     """
     _positive_int("n_chains", n_chains)
     log_z_base = float(path.log_z_base)
-    log_w, end = anneal(path, path.sample_base(n_chains, generator), betas, generator)
+    with computing(precision, _device(path)):
+        log_w, end = anneal(path, path.sample_base(n_chains, generator), betas, generator)
     finite = torch.isfinite(log_w)
     if bool(finite.all()):
         lme, _, upper, lower = _log_weight_stats(log_w)
@@ -242,7 +257,8 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
     rev = rev_w = None
     if reverse:
         start = end if data is None else path.from_data(data, n_chains, generator)
-        rev_w, _ = anneal(path, start, list(betas)[::-1], generator)
+        with computing(precision, _device(path)):
+            rev_w, _ = anneal(path, start, list(betas)[::-1], generator)
         rev = log_z_base - _logmeanexp(rev_w)
         if not math.isfinite(rev):
             rev = None  # reported as missing; an improper model is flagged above

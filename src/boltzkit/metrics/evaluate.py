@@ -9,10 +9,12 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
+from ..precision import choose, computing
 from ..rbm import RBM
 from .divergence import forward_kl, mode_coverage, reverse_kl
 from .likelihood import (
     DEFAULT_AIS_STEPS,
+    exact_is_auto,
     free_energies,
     log_likelihood,
     pseudo_likelihood,
@@ -62,7 +64,8 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
              labels: Tensor | None = None, train_labels: Tensor | None = None,
              n_model_samples: int | None = None, sample_steps: int = 1000, knn_k: int = 1,
              batch_size: int = 1000, ais_reverse: bool = False,
-             exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0) -> dict:
+             exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0,
+             precision: str = "float32") -> dict:
     """Evaluate ``model`` on ``data``; returns a JSON-serialisable dict of plain numbers.
 
     Always: ``n_samples``, ``free_energy`` (mean F(data)) and, with
@@ -82,6 +85,10 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     ``exact_dtype`` is the precision of an exact enumeration (float64 or float32).
     ``log_jacobian`` is added to the log-likelihood (a model of standardised data
     scored as a density of the original values: ``Standardizer.log_jacobian``).
+    ``precision`` (float32, bfloat16, auto: :mod:`boltzkit.precision`) is the GEMM
+    precision of the sampling: AIS's annealing chains and the model samples; free
+    energies, pseudo-likelihood and exact sums keep their own precision.  The choice is
+    reported as ``precision``.
     Non-finite values (e.g. an AIS lower bound of -inf) become None.
     """
     if not isinstance(model, RBM):
@@ -92,7 +99,14 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
     if unknown:
         raise ConfigError(f"unknown metric(s) {unknown}: valid names are {list(METRICS)}")
     v = model.prepare(data)
-    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
+    prec = choose(precision, model.device)
+    sampling = "knn" in metrics or "modes" in metrics or ("loglik" in metrics and (
+        method == "ais" or (method == "auto" and not exact_is_auto(model))))
+    if prec.name != "float32" and not sampling:
+        raise ConfigError(f"precision {prec.name} applies to sampling (AIS, model samples) and "
+                          f"these metrics {list(metrics)} sample nothing: drop --precision")
+    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed),
+                 "precision": prec.name}
     f_data = free_energies(model, v, batch_size)
     out["free_energy"] = float(f_data.mean())
     if train_data is not None:
@@ -103,7 +117,8 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
         res = log_likelihood(model, v, method=method, ais_chains=ais_chains, ais_steps=ais_steps,
                              train_data=train_data, generator=_generator(model, seed, "loglik"),
                              batch_size=batch_size, reverse=ais_reverse,
-                             exact_dtype=exact_dtype, log_jacobian=log_jacobian)
+                             exact_dtype=exact_dtype, log_jacobian=log_jacobian,
+                             precision=prec)
         res.pop("n_samples")
         out.update(res)
     if "pl" in metrics:
@@ -113,8 +128,9 @@ def evaluate(model: RBM, data: Tensor, metrics: Sequence[str] = ("loglik", "pl",
         out["recon_error"] = reconstruction_error(model, v, batch_size)
     if "knn" in metrics or "modes" in metrics:
         n = n_model_samples or min(v.shape[0], 5000)
-        samples = model.sample(n, steps=sample_steps, generator=_generator(model, seed, "samples"),
-                               return_mean=False)
+        with computing(prec, model.device):
+            samples = model.sample(n, steps=sample_steps,
+                                   generator=_generator(model, seed, "samples"), return_mean=False)
         out["n_model_samples"] = int(n)
         if "knn" in metrics:
             out["knn_forward_kl"] = forward_kl(v, samples, knn_k)
@@ -199,7 +215,7 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
                    labels: Tensor | None = None, train_data: Tensor | None = None,
                    train_labels: Tensor | None = None, ais_chains: int = 100,
                    ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0, batch_size: int = 1000,
-                   **rbm_options) -> dict:
+                   precision: str = "float32", **rbm_options) -> dict:
     """:func:`evaluate` for any boltzkit model, with the metrics that make sense for it.
 
     RBMs (and the zoo's RBM-based kinds) go to :func:`evaluate`; classifiers report
@@ -212,7 +228,8 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
     for a semi-restricted RBM) and ``pl``; a conditional RBM scores a sequence (rows:
     frames in time order): ``rmse`` of its one-step-ahead mean-field predictions (next to
     persistence) and ``loglik``, the exact mean log p(v_t | history) (small hidden layers).
-    ``metrics=None`` takes :func:`default_metrics`.
+    ``metrics=None`` takes :func:`default_metrics`.  ``precision``: the GEMM precision of
+    the sampling (AIS annealing; :func:`evaluate`), reported as ``precision``.
     """
     family = model_family(model)
     if metrics is None:
@@ -226,14 +243,19 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
     if family == "rbm":
         return evaluate(model, data, metrics, train_data=train_data, labels=labels,
                         train_labels=train_labels, ais_chains=ais_chains, ais_steps=ais_steps,
-                        seed=seed, batch_size=batch_size, **rbm_options)
+                        seed=seed, batch_size=batch_size, precision=precision, **rbm_options)
+    prec = choose(precision, _model_device(model))
+    if prec.name != "float32" and family in ("classifier", "dbn", "sequence"):
+        raise ConfigError(f"precision {prec.name} applies to sampling (AIS, model samples); a "
+                          f"{family} evaluation samples nothing: drop --precision")
     if family == "lateral":
-        return _json_value(_lateral_metrics(model, data, metrics, train_data, ais_chains,
-                                            ais_steps, seed))
+        return _json_value({**_lateral_metrics(model, data, metrics, train_data, ais_chains,
+                                               ais_steps, seed, prec), "precision": prec.name})
     if family == "sequence":
-        return _json_value(_sequence_metrics(model, data, metrics))
+        return _json_value({**_sequence_metrics(model, data, metrics), "precision": prec.name})
     v = model.prepare(data) if hasattr(model, "prepare") else model.layers[0].prepare(data)
-    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed)}
+    out: dict = {"n_samples": int(v.shape[0]), "metrics": list(metrics), "seed": int(seed),
+                 "precision": prec.name}
     if "error" in metrics:
         y = _labels(labels, v.shape[0], "labels").to(v.device).long()
         out["test_error"], out["nll"] = classification_scores(model, v, y, batch_size)
@@ -242,14 +264,20 @@ def evaluate_model(model, data: Tensor, metrics: Sequence[str] | None = None,
 
         train = None if train_data is None else model.prepare(train_data, "train_data")
         out.update(dbm_log_likelihood_bound(model, v, ais_chains, ais_steps, seed=seed,
-                                            train_data=train))
+                                            train_data=train, precision=prec))
     if "features" in metrics:
         out["features_accuracy"] = _features_accuracy(model, v, labels, train_data, train_labels,
                                                       batch_size, seed)
     return _json_value(out)
 
 
-def _lateral_metrics(model, data, metrics, train_data, ais_chains, ais_steps, seed) -> dict:
+def _model_device(model) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _lateral_metrics(model, data, metrics, train_data, ais_chains, ais_steps, seed,
+                     prec) -> dict:
     from ..models import lateral
 
     if isinstance(model, lateral.PottsModel) and torch.as_tensor(data).shape[-1] == model.n_sites:
@@ -264,7 +292,7 @@ def _lateral_metrics(model, data, metrics, train_data, ais_chains, ais_steps, se
         elif isinstance(model, lateral.SemiRestrictedRBM):
             gen = torch.Generator(device=model.device).manual_seed(int(seed))
             base = v if train_data is None else model.prepare(train_data, "train_data")
-            res = lateral.ais_log_z(model, base, ais_chains, ais_steps, gen)
+            res = lateral.ais_log_z(model, base, ais_chains, ais_steps, gen, precision=prec)
             lz, method, lo, hi = res.log_z, "ais", res.log_z_lower, res.log_z_upper
         else:
             raise ConfigError(f"exact log Z of this {model.kind} would enumerate "

@@ -183,7 +183,7 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
               generator: torch.Generator | None = None, base_bias: Tensor | None = None,
               reverse: bool = False, dtype: torch.dtype | None = None,
               min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
-              reverse_tolerance: float = 1.0) -> AISResult:
+              reverse_tolerance: float = 1.0, precision: str | None = None) -> AISResult:
     """Estimate log Z by annealed importance sampling (Salakhutdinov & Murray 2008).
 
     The base model A has the target's visible units (same variances etc.), the
@@ -203,6 +203,7 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     forward interval width, if larger) the result is marked unreliable.  It
     is also unreliable when ESS / n_chains < ``min_ess_fraction`` or the log
     weights' std exceeds ``max_log_weight_std``; ``warning`` says why.
+    ``precision``: the annealing passes' GEMM precision (:func:`~boltzkit.metrics.ais.run_ais`).
     """
     rbm = _check_rbm(rbm)
     betas = betas_from(schedule, n_steps)
@@ -220,7 +221,7 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     else:
         b_a = torch.zeros(vis.n, device=dev, dtype=dt)
     return run_ais(RBMPath(model, b_a), n_chains, betas, generator, reverse, data,
-                   min_ess_fraction, max_log_weight_std, reverse_tolerance)
+                   min_ess_fraction, max_log_weight_std, reverse_tolerance, precision)
 
 
 def exact_is_auto(rbm: RBM, threshold: int = AUTO_EXACT_STATES) -> bool:
@@ -237,7 +238,8 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
                    ais_steps: int = DEFAULT_AIS_STEPS, train_data: Tensor | None = None,
                    generator: torch.Generator | None = None, batch_size: int = 1000,
                    exact_threshold: int = AUTO_EXACT_STATES, reverse: bool = False,
-                   exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0) -> dict:
+                   exact_dtype: torch.dtype = torch.float64, log_jacobian: float = 0.0,
+                   precision: str | None = None) -> dict:
     """Average log p(v) over ``data`` in nats per sample, with log Z exact or by AIS.
 
     log p(v) = -F(v) - log Z with F in float64.  ``log_z`` may be given (a
@@ -253,7 +255,8 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
     ``log_jacobian`` (nats per sample) is added to the log-likelihood and its bounds:
     for a model of transformed data z = T(x), pass log |det dT/dx| to get the density
     of the original x, e.g. ``Standardizer.log_jacobian`` (-sum log scale_i) when the
-    model saw standardised data.  It is reported as ``log_jacobian``.
+    model saw standardised data.  It is reported as ``log_jacobian``.  ``precision``: the
+    GEMM precision of AIS's annealing (:mod:`boltzkit.precision`; F stays float64).
     """
     rbm = _check_rbm(rbm)
     log_jacobian = float(log_jacobian)
@@ -280,7 +283,7 @@ def log_likelihood(rbm: RBM, data: Tensor, log_z: float | AISResult | None = Non
         else:
             ais = ais_log_z(rbm, data=train_data if train_data is not None else data,
                             n_chains=ais_chains, n_steps=ais_steps, generator=generator,
-                            reverse=reverse)
+                            reverse=reverse, precision=precision)
             used = "ais"
     if ais is not None:
         lz, lo, hi = ais.log_z, ais.log_z_lower, ais.log_z_upper

@@ -76,6 +76,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .. import precision
 from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError
 from ..objectives import LikelihoodGradient, Objective, assign_grads
@@ -134,16 +135,16 @@ class MaskableDenseConnection(DenseConnection):
         return w if self.view.scale == 1.0 else w * self.view.scale
 
     def forward(self, x: Tensor) -> Tensor:
-        return x @ self.effective_weights()
+        return precision.mm(x, self.effective_weights())
 
     def transpose(self, h: Tensor) -> Tensor:
-        return h @ self.effective_weights().t()
+        return precision.mm_t(h, self.effective_weights())
 
     def interaction(self, x: Tensor, h: Tensor) -> Tensor:
-        return ((x @ self.effective_weights()) * h).sum(-1)
+        return (self.forward(x) * h).sum(-1)
 
     def weight_gradient(self, x: Tensor, h: Tensor) -> Tensor:
-        g = x.t() @ h
+        g = precision.mm(x.t(), h)
         if self.view.mask is not None:
             g = g * self.view.mask
         return g if self.view.scale == 1.0 else g * self.view.scale

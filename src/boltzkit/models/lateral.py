@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .. import precision
 from ..connections import DenseConnection, connection_from_config
 from ..errors import ConfigError, DataError, ModelFileError
 from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
@@ -328,11 +329,12 @@ class FullyVisibleBM(_LateralLayer):
 
     def local_field(self, x: Tensor) -> Tensor:
         """Natural parameters of every unit's conditional: h + x @ J, shape (B, N)."""
-        return self.visible.bias + x @ self.coupling_matrix()
+        return self.visible.bias + precision.mm(x, self.coupling_matrix())
 
     def energy(self, x: Tensor) -> Tensor:
         """E(x) = -h.x - x^T J x / 2, shape (batch,)."""
-        return -(x @ self.visible.bias) - 0.5 * ((x @ self.coupling_matrix()) * x).sum(-1)
+        return (-(x @ self.visible.bias)
+                - 0.5 * (precision.mm(x, self.coupling_matrix()) * x).sum(-1))
 
     def free_energy(self, x: Tensor, beta: Beta = 1.0) -> Tensor:
         """beta E(x): the energy (all units are visible), every term scaled by beta."""
@@ -505,7 +507,7 @@ class SemiRestrictedRBM(_LateralLayer):
 
     # --- energies -----------------------------------------------------------------
     def _lateral_energy(self, v: Tensor, beta=1.0) -> Tensor:
-        return -0.5 * ((v @ self.coupling_matrix()) * v).sum(-1) * beta
+        return -0.5 * (precision.mm(v, self.coupling_matrix()) * v).sum(-1) * beta
 
     def energy(self, v: Tensor, h: Tensor) -> Tensor:
         """Joint energy E(v, h) = E_rbm(v, h) - v^T L v / 2."""
@@ -529,7 +531,7 @@ class SemiRestrictedRBM(_LateralLayer):
         eye = torch.eye(vis.n, dtype=v.dtype, device=v.device)
         rows = self.connection(eye) - self.connection(torch.zeros_like(eye[:1]))  # (N, H)
         fld = self.rbm.hidden_field(v)
-        lat = v @ self.coupling_matrix()  # (B, N)
+        lat = precision.mm(v, self.coupling_matrix())  # (B, N)
         lp = hid.log_partition(fld)  # (B,)
         B, g = v.shape[0], self.group_size
         step = max(1, chunk // max(1, B * hid.n * g))
@@ -661,7 +663,7 @@ def log_likelihood(model: LateralModel, data: Tensor, log_z: float | None = None
 def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: int = 100,
               n_steps: int = DEFAULT_AIS_STEPS, generator: torch.Generator | None = None,
               min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
-              reverse: bool = False) -> AISResult:
+              reverse: bool = False, precision: str | None = None) -> AISResult:
     """AIS estimate of log Z for a semi-restricted RBM (Salakhutdinov & Murray's path).
 
     Base model A: independent visibles with bias b_A fitted to ``data``, hidden
@@ -679,7 +681,8 @@ def ais_log_z(model: SemiRestrictedRBM, data: Tensor | None = None, n_chains: in
                           "ising/potts models and boltzkit.metrics.ais_log_z for RBMs")
     data = None if data is None else model.prepare(data)
     return run_ais(_SRBMPath(model, data, generator), n_chains, betas_from(None, n_steps),
-                   generator, reverse, data, min_ess_fraction, max_log_weight_std)
+                   generator, reverse, data, min_ess_fraction, max_log_weight_std,
+                   precision=precision)
 
 
 class _SRBMPath:
@@ -699,7 +702,7 @@ class _SRBMPath:
 
     def _log_f(self, v: Tensor, fld: Tensor, beta: float) -> Tensor:
         lin = v @ (self.b + (1.0 - beta) * self.d)
-        lat = 0.5 * ((v @ self.j) * v).sum(-1)
+        lat = 0.5 * (precision.mm(v, self.j) * v).sum(-1)
         return (lin + beta * lat + self.model.hidden.log_partition(fld, beta)).double()
 
     def sample_base(self, n, generator):

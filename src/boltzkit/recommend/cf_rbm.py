@@ -53,6 +53,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from .. import precision
 from ..connections import DenseConnection
 from ..errors import ConfigError, DataError
 from ..objectives import Objective
@@ -269,7 +270,7 @@ class CFRBM(RBM):
 
         def up(vals: Tensor) -> Tensor:                   # (P, K) states -> E[h] (B, F)
             field = torch.zeros(b, self.n_hidden, dtype=wc.dtype, device=wc.device)
-            field.index_add_(0, rows, torch.einsum("pk,pkf->pf", vals, wc))
+            field.index_add_(0, rows, precision.call(torch.einsum, "pk,pkf->pf", vals, wc))
             return self.hidden.mean(field + extra)
 
         vals0 = v[rows[:, None], cols]
@@ -293,7 +294,7 @@ class CFRBM(RBM):
                  0, flat, (vals0 - valsk).reshape(-1)) / b,
              "hidden_bias": (h0 - hk).sum(0) / b}
         if rated is not None:
-            g["implicit"] = rated.t() @ (h0 - hk) / b
+            g["implicit"] = precision.mm(rated.t(), h0 - hk) / b
         return g
 
     @torch.no_grad()
@@ -378,7 +379,7 @@ class CFRBM(RBM):
         b = self.visible.bias[cols]
         if exact:
             return torch.nn.functional.softplus(x[:, None, :] + wc).sum(-1) + b
-        return torch.einsum("pf,pkf->pk", x, wc) + b
+        return precision.call(torch.einsum, "pf,pkf->pk", x, wc) + b
 
     def _group_prediction(self, x: Tensor, groups: Tensor) -> Tensor:
         """Expected rating (like mode: p(like)) of one visible group per row.

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import precision
 from ..connections import DenseConnection
 from ..errors import ConfigError
 from ..metrics.ais import DEFAULT_AIS_STEPS, AISResult, betas_from, run_ais
@@ -368,7 +369,7 @@ class DBM(Model):
                   schedule: Tensor | Sequence[float] | None = None,
                   data: Tensor | None = None, generator: torch.Generator | None = None,
                   min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
-                  reverse: bool = False) -> AISResult:
+                  reverse: bool = False, precision: str | None = None) -> AISResult:
         """Estimate log Z by AIS over the even layers with the odd layers summed out.
 
         The path at inverse temperature beta: even layer l has bias
@@ -387,7 +388,7 @@ class DBM(Model):
         if data is not None:
             data = self.prepare(data)
         return run_ais(_DBMPath(self, data), n_chains, betas, generator, reverse, data,
-                       min_ess_fraction, max_log_weight_std)
+                       min_ess_fraction, max_log_weight_std, precision=precision)
 
 
 class _DBMPath:
@@ -469,7 +470,8 @@ def dbm_log_likelihood_bound(model: DBM, data: Tensor, ais_chains: int = 100,
                              ais_steps: int = DEFAULT_AIS_STEPS, seed: int = 0,
                              mf_steps: int = 30, train_data: Tensor | None = None,
                              batch_size: int = 1000, log_z: AISResult | float | None = None,
-                             exact: bool | None = None) -> dict[str, Any]:
+                             exact: bool | None = None,
+                             precision: str | None = None) -> dict[str, Any]:
     """Average variational lower bound on log p(v) over ``data`` (nats per sample).
 
     bound(v) = E_q[-E(v, h)] + H(q) - log Z with the mean-field q.  log Z is
@@ -477,7 +479,7 @@ def dbm_log_likelihood_bound(model: DBM, data: Tensor, ais_chains: int = 100,
     most 2^20 states) and AIS otherwise (base rates fitted to ``train_data``,
     else ``data``).  With AIS the bound is itself an estimate: the
     ``log_likelihood_lower_bound_low/high`` range follows from log Z's +/-3 sigma
-    interval.
+    interval.  ``precision``: the GEMM precision of AIS's annealing.
     """
     if not isinstance(model, DBM):
         raise ConfigError(f"expected a DBM, got {type(model).__name__}")
@@ -494,7 +496,7 @@ def dbm_log_likelihood_bound(model: DBM, data: Tensor, ais_chains: int = 100,
         if log_z is None:
             gen = torch.Generator(device=model.device).manual_seed(seed)
             log_z = model.ais_log_z(ais_chains, ais_steps, data=train_data if train_data
-                                    is not None else v, generator=gen)
+                                    is not None else v, generator=gen, precision=precision)
         if isinstance(log_z, AISResult):
             out.update(method="ais", log_z=log_z.log_z,
                        log_z_lower=log_z.log_z_lower if math.isfinite(log_z.log_z_lower)
@@ -529,11 +531,11 @@ class ScaledConnection(DenseConnection):
         self.up, self.down = float(up), float(down)
 
     def forward(self, x: Tensor) -> Tensor:
-        f = x @ self.weights
+        f = precision.mm(x, self.weights)
         return f if self.up == 1.0 else f * self.up
 
     def transpose(self, h: Tensor) -> Tensor:
-        f = h @ self.weights.t()
+        f = precision.mm_t(h, self.weights)
         return f if self.down == 1.0 else f * self.down
 
 
@@ -681,8 +683,9 @@ class MeanFieldLikelihood(Objective):
             grads.append(u.coupling(neg[i]).mean(0) - u.coupling(data_states[i]).mean(0))
         for i in range(len(model.connections)):
             lo, hi = model.layers[i], model.layers[i + 1]
-            g = lo.coupling(neg[i]).t() @ hi.coupling(neg[i + 1]) / M
-            g.addmm_(lo.coupling(data_states[i]).t(), hi.coupling(mus[i]), alpha=-1.0 / B)
+            g = precision.mm(lo.coupling(neg[i]).t(), hi.coupling(neg[i + 1])) / M
+            g.sub_(precision.mm(lo.coupling(data_states[i]).t(), hi.coupling(mus[i])),
+                   alpha=1.0 / B)
             grads.append(g)
         params = [u.bias for u in model.layers] + [c.weights for c in model.connections]
         assign_grads(params, grads)

@@ -74,6 +74,7 @@ class Run:
         self.quiet = quiet
         self.kind = kinds.kind(cfg["model"])
         self.device = device_of(cfg.get("device") or "cpu")
+        self.said_precision = False  # the precision chosen is said once per run
         if resume and not cfg.get("checkpoint_dir"):
             raise ConfigError("--resume needs --checkpoint-dir (where the run's checkpoint is)")
 
@@ -195,6 +196,7 @@ class Run:
             momentum=c["momentum"], weight_decay=c["weight_decay"], adam_betas=betas,
             lr_schedule=c["lr_schedule"], lr_final_factor=c["lr_final_factor"],
             lr_power=c["lr_power"], average_from=c["average_from"], seed=c["seed"],
+            precision=c["precision"],
             checkpoint_dir=ckpt, checkpoint_every=c["checkpoint_every"],
             progress=False if self.quiet else None, signature=sig,
             signature_defaults=sig_defaults,
@@ -202,6 +204,10 @@ class Run:
         opts.update(overrides)
         trainer = Trainer(model, sampler, objective, **opts)
         trainer.stage = stage
+        p = trainer.precision
+        if not self.quiet and p.requested != "float32" and not self.said_precision:
+            print(f"precision: {p.name} ({p.reason})", file=sys.stderr)
+            self.said_precision = True
         return trainer
 
     def fit(self, trainer: Trainer, data, val=None, **kwargs) -> list[dict]:

@@ -49,9 +49,11 @@ from torch import Tensor, nn
 
 from .. import distributed as dist_
 from .. import kernels
+from .. import precision as precision_
 from ..errors import ConfigError, ModelFileError, TrainingDiverged
 from ..io import load_model_tensors, model_tensors, read_tensors, save_tensors
 from ..objectives import LikelihoodGradient, Objective, as_objective
+from ..precision import Precision
 from .averaging import ParameterAverage
 from .optim import OptimizerSpec, ScheduleSpec, make_optimizer, make_scheduler
 from .rows import StreamedRows, TensorRows
@@ -100,6 +102,11 @@ class Trainer:
     a ``torch.distributed`` group with more than one process exists) turns on
     data-parallel training.  ``profile=True`` adds ``compute_time`` and
     ``allreduce_time`` (seconds per step) to each epoch's record.
+
+    ``precision``: the GEMM precision of the training steps ("float32", "bfloat16",
+    "tf32" on CUDA, "auto": :mod:`boltzkit.precision`); master weights, optimizer state,
+    statistics and draws stay in the model's dtype, and the monitors score the model in
+    it.  The choice made (and why) is ``trainer.precision``.
     """
 
     def __init__(self, model: nn.Module, sampler: Any = None, objective: Objective | None = None,
@@ -115,7 +122,8 @@ class Trainer:
                  distributed: bool | None = None, profile: bool = False,
                  average_from: int = 0, best_by: str | Sequence[str] | None = None,
                  patience: int | None = None, restore_best: bool = True,
-                 shuffle: bool = True, batching: str = "fixed") -> None:
+                 shuffle: bool = True, batching: str = "fixed",
+                 precision: str | Precision = "float32") -> None:
         _int("epochs", epochs, 0)
         _int("average_from", average_from, 0)
         _int("batch_size", batch_size, 1)
@@ -169,6 +177,7 @@ class Trainer:
         self.average_from = average_from
         self.averager = ParameterAverage()  # the running mean of the parameters
         self.device = _device_of(model)
+        self.precision = precision_.choose(precision, self.device)
         # ``generator`` drives sampling (seed + rank: a different stream per rank);
         # ``shuffle_generator`` the epoch permutations (the shared seed on every rank).
         # In a single process they are one generator.
@@ -243,7 +252,7 @@ class Trainer:
             pick = torch.randperm(source.n, generator=mon_gen)[:self.monitor_size]
             mon_train = source.take(pick)
         step = kernels.plan_step(model, self.sampler, objective, self.optimizer,
-                                 self.generator, sync)
+                                 self.generator, sync, low=self.precision.gemm_dtype)
         while self.epoch < self.epochs and not self.stopped_early:
             self._epoch(source, step, sync, mon_train, val_rows)
         if self.epoch >= self.epochs or self.stopped_early:
@@ -294,12 +303,14 @@ class Trainer:
         params = list(model.parameters())
         comm0 = sync.seconds if sync is not None else 0.0
         sums: dict[str, Tensor] = {}
-        if step is not None:
-            act = torch.zeros((), dtype=params[0].dtype, device=self.device)
-            self._fused_epoch(step, source, perm, bounds, act, bar, params if averaging else None)
-            sums["hidden_activation"] = act
-        else:
-            self._general_epoch(source, perm, bounds, sync, sums, bar, params, averaging)
+        with precision_.computing(self.precision):
+            if step is not None:
+                act = torch.zeros((), dtype=params[0].dtype, device=self.device)
+                self._fused_epoch(step, source, perm, bounds, act, bar,
+                                  params if averaging else None)
+                sums["hidden_activation"] = act
+            else:
+                self._general_epoch(source, perm, bounds, sync, sums, bar, params, averaging)
         if bar is not None:
             bar.close()
         self._check_finite()
