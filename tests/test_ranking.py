@@ -22,7 +22,7 @@ def _hand_case():
                        [0.1, 0.2, 0.3, 0.4, 0.5],
                        [0.0, 0.0, 0.0, 0.0, 0.0],    # all tied
                        [0.0, 0.0, 0.0, 0.2, 0.7]])
-    seen = pair_matrix([0, 2, 3, 3, 3], [0, 0, 0, 1, 2], 4, 5)
+    seen = pair_matrix([0, 3, 3, 3], [0, 0, 1, 2], 4, 5)
     relevant = pair_matrix([0, 0, 1, 1, 1, 1, 3], [2, 4, 4, 3, 0, 1, 3], 4, 5)
     return scores, seen, relevant
 
@@ -30,7 +30,7 @@ def _hand_case():
 def test_top_n_ties_exclusion_and_padding():
     scores, seen, _ = _hand_case()
     top = top_n(scores, 3, exclude=seen)
-    np.testing.assert_array_equal(top, [[1, 2, 3], [4, 3, 2], [1, 2, 3], [4, 3, -1]])
+    np.testing.assert_array_equal(top, [[1, 2, 3], [4, 3, 2], [0, 1, 2], [4, 3, -1]])
     # dense and sparse exclusion agree; nothing excluded is ever returned
     np.testing.assert_array_equal(top_n(scores, 3, exclude=seen.toarray()), top)
     assert not any(seen[u, i] for u in range(4) for i in top[u] if i >= 0)
@@ -54,7 +54,7 @@ def test_metrics_by_hand_with_ties_and_skipped_users():
     # AP@3 = sum_k hit_k * precision@k / min(3, |R|)
     assert r["map@3"] == pytest.approx(np.mean([(1 / 2) / 2, (1 + 1) / 3, (1 / 2) / 1]),
                                        abs=1e-12)
-    assert r["coverage@3"] == pytest.approx(4 / 5)  # items 1, 2, 3, 4 are shown
+    assert r["coverage@3"] == pytest.approx(5 / 5)  # item 0 only in the skipped user's list
     assert (r["n_ranked_users"], r["n_skipped_users"]) == (3, 1)
     by_rel = topn_metrics(top_n(scores, 3, exclude=seen), relevant, ap_normaliser="relevant")
     assert by_rel["map@3"] == pytest.approx(np.mean([(1 / 2) / 2, (1 + 1) / 4, (1 / 2) / 1]),
@@ -65,7 +65,7 @@ def test_metrics_perfect_list_and_no_relevant_user():
     relevant = pair_matrix([0, 0], [3, 1], 1, 5)
     perfect = topn_metrics(np.array([[3, 1, 0]]), relevant)
     assert perfect["ndcg@3"] == pytest.approx(1.0) and perfect["recall@3"] == 1.0
-    assert perfect["map@3"] == pytest.approx(1.0)
+    assert perfect["map@3"] == pytest.approx(1.0) and perfect["coverage@3"] == 3 / 5
     swapped = topn_metrics(np.array([[0, 3, 1]]), relevant)
     assert swapped["ndcg@3"] == pytest.approx((1 / L3 + 1 / 2) / (1 + 1 / L3))
     with pytest.raises(DataError, match="no user has a relevant"):
