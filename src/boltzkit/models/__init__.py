@@ -34,6 +34,7 @@ KINDS: dict[str, str] = {
     "potts": "boltzkit.models.lateral",
     "srbm": "boltzkit.models.lateral",
     "cf-rbm": "boltzkit.recommend.cf_rbm",
+    "rank-rbm": "boltzkit.recommend.rank_rbm",
     "dbm": "boltzkit.stacks.dbm",
     "dbn": "boltzkit.stacks.dbn", "dbn-classifier": "boltzkit.stacks.dbn",
 }
