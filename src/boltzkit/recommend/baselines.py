@@ -266,8 +266,9 @@ class CosineItemKNN:
     """Item-kNN for top-N on the binary matrix (Deshpande & Karypis 2004 style).
 
     sim(i, j) = cosine of items i and j's 0/1 user columns; each candidate item i keeps
-    its ``k`` most similar items (``k=None``: all); the score of i for user u is the sum
-    of sim(i, j) over the items j in i's neighbourhood that u interacted with.
+    its ``k`` most similar items (``k=None``: all; ties: the lower index); the score of i
+    for user u is the sum of sim(i, j) over the items j in i's neighbourhood that u
+    interacted with.
     """
 
     predicts_ratings = False
@@ -284,9 +285,12 @@ class CosineItemKNN:
         with np.errstate(divide="ignore", invalid="ignore"):
             sim = np.where(norm[:, None] * norm[None, :] > 0, co / np.outer(norm, norm), 0.0)
         np.fill_diagonal(sim, 0.0)
-        if self.k is not None and self.k < n_items - 1:
-            cut = np.partition(sim, n_items - self.k, axis=1)[:, n_items - self.k][:, None]
-            sim = np.where(sim >= cut, sim, 0.0)
+        if self.k is not None and self.k < n_items:
+            # each row keeps its k largest similarities (ties: the lower item index)
+            keep = np.argsort(-sim, axis=1, kind="stable")[:, :self.k]
+            kept = np.zeros_like(sim)
+            np.put_along_axis(kept, keep, np.take_along_axis(sim, keep, 1), 1)
+            sim = kept
         self.sim = sim
         return self
 

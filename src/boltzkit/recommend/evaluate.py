@@ -45,14 +45,15 @@ def score_matrix(model, n_users: int, n_items: int, chunk: int = 200) -> np.ndar
 
 
 def ranking_metrics(scores: np.ndarray, train, test, n: int = 10,
-                    threshold: float | None = 4.0) -> dict:
+                    threshold: float | None = 4.0, ap_normaliser: str = "min") -> dict:
     """Precision, recall, NDCG, MAP and coverage at ``n`` of the top-``n`` lists the
     scores give (definitions: :mod:`boltzkit.recommend.topn`).
 
     ``scores``: (n_users, n_items).  For each user, items rated in ``train`` are never
     ranked; the test items rated >= ``threshold`` are the relevant ones (``None``: every
     test item); users with no relevant test item are skipped (``n_skipped_users``).
-    Ties rank the lower item index first.
+    Ties rank the lower item index first; ``ap_normaliser``: see
+    :func:`~boltzkit.recommend.topn.topn_metrics`.
     """
     if not isinstance(n, int) or n <= 0:
         raise ConfigError(f"the ranking cut-off n must be a positive integer, got {n!r}")
@@ -67,7 +68,7 @@ def ranking_metrics(scores: np.ndarray, train, test, n: int = 10,
         raise DataError(f"no test rating is >= {threshold:g}: no user has a relevant item")
     seen = pair_matrix(train.users, train.items, train.n_users, train.n_items)
     relevant = pair_matrix(test.users[rel], test.items[rel], test.n_users, test.n_items)
-    return topn_metrics(top_n(s, n, exclude=seen), relevant)
+    return topn_metrics(top_n(s, n, exclude=seen), relevant, ap_normaliser)
 
 
 def evaluate_recommender(model, train, test, metrics=("rmse", "mae"), n: int = 10,
