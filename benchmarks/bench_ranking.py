@@ -187,7 +187,7 @@ def validate(args) -> None:
         model, _ = rank_rbm.fit_rank_rbm(inter, cfg)
         seconds = time.perf_counter() - t
         label = " ".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True)) or "shipped"
-        for how in rank_rbm.PREDICTIONS:
+        for how in args.predictions:
             res = score(model.scores_index(np.arange(nu), how), data, 4.0)
             print(f"rank-RBM {label} [{how}] {seconds:.1f}s  "
                   + "  ".join(f"{k}={res[k]:.4f}" for k in METRICS), flush=True)
@@ -217,6 +217,8 @@ def main() -> None:
                    help="sweep settings on a validation split of u1.base instead")
     p.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                    help="with --validate: rank-RBM config values to try (Cartesian product)")
+    p.add_argument("--predictions", nargs="+", default=list(rank_rbm.PREDICTIONS),
+                   choices=rank_rbm.PREDICTIONS, help="with --validate: how to score")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args()

@@ -111,12 +111,17 @@ class RankRBM(Catalog, RBM):
         self._cache = {}
         super()._load_from_state_dict(*args, **kwargs)
 
+    def _apply(self, fn, *args, **kwargs):  # .to(device / dtype): cached tensors follow
+        self._cache = {}
+        return super()._apply(fn, *args, **kwargs)
+
     # ------------------------------------------------------------------ data
     def set_interactions(self, users, items) -> None:
         """Store the training interactions: (user index, item index) pairs, (n,) each.
 
         Duplicates are kept once.  These are the rows the model trains on
-        (:meth:`case_matrix`) and the items :meth:`recommend` never returns.
+        (:meth:`case_matrix`) and the items :meth:`recommend` never returns (so with
+        ``min_weight`` > 0, a pair below the threshold is neither learnt from nor hidden).
         """
         users, items = np.asarray(users), np.asarray(items)
         if users.shape != items.shape or users.ndim != 1:
