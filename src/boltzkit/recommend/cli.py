@@ -212,13 +212,15 @@ def write_lists_csv(model, path, top: int = 10, include_seen: bool = False) -> i
     then rank 1..top per user, raw ids as in the training file); returns the row count."""
     from ..io import atomic_write
 
-    items, scores = top_lists(model, np.arange(model.n_users), top, include_seen)
     uids, iids = model.user_ids.cpu().numpy(), model.item_ids.cpu().numpy()
     rows = ["user_id,rank,item_id,score"]
-    for u, (its, scs) in enumerate(zip(items, scores, strict=True)):
-        for rank, (i, sc) in enumerate(zip(its, scs, strict=True), start=1):
-            if i >= 0:
-                rows.append(f"{int(uids[u])},{rank},{int(iids[i])},{sc:.6g}")
+    for lo in range(0, model.n_users, 1024):  # bounded memory: 1024 users' scores at a time
+        users = np.arange(lo, min(lo + 1024, model.n_users))
+        items, scores = top_lists(model, users, top, include_seen)
+        for u, its, scs in zip(users, items, scores, strict=True):
+            for rank, (i, sc) in enumerate(zip(its, scs, strict=True), start=1):
+                if i >= 0:
+                    rows.append(f"{int(uids[u])},{rank},{int(iids[i])},{sc:.6g}")
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
     return len(rows) - 1
 
