@@ -104,7 +104,7 @@ def run_fold(fold: str, args: argparse.Namespace) -> dict[str, dict]:
         res = {**evaluate_recommender(model, tr, te, metrics), "train_s": round(seconds, 1)}
         out[name] = res
         print(f"{data.split:7s} {name:18s} " + "  ".join(
-            f"{k}={v}" for k, v in res.items() if k not in ("n_test", "n_ranked_users")),
+            f"{k}={v}" for k, v in res.items() if not k.startswith("n_")),
             flush=True)
     return out
 

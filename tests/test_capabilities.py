@@ -145,7 +145,8 @@ ALT = {
     "crbm_order": 3, "crbm_test_fraction": 0.3, "crbm_predict_steps": 2,
     "lateral_spins": "pm1", "lateral_q": 4, "lateral_scan": "random",
     "fold": "2", "cf_mode": "like", "item_based": True, "conditional": True,
-    "prediction": "exact", "dbn_residual": True, "dbn_residual_weights": "1,2",
+    "prediction": "exact", "min_weight": 3.0, "dbn_residual": True,
+    "dbn_residual_weights": "1,2",
     "dbn_layer_epochs": "1,2", "dbn_layer_lr": "0.01,0.02", "finetune_epochs": 2,
     "finetune_lr": 0.5, "finetune_optimizer": "adam", "finetune_momentum": 0.5,
     "finetune_batch_size": 7, "finetune_weight_decay": 0.01, "finetune_dropout": 0.3,
@@ -185,15 +186,17 @@ KIND_ALT = {
     ("potts", "binarize"): "threshold", ("crbm", "binarize"): "threshold",
     ("drbm", "method"): "pcd", ("dbn", "method"): "pcd", ("dbm", "method"): "cd",
     ("cf-rbm", "k"): 2, ("dbm", "lr_schedule"): "exponential",
+    ("rank-rbm", "method"): "pcd",
     ("ising", "method"): "cd", ("potts", "method"): "cd",
     ("srbm", "method"): "cd", ("rbm", "method"): "pcd", ("conv-rbm", "method"): "pcd",
     ("dropout-rbm", "method"): "pcd", ("edropout-rbm", "method"): "pcd",
 }
 #: Options whose alternative is a file or folder of the tiny data.
-PATH_ALT = {"dataset": {"cf-rbm": "ml-1m", "drbm": "digits2.npz", "dbn": "digits2.npz",
+PATH_ALT = {"dataset": {"cf-rbm": "ml-1m", "rank-rbm": "ml-1m", "drbm": "digits2.npz",
+                        "dbn": "digits2.npz",
                         "crbm": "seq2.npy", "potts": "labels2.npy"},
             "test_data": {"crbm": "seq_test.npy", "potts": "labels2.npy"},
-            "data_dir": {"cf-rbm": "ml2"}}
+            "data_dir": {"cf-rbm": "ml2", "rank-rbm": "ml2"}}
 
 
 def _flag_args(opts: dict) -> list[str]:
@@ -320,6 +323,7 @@ def test_evaluate_and_sample_do_what_the_matrix_says(kind, data, tmp_path, capsy
     saved_kind = header["config"]["model"]
     data_args = {"crbm": ["--dataset", str(data / "seq_test.npy")],
                  "cf-rbm": ["--data-dir", str(data / "ml")],
+                 "rank-rbm": ["--data-dir", str(data / "ml")],
                  "potts": ["--dataset", str(data / "labels.npy"), "--test-data",
                            str(data / "labels_test.npy"), "--binarize", "none"],
                  "drbm": ["--dataset", "digits", "--limit", "60"],

@@ -68,6 +68,8 @@ def base_args(kind: str, d: Path) -> list[str]:
         "srbm": [*grey, "--n-hidden", "3", "--lr", "0.1"],
         "cf-rbm": ["--dataset", "ml-100k", "--data-dir", str(d / "ml"), "--n-hidden", "4",
                    "--batch-size", "4"],
+        "rank-rbm": ["--dataset", "ml-100k", "--data-dir", str(d / "ml"), "--n-hidden", "4",
+                     "--init-std", "0.5", "--batch-size", "4"],
         "dbn": ["--dataset", "digits", "--binarize", "threshold", "--limit", "60",
                 "--layers", "64,8,4", "--finetune-epochs", "1"],
         "dbm": [*grey, "--layers", "16,5,4", "--dbm-pretrain-epochs", "1"],

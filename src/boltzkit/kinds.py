@@ -136,8 +136,9 @@ OPTIONS: dict[str, Option] = {
     # -- what to train on
     "model": _o("rbm", "model kind (see --help)", str, group="data"),
     "dataset": _o("digits", "digits | mnist | mog-1d | mog-ring8 | mog-grid25 | a .npy/.npz/.csv "
-                  "file (rows = samples); ml-100k | ml-1m | ml-latest-small (cf-rbm); "
-                  "macrodata or a (T, d) file (crbm)", str, group="data"),
+                  "file (rows = samples); ml-100k | ml-1m | ml-latest-small (cf-rbm, "
+                  "rank-rbm); a user,item[,weight] .csv (rank-rbm); macrodata or a (T, d) file "
+                  "(crbm)", str, group="data"),
     "data_dir": _o(None, "folder holding the data set's files (else $BOLTZKIT_DATA)", str,
                    applies=_named_dataset, group="data"),
     "test_data": _o(None, "held-out file when --dataset is a file", str,
@@ -296,14 +297,17 @@ OPTIONS: dict[str, Option] = {
                        ("sequential", "random", "colored")),
     # -- collaborative filtering
     "fold": _o("1", "MovieLens split: ml-100k 1..5 (u1..u5), a, b; ml-1m and ml-latest-small "
-               "1..5 (seeded)", str, group="data"),
+               "1..5 (seeded); any: stratified[-SEED] (25% of each user's ratings held out)",
+               str, group="data"),
     "cf_mode": _o("softmax", "softmax (K rating levels per movie) or like (ratings >= 3 are "
                   "likes, binary units)", str, ("softmax", "like")),
-    "item_based": _o(False, "items are the cases, users the visible groups (I-RBM)", bool),
+    "item_based": _o(False, "items are the cases, users the visible units (I-RBM)", bool),
     "conditional": _o(False, "condition the hidden units on which movies were rated (test "
                       "pairs included), the paper's conditional RBM", bool),
     "prediction": _o("mean-field", "mean-field (h = E[h|v]) or exact (h summed out)", str,
                      ("mean-field", "exact")),
+    "min_weight": _o(0.0, "rank-rbm: a (user, item) pair is an interaction when its summed "
+                     "weight (MovieLens: the rating) is > 0 and >= this", float, low=0.0),
     # -- deep models
     "layers": _o(None, "layer sizes, e.g. 784,500,1000 (the first, the data width, may be "
                  "omitted)", str),
@@ -454,6 +458,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          ("dataset", "data_dir", "fold", "n_hidden", "init_std", "method", "k", "k_schedule",
           "cf_mode", "item_based", "conditional", "prediction"), ("cd",),
          defaults={"dataset": "ml-100k", "method": "cd"}, evaluate="recommender"),
+    Kind("rank-rbm", "ranking RBM over implicit feedback: top-N lists",
+         "boltzkit.recommend.rank_rbm:RankRBM", "boltzkit.recommend.rank_rbm:train_from_config",
+         ("dataset", "data_dir", "fold", "n_hidden", "init_std", "item_based", "prediction",
+          "min_weight") + _SAMPLER + _ML, METHODS,
+         defaults={"dataset": "ml-100k", "method": "cd", "n_hidden": 200},
+         evaluate="recommender"),
     Kind("dbn", "deep belief network, also residual (Hinton et al. 2006; Roder et al. 2020)",
          "boltzkit.stacks.dbn:DBN", "boltzkit.stacks.dbn:train_from_config",
          _ARRAYS + tuple(u for u in _UNITS if u != "n_hidden")

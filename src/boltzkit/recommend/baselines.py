@@ -223,3 +223,77 @@ class Popularity:
 
     def predict_all(self) -> np.ndarray:
         return np.broadcast_to(self.counts.astype(np.float64), (self.nu, len(self.counts)))
+
+
+# ----------------------------------------------------------------------------- top-N
+def _binary(users, items, n_users, n_items) -> np.ndarray:
+    """Dense 0/1 user x item matrix (float64) of the given pairs."""
+    x = np.zeros((n_users, n_items))
+    x[np.asarray(users, np.int64), np.asarray(items, np.int64)] = 1.0
+    return x
+
+
+class EASE:
+    """EASE (Steck, WWW 2019): a linear item-to-item model for top-N ranking.
+
+    With X the binary user x item matrix of interactions, the item weights B minimise
+    ``|X - X B|^2 + lam |B|^2`` subject to ``diag(B) = 0``.  The closed form is one
+    regularised Gram-matrix inverse: ``P = (X^T X + lam I)^-1``, ``B_ij = -P_ij / P_jj``
+    (``B_jj = 0``); a user's scores are ``x_u B``.  ``lam`` is the one setting; the
+    benchmark chooses it on a validation split (``benchmarks/bench_ranking.py``).
+    """
+
+    predicts_ratings = False
+
+    def __init__(self, lam: float = 400.0) -> None:
+        if not lam > 0:
+            raise ConfigError(f"EASE lam must be positive, got {lam}")
+        self.lam = float(lam)
+
+    def fit(self, users, items, n_users: int, n_items: int) -> EASE:
+        self.x = _binary(users, items, n_users, n_items)
+        p = np.linalg.inv(self.x.T @ self.x + self.lam * np.eye(n_items))
+        self.b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(self.b, 0.0)
+        return self
+
+    def predict_all(self) -> np.ndarray:
+        """Scores of every (user, item) pair, shape (n_users, n_items)."""
+        return self.x @ self.b
+
+
+class CosineItemKNN:
+    """Item-kNN for top-N on the binary matrix (Deshpande & Karypis 2004 style).
+
+    sim(i, j) = cosine of items i and j's 0/1 user columns; each candidate item i keeps
+    its ``k`` most similar items (``k=None``: all; ties: the lower index); the score of i
+    for user u is the sum of sim(i, j) over the items j in i's neighbourhood that u
+    interacted with.
+    """
+
+    predicts_ratings = False
+
+    def __init__(self, k: int | None = 50) -> None:
+        if k is not None and (not isinstance(k, int) or k <= 0):
+            raise ConfigError(f"CosineItemKNN k must be a positive integer or None, got {k!r}")
+        self.k = k
+
+    def fit(self, users, items, n_users: int, n_items: int) -> CosineItemKNN:
+        self.x = _binary(users, items, n_users, n_items)
+        co = self.x.T @ self.x
+        norm = np.sqrt(np.diag(co))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sim = np.where(norm[:, None] * norm[None, :] > 0, co / np.outer(norm, norm), 0.0)
+        np.fill_diagonal(sim, 0.0)
+        if self.k is not None and self.k < n_items:
+            # each row keeps its k largest similarities (ties: the lower item index)
+            keep = np.argsort(-sim, axis=1, kind="stable")[:, :self.k]
+            kept = np.zeros_like(sim)
+            np.put_along_axis(kept, keep, np.take_along_axis(sim, keep, 1), 1)
+            sim = kept
+        self.sim = sim
+        return self
+
+    def predict_all(self) -> np.ndarray:
+        """Scores of every (user, item) pair, shape (n_users, n_items)."""
+        return self.x @ self.sim.T

@@ -60,6 +60,7 @@ from ..objectives import Objective
 from ..rbm import RBM
 from ..sampling import check_k_schedule
 from ..units import BernoulliUnits, SoftmaxUnits
+from .catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ MODES = ("softmax", "like")
 PREDICTIONS = ("mean-field", "exact")
 
 
-class CFRBM(RBM):
+class CFRBM(Catalog, RBM):
     """Collaborative-filtering RBM (softmax ratings or binary like/dislike), masked.
 
     Parameters
@@ -112,14 +113,8 @@ class CFRBM(RBM):
         self.item_based, self.like_threshold, self.scale = item_based, float(like_threshold), scale
         self.n_cases, self.n_groups, self.k = n_cases, n_groups, k
         self.seed, self.init_std, self.prediction = seed, init_std, prediction
-        self.titles = list(titles) if titles is not None else []
         self.info = dict(info or {})
-        uids = np.arange(1, n_users + 1) if user_ids is None else np.asarray(user_ids)
-        iids = np.arange(1, n_items + 1) if item_ids is None else np.asarray(item_ids)
-        self.register_buffer("user_ids", torch.as_tensor(uids, dtype=torch.int64))
-        self.register_buffer("item_ids", torch.as_tensor(iids, dtype=torch.int64))
-        if self.user_ids.shape != (n_users,) or self.item_ids.shape != (n_items,):
-            raise ConfigError("user_ids / item_ids must have n_users / n_items entries")
+        self._init_catalog(n_users, n_items, user_ids, item_ids, titles)
         # The training ratings: (user index, item index, level index) triples.
         self.register_buffer("train_ratings", torch.zeros(n_train, 3, dtype=torch.int64))
         self.conditional = bool(conditional)
@@ -424,24 +419,6 @@ class CFRBM(RBM):
             raise DataError("user/item index out of range for this model")
         return self._predict_index(users, items)
 
-    @staticmethod
-    def _positions(known: Tensor, raw_ids, what: str) -> np.ndarray:
-        """Rows of raw MovieLens ids among the model's sorted ``known`` ids."""
-        ids = known.cpu().numpy()
-        raw = np.atleast_1d(np.asarray(raw_ids, np.int64))
-        pos = np.clip(np.searchsorted(ids, raw), 0, len(ids) - 1)
-        bad = ids[pos] != raw
-        if bad.any():
-            raise DataError(f"unknown {what} {int(raw[bad][0])}: the model knows {what} ids "
-                            f"{int(ids.min())}..{int(ids.max())} from its training data")
-        return pos
-
-    def _user_index(self, user_ids) -> np.ndarray:
-        return self._positions(self.user_ids, user_ids, "user")
-
-    def _item_index(self, item_ids) -> np.ndarray:
-        return self._positions(self.item_ids, item_ids, "item")
-
     def predict(self, user_ids, item_ids) -> np.ndarray:
         """Predicted ratings (like mode: p(like)) for raw MovieLens user and item ids."""
         return self.predict_index(self._user_index(user_ids), self._item_index(item_ids))
@@ -463,8 +440,7 @@ class CFRBM(RBM):
         pred = self.predict_index(np.full(len(items), u), items)
         order = np.argsort(-pred, kind="stable")[:top]
         ids = self.item_ids.cpu().numpy()
-        return [{"item": int(ids[items[j]]),
-                 "title": self.titles[items[j]] if self.titles else str(int(ids[items[j]])),
+        return [{"item": int(ids[items[j]]), "title": self.title(items[j]),
                  "prediction": float(pred[j])} for j in order]
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+
+import numpy as np
 
 from .cf_rbm import parse_schedule
 
@@ -22,7 +25,8 @@ MODEL_DEFAULTS = {
 _ALIASES = {"cf_mode": "mode", "k_schedule": "cd_schedule"}
 
 __all__ = ["MODEL_DEFAULTS", "add_parsers", "parse_schedule", "COMMANDS",
-           "evaluate_recommender_command", "options_from_file"]
+           "evaluate_recommender_command", "is_recommender", "options_from_file", "top_lists",
+           "write_lists_csv"]
 
 
 def add_parsers(sub) -> None:
@@ -55,13 +59,27 @@ def add_parsers(sub) -> None:
     t.add_argument("--out", default=None, help="model file (.safetensors)")
     t.add_argument("--quiet", action="store_true")
 
-    r = sub.add_parser("recommend", help="top-N unrated movies for a user")
+    r = sub.add_parser("recommend", help="top-N list for a user, or for every user (CSV)",
+                       description="Rank items for a user with a ranking model (rank-rbm: "
+                       "p(the user picks the item)) or a rating model (cf-rbm: by predicted "
+                       "rating). Items the user has seen are left out unless --include-seen.")
     r.add_argument("model")
-    r.add_argument("--user", type=int, required=True, help="MovieLens user id")
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="user id (as in the training file)")
+    who.add_argument("--all-users", action="store_true",
+                     help="every user's list, written to --out as user_id,rank,item_id,score")
     r.add_argument("--top", type=int, default=10)
+    r.add_argument("--include-seen", action="store_true",
+                   help="also rank the items the user interacted with in training")
+    r.add_argument("--explain", action="store_true",
+                   help="rank-rbm: show the seen items most like each recommendation")
+    r.add_argument("--ratings", default=None, metavar="RATING_MODEL",
+                   help="a cf-rbm file: show its predicted rating beside each title")
+    r.add_argument("--out", default=None, help="with --all-users: the CSV file to write")
     r.add_argument("--json", action="store_true")
 
-    e = sub.add_parser("recommend-eval", help="RMSE/MAE (or like error) on held-out ratings")
+    e = sub.add_parser("recommend-eval", help="RMSE/MAE (or like error) on held-out ratings; "
+                       "a rank-rbm: precision, recall, NDCG, MAP, coverage @10")
     e.add_argument("model")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--fold", default=None, help="default: the fold the model was trained on")
@@ -87,6 +105,10 @@ def _options(args: argparse.Namespace) -> dict:
     model = args.model or file_opts.get("model", "cf-rbm")
     if model == "cf-rbm" and file_opts.get("mode") == "like" and not args.model:
         model = "like-rbm"
+    if model == "rank-rbm":
+        raise ConfigError("rank-rbm trains through boltzkit train: boltzkit train --config "
+                          f"{args.config or 'examples/configs/rank-rbm-ml100k.toml'} "
+                          "--data-dir DIR")
     if model not in MODEL_DEFAULTS:
         raise ConfigError(f"unknown model {model!r}: choose one of {sorted(MODEL_DEFAULTS)}")
     opts.update(MODEL_DEFAULTS[model])
@@ -136,28 +158,128 @@ def _load(path):
     model = load_model(path)
     if not is_recommender(model):
         raise ModelFileError(f"{path} is not a recommender model: train one with "
-                             "boltzkit recommend-train")
+                             "boltzkit train --model rank-rbm (top-N lists) or "
+                             "boltzkit recommend-train (ratings)")
     return model
 
 
+def is_recommender(model) -> bool:
+    """Whether ``model`` is a recommender (a :class:`~.cf_rbm.CFRBM` or
+    :class:`~.rank_rbm.RankRBM`)."""
+    from .cf_rbm import CFRBM
+    from .rank_rbm import RankRBM
+
+    return isinstance(model, CFRBM | RankRBM)
+
+
+def _is_ranker(model) -> bool:
+    from .rank_rbm import RankRBM
+
+    return isinstance(model, RankRBM)
+
+
+def top_lists(model, users, top: int, include_seen: bool = False):
+    """(items, scores) top-``top`` lists, (U, top) each, of user indices for any recommender.
+
+    A rank-rbm ranks by p(pick) (popularity for users without interactions); a rating
+    model by predicted rating.  Seen items are left out unless ``include_seen``; empty
+    slots are -1 / NaN.
+    """
+    from .topn import pair_matrix, top_n
+
+    users = np.asarray(users, np.int64)
+    if _is_ranker(model):
+        items, scores, _ = model.recommend_index(users, top, include_seen)
+        return items, scores
+    if not isinstance(top, int) or top <= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"top must be a positive integer, got {top!r}")
+    t = model.train_ratings.cpu().numpy()
+    seen = pair_matrix(t[:, 0], t[:, 1], model.n_users, model.n_items)[users]
+    scores = np.concatenate([model.predict_index(np.repeat(chunk, model.n_items),
+                                                 np.tile(np.arange(model.n_items), len(chunk)))
+                             .reshape(len(chunk), model.n_items)
+                             for chunk in np.array_split(users, max(1, len(users) // 200))])
+    items = top_n(scores, top, exclude=None if include_seen else seen)
+    picked = np.take_along_axis(scores, np.maximum(items, 0), 1).astype(np.float64)
+    picked[items < 0] = np.nan
+    return items, picked
+
+
+def write_lists_csv(model, path, top: int = 10, include_seen: bool = False) -> int:
+    """Every user's top-``top`` list as CSV ``user_id,rank,item_id,score`` (a header line,
+    then rank 1..top per user, raw ids as in the training file); returns the row count."""
+    from ..io import atomic_write
+
+    uids, iids = model.user_ids.cpu().numpy(), model.item_ids.cpu().numpy()
+    rows = ["user_id,rank,item_id,score"]
+    for lo in range(0, model.n_users, 1024):  # bounded memory: 1024 users' scores at a time
+        users = np.arange(lo, min(lo + 1024, model.n_users))
+        items, scores = top_lists(model, users, top, include_seen)
+        for u, its, scs in zip(users, items, scores, strict=True):
+            for rank, (i, sc) in enumerate(zip(its, scs, strict=True), start=1):
+                if i >= 0:
+                    rows.append(f"{int(uids[u])},{rank},{int(iids[i])},{sc:.6g}")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    return len(rows) - 1
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..errors import ConfigError
+
     model = _load(args.model)
-    recs = model.recommend(args.user, top=args.top)
+    if args.explain and not _is_ranker(model):
+        raise ConfigError("--explain needs a ranking model (rank-rbm)")
+    if args.all_users:
+        if not args.out:
+            raise ConfigError("--all-users writes a CSV file: add --out recs.csv")
+        if args.ratings or args.explain:
+            raise ConfigError("--ratings and --explain are for one user's list (--user)")
+        n = write_lists_csv(model, args.out, args.top, args.include_seen)
+        print(json.dumps({"out": str(args.out), "users": model.n_users, "rows": n}))
+        return 0
+    if args.out:
+        raise ConfigError("--out is for --all-users; one user's list goes to the screen")
+    if _is_ranker(model):
+        recs = model.recommend(args.user, top=args.top, include_seen=args.include_seen,
+                               explain=args.explain)
+    else:
+        items, scores = top_lists(model, model._user_index(args.user), args.top,
+                                  args.include_seen)
+        ids = model.item_ids.cpu().numpy()
+        recs = [{"item": int(ids[i]), "title": model.title(int(i)), "prediction": float(sc)}
+                for i, sc in zip(items[0], scores[0], strict=True) if i >= 0]
+    if args.ratings:
+        rater = _load(args.ratings)
+        if _is_ranker(rater):
+            raise ConfigError(f"--ratings wants a rating model (cf-rbm); {args.ratings} is a "
+                              "rank-rbm")
+        if recs:
+            pred = rater.predict([args.user] * len(recs), [r["item"] for r in recs])
+            for r, p in zip(recs, pred, strict=True):
+                r["predicted_rating"] = round(float(p), 3)
     if args.json:
         print(json.dumps(recs))
         return 0
-    what = "p(like)" if model.mode == "like" else "predicted"
+    if recs and recs[0].get("fallback"):
+        print(f"user {args.user} has no interactions in the training data: showing the most "
+              "popular items", file=sys.stderr)
+    if _is_ranker(model):
+        what = "p(pick)"
+    else:
+        what = "p(like)" if model.mode == "like" else "predicted"
     print(f"top {len(recs)} for user {args.user} ({what}):")
     for n, rec in enumerate(recs, 1):
-        print(f"{n:3d}. {rec['prediction']:.3f}  {rec['title']}  (item {rec['item']})")
+        score = rec.get("score", rec.get("prediction"))
+        extra = f"  [rating {rec['predicted_rating']:.2f}]" if "predicted_rating" in rec else ""
+        seen = "  (seen)" if rec.get("seen") else ""
+        print(f"{n:3d}. {score:.3f}  {rec['title']}  (item {rec['item']}){extra}{seen}")
+        for b in rec.get("because", []):
+            print(f"       like {b['title']} (item {b['item']}, similarity {b['similarity']})")
     return 0
-
-
-def is_recommender(model) -> bool:
-    """Whether ``model`` is a recommender (a :class:`~.cf_rbm.CFRBM`)."""
-    from .cf_rbm import CFRBM
-
-    return isinstance(model, CFRBM)
 
 
 def _model_data(model, dataset: str | None, data_dir, fold: str | None):
@@ -166,6 +288,12 @@ def _model_data(model, dataset: str | None, data_dir, fold: str | None):
     from ..errors import DataError
 
     info = model.info
+    if "source" in info and dataset is None:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"this model was trained on {info['source']}, not a MovieLens split: "
+                          "write its lists with boltzkit recommend MODEL --all-users --out "
+                          "recs.csv and score them against your held-out interactions")
     data = load_movielens(dataset or info.get("dataset", "ml-100k"), data_dir,
                           fold or info.get("fold", "1"))
     if data.n_users != model.n_users or data.n_items != model.n_items:
@@ -178,12 +306,14 @@ def _evaluate(model, data, metrics) -> dict:
     from .evaluate import evaluate_recommender
 
     trained_on = model.info.get("fold")
-    if model.conditional and data.split != trained_on:
+    if getattr(model, "conditional", False) and data.split != trained_on:
         from ..errors import DataError
 
         raise DataError(f"this conditional model learned from the test pairs of {trained_on}; "
                         f"it cannot be scored on {data.split}: train one on that fold")
-    res = evaluate_recommender(model, data.train, data.test, metrics)
+    # the quick-start protocol (a stratified split) counts every held-out item as relevant
+    threshold = None if data.split.startswith("stratified") else 4.0
+    res = evaluate_recommender(model, data.train, data.test, metrics, threshold=threshold)
     if trained_on is not None and data.split != trained_on:
         res["warning"] = (f"model was trained on {trained_on}; test ratings of {data.split} may "
                           "overlap its training data")
@@ -191,6 +321,8 @@ def _evaluate(model, data, metrics) -> dict:
 
 
 def _default_metrics(model) -> list[str]:
+    if _is_ranker(model):
+        return ["precision", "recall", "ndcg", "map", "coverage"]
     return ["like_error"] if model.mode == "like" else ["rmse", "mae"]
 
 

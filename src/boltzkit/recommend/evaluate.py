@@ -1,5 +1,5 @@
 """Held-out evaluation of recommenders: RMSE/MAE, like/dislike error, top-N ranking metrics
-(precision, recall and NDCG at N), k-fold summaries.
+(precision, recall, NDCG, MAP and coverage at N, defined in :mod:`.topn`), k-fold summaries.
 
 Every model here predicts with ``predict_index(users, items)``; models that can score the
 whole users x items grid faster (``predict_all()``) are used through it for ranking.
@@ -11,10 +11,11 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .cf_rbm import like_error, rmse_mae
+from .topn import pair_matrix, top_n, topn_metrics
 
 #: Metric names :func:`evaluate_recommender` understands.
 RATING_METRICS = ("rmse", "mae", "like_error")
-RANKING_METRICS = ("precision", "recall", "ndcg")
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "coverage")
 
 
 def evaluate_model(model, test) -> dict:
@@ -44,48 +45,36 @@ def score_matrix(model, n_users: int, n_items: int, chunk: int = 200) -> np.ndar
 
 
 def ranking_metrics(scores: np.ndarray, train, test, n: int = 10,
-                    threshold: float = 4.0) -> dict:
-    """Precision@n, recall@n and NDCG@n (binary relevance) averaged over users.
+                    threshold: float | None = 4.0, ap_normaliser: str = "min") -> dict:
+    """Precision, recall, NDCG, MAP and coverage at ``n`` of the top-``n`` lists the
+    scores give (definitions: :mod:`boltzkit.recommend.topn`).
 
-    ``scores``: (n_users, n_items).  For each user, items rated in ``train`` are removed
-    from the ranking; the test items rated >= ``threshold`` are the relevant ones; users
-    with no relevant test item are skipped.  Recall divides by the number of relevant
-    items, NDCG by the ideal DCG of min(n, #relevant) hits.  Ties rank lower item first.
+    ``scores``: (n_users, n_items).  For each user, items rated in ``train`` are never
+    ranked; the test items rated >= ``threshold`` are the relevant ones (``None``: every
+    test item); users with no relevant test item are skipped (``n_skipped_users``).
+    Ties rank the lower item index first; ``ap_normaliser``: see
+    :func:`~boltzkit.recommend.topn.topn_metrics`.
     """
     if not isinstance(n, int) or n <= 0:
         raise ConfigError(f"the ranking cut-off n must be a positive integer, got {n!r}")
     if len(test) == 0:
         raise DataError("the test set is empty: nothing to rank against")
-    s = np.array(scores, np.float64, copy=True)
+    s = np.asarray(scores)
     if s.shape != (train.n_users, train.n_items):
         raise DataError(f"scores have shape {s.shape}, the data {train.n_users} x "
                         f"{train.n_items}")
-    s[train.users, train.items] = -np.inf
-    rel = test.ratings >= threshold
-    relevant = np.zeros(s.shape, bool)
-    relevant[test.users[rel], test.items[rel]] = True
-    users = np.flatnonzero(relevant.any(1))
-    if len(users) == 0:
+    rel = np.ones(len(test), bool) if threshold is None else test.ratings >= threshold
+    if not rel.any():
         raise DataError(f"no test rating is >= {threshold:g}: no user has a relevant item")
-    s = s[users]
-    top = np.argpartition(-s, n - 1, axis=1)[:, :n]
-    # order the n picks by score (stable: lower item index first on ties)
-    picked = np.take_along_axis(s, top, 1)
-    order = np.lexsort((top, -picked), axis=1)
-    top = np.take_along_axis(top, order, 1)
-    hits = relevant[users[:, None], top]
-    n_rel = relevant[users].sum(1)
-    discount = 1.0 / np.log2(np.arange(2, n + 2))
-    dcg = (hits * discount).sum(1)
-    idcg = np.cumsum(discount)[np.minimum(n_rel, n) - 1]
-    return {f"precision@{n}": float(hits.sum(1).mean() / n),
-            f"recall@{n}": float((hits.sum(1) / n_rel).mean()),
-            f"ndcg@{n}": float((dcg / idcg).mean()), "n_ranked_users": int(len(users))}
+    seen = pair_matrix(train.users, train.items, train.n_users, train.n_items)
+    relevant = pair_matrix(test.users[rel], test.items[rel], test.n_users, test.n_items)
+    return topn_metrics(top_n(s, n, exclude=seen), relevant, ap_normaliser)
 
 
 def evaluate_recommender(model, train, test, metrics=("rmse", "mae"), n: int = 10,
-                         threshold: float = 4.0) -> dict:
-    """The named metrics (rmse, mae, like_error, precision, recall, ndcg) on a test set."""
+                         threshold: float | None = 4.0) -> dict:
+    """The named metrics (rmse, mae, like_error, precision, recall, ndcg, map, coverage)
+    on a test set; ``threshold``: the least relevant test rating (None: every test item)."""
     metrics = [m.strip().lower() for m in metrics if m.strip()]
     unknown = sorted(set(metrics) - set(RATING_METRICS) - set(RANKING_METRICS))
     if unknown:
@@ -104,7 +93,7 @@ def evaluate_recommender(model, train, test, metrics=("rmse", "mae"), n: int = 1
         rank = ranking_metrics(score_matrix(model, train.n_users, train.n_items), train, test,
                                n=n, threshold=threshold)
         res.update({k: round(v, 4) if isinstance(v, float) else v for k, v in rank.items()
-                    if k.split("@")[0] in metrics or k == "n_ranked_users"})
+                    if k.split("@")[0] in metrics or k.startswith("n_")})
     return res
 
 
