@@ -52,7 +52,6 @@ from boltzkit.recommend import (
     rank_rbm,
 )
 from boltzkit.recommend.cf_rbm import fit_movielens
-from boltzkit.recommend.cli import options_from_file
 from boltzkit.recommend.evaluate import evaluate_model, ranking_metrics, score_matrix, summarize
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -69,8 +68,11 @@ ANCHOR = {"ndcg@10": 0.4158, "precision@10": 0.3419, "recall@10": 0.2144,
 
 
 def rank_config(path: Path = RANK_CONFIG, **overrides) -> dict:
-    """The shipped rank-RBM config's options (``fit_rank_rbm`` adds the kind's defaults)."""
-    return {**load_config_file(path), **overrides}
+    """The shipped rank-RBM config's training options (``fit_rank_rbm`` adds the kind's
+    defaults; the data comes from this script)."""
+    where = ("model", "dataset", "data_dir", "fold", "out")
+    return {**{k: v for k, v in load_config_file(path).items() if k not in where},
+            **overrides}
 
 
 def score(scores: np.ndarray, data, threshold) -> dict:
@@ -111,13 +113,13 @@ def run_split(data, threshold, args, rank_cfg: dict) -> dict[str, dict]:
         inter = Interactions.from_movielens(data)
         (m, _), s = timed(lambda: rank_rbm.fit_rank_rbm(inter, rank_cfg))
         for how in rank_rbm.PREDICTIONS:
-            tag = " (shipped)" if how == rank_cfg["prediction"] else ""
+            tag = " (shipped)" if how == rank_cfg.get("prediction", "mean-field") else ""
             report(f"rank-RBM {how}{tag}", m.scores_index(np.arange(nu), how), s)
     rating_models = []
     if "cf-rbm" in args.models:
-        o = options_from_file(str(CF_CONFIG))
-        rating_models.append(("CF-RBM by rating" + (" (conditional)" if o["conditional"] else ""),
-                              lambda: fit_movielens(data, o)[0]))
+        o = rank_config(CF_CONFIG)
+        name = "CF-RBM by rating" + (" (conditional)" if o.get("conditional") else "")
+        rating_models.append((name, lambda: fit_movielens(data, o)[0]))
     if "biased-mf" in args.models:
         rating_models.append(("biased MF by rating", lambda: MatrixFactorization(
             20, 0.15, epochs=15, solver="als").fit(tr.users, tr.items, tr.ratings, nu, ni)))

@@ -21,10 +21,10 @@ import json
 import time
 from pathlib import Path
 
+from boltzkit.cli import load_config_file
 from boltzkit.data.movielens import load_movielens
 from boltzkit.recommend import BiasBaseline, GlobalMean, ItemKNN, MatrixFactorization, Popularity
 from boltzkit.recommend.cf_rbm import fit_movielens
-from boltzkit.recommend.cli import options_from_file
 from boltzkit.recommend.evaluate import evaluate_recommender, summarize
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -53,11 +53,17 @@ class Mean:
         return sum(score_matrix(m, *self.shape) for m in self.models) / len(self.models)
 
 
+def shipped(path: Path) -> dict:
+    """A shipped config's training options (the data comes from this script)."""
+    where = ("model", "dataset", "data_dir", "fold", "out")
+    return {k: v for k, v in load_config_file(path).items() if k not in where}
+
+
 def rbm_options(name: str, args: argparse.Namespace) -> dict:
     """The shipped config of an RBM row (conditional / user-based as the name says)."""
     if name == "like-RBM":
-        return options_from_file(str(args.like_config))
-    o = options_from_file(str(args.config))
+        return shipped(args.like_config)
+    o = shipped(args.config)
     if args.n_hidden:
         o["n_hidden"] = args.n_hidden
     o["conditional"] = name.endswith("conditional")

@@ -321,6 +321,7 @@ def _one_of_each_kind() -> dict[str, torch.nn.Module]:
     from boltzkit.models.dropout import DropoutRBM, EDropoutRBM
     from boltzkit.models.lateral import IsingModel, PottsModel, SemiRestrictedRBM
     from boltzkit.recommend.cf_rbm import CFRBM
+    from boltzkit.recommend.rank_rbm import RankRBM
     from boltzkit.stacks.dbm import make_dbm
     from boltzkit.stacks.dbn import make_dbn
 
@@ -335,6 +336,7 @@ def _one_of_each_kind() -> dict[str, torch.nn.Module]:
         "potts": PottsModel(4, 3),
         "srbm": SemiRestrictedRBM.from_rbm(make_rbm(7, 5)),
         "cf-rbm": CFRBM(10, 12, 5, conditional=True, n_train=4, n_implicit=2),
+        "rank-rbm": RankRBM(10, 12, 5, n_train=4),
         "dbm": make_dbm("8,4,3", seed=0),
         "dbn": make_dbn([8, 6, 4], seed=0),
         "dbn-classifier": make_dbn([8, 6], seed=0).to_classifier(2),

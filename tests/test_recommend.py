@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -216,21 +217,26 @@ def test_short_fit_on_u1_beats_global_mean(u1):
 
 
 @needs_data
-def test_cli_train_recommend_eval(tmp_path, capsys):
+def test_cli_train_recommend_eval(tmp_path, capsys, monkeypatch):
+    """One path: `train --model cf-rbm` trains, `recommend` lists, `evaluate` scores (its
+    data directory found from the model file, as for every kind)."""
     from boltzkit.cli import main
 
     out = tmp_path / "like.safetensors"
-    assert main(["recommend-train", "--model", "like-rbm", "--data-dir", str(ML100K),
+    assert main(["train", "--model", "cf-rbm", "--cf-mode", "like", "--data-dir", str(ML100K),
                  "--fold", "1", "--epochs", "1", "--n-hidden", "10", "--out", str(out),
                  "--quiet"]) == 0
-    assert '"like_error"' in capsys.readouterr().out
+    capsys.readouterr()
+    monkeypatch.delenv("BOLTZKIT_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data beside it either
     assert main(["recommend", str(out), "--user", "42", "--top", "3"]) == 0
     text = capsys.readouterr().out
     assert "top 3 for user 42" in text and "(item " in text
     assert main(["recommend", str(out), "--user", "4242"]) == 2
     assert "unknown user 4242" in capsys.readouterr().err
-    assert main(["recommend-eval", str(out), "--data-dir", str(ML100K), "--json"]) == 0
-    assert "like_error" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["like_error"] < 0.5
+    assert main(["recommend-train", "--config", "x.toml"]) == 2  # gone: `train` is the path
 
 
 # ----------------------------------------------------------------------------- CD, conditional
@@ -445,19 +451,20 @@ def test_boltzkit_train_and_evaluate_cf_rbm(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["cf-rbm-ml100k.toml", "like-rbm-ml100k.toml"])
-def test_shipped_recommender_configs_serve_both_commands(name):
-    import argparse
-
-    from boltzkit.cli import load_config_file
-    from boltzkit.recommend.cli import _options
+def test_shipped_recommender_configs_serve_the_command_line_and_the_api(name):
+    from boltzkit.cli import build_parser, load_config_file, resolve_train_config
+    from boltzkit.errors import ConfigError
+    from boltzkit.training.run import api_run
 
     path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
     cfg = load_config_file(path)  # valid for `boltzkit train --config`
     assert cfg["model"] == "cf-rbm"
-    args = argparse.Namespace(config=str(path), model=None)
-    o = _options(args)  # and for `boltzkit recommend-train --config`
-    assert o["mode"] == cfg.get("cf_mode", "softmax")
-    assert o["model"] == ("like-rbm" if o["mode"] == "like" else "cf-rbm")
+    resolve_train_config(build_parser().parse_args(["train", "--config", str(path)]))
+    where = ("model", "dataset", "data_dir", "fold", "out")
+    run = api_run("cf-rbm", {k: v for k, v in cfg.items() if k not in where})  # and the API's
+    assert run["cf_mode"] == cfg.get("cf_mode", "softmax")
+    with pytest.raises(ConfigError, match="the data is passed in"):
+        api_run("cf-rbm", cfg)
 
 
 def test_bad_rating_inputs():

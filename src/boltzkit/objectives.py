@@ -301,7 +301,12 @@ class LikelihoodGradient(Objective):
         if precision.gemm_dtype() is None:
             torch.addmm(ws.G, ws.V.t(), ws.H, beta=0.0, alpha=1.0 / B, out=ws.G)
         else:
-            torch.mul(precision.mm(ws.V.t(), ws.H), 1.0 / B, out=ws.G)
+            # mixed precision: the weight block from the low-precision GEMM, the bias and
+            # activation sums (the last column and rows) in float32, as the fused step
+            nv, nh = W.shape
+            torch.mul(precision.mm(ws.V[:, :nv].t(), ws.H[:, :nh]), 1.0 / B, out=ws.gW)
+            torch.mm(ws.V.t(), ws.H[:, nh:nh + 1], out=ws.G[:, nh:nh + 1]).mul_(1.0 / B)
+            torch.mm(ws.V[:, nv:].t(), ws.H[:, :nh], out=ws.G[nv:, :nh]).mul_(1.0 / B)
         gW, gb, gc = ws.gW, ws.gb, ws.gc
         if q is None:
             q = ws.q

@@ -529,70 +529,39 @@ def like_error(p_like: np.ndarray, truth: np.ndarray, threshold: float = 3.0) ->
     return float(np.mean((np.asarray(p_like) > 0.5) != (np.asarray(truth) >= threshold)))
 
 
-def parse_schedule(text: str | Sequence[Sequence[int]]) -> list[list[int]]:
-    """``"0:1,15:3"`` -> [[0, 1], [15, 3]] (from epoch: CD steps); lists pass through."""
-    if not isinstance(text, str):
-        return [[int(a), int(b)] for a, b in text]
-    try:
-        return [[int(a), int(b)] for a, b in (p.split(":") for p in text.split(",") if p)]
-    except ValueError:
-        raise ConfigError(f"cd_schedule {text!r} is not EPOCH:STEPS[,EPOCH:STEPS...], "
-                          "e.g. 0:1,15:3,24:5") from None
+def fit_movielens(data, cfg: dict, quiet: bool = True) -> tuple[CFRBM, list[dict]]:
+    """Train a CF-RBM on a MovieLens split (:func:`boltzkit.data.movielens.load_movielens`)
+    and score its test ratings (in the last history row).
 
-
-def fit_movielens(data, o: dict, verbose: bool = False) -> tuple[CFRBM, list[dict]]:
-    """Build the CF-RBM that options ``o`` describe for a MovieLens split, train it on the
-    split's training ratings and score its test ratings (in the last history row).
-
-    ``o`` keys: mode, item_based, conditional, prediction, n_hidden, epochs, batch_size, lr,
-    momentum, weight_decay, cd_schedule, lr_schedule, lr_final_factor, average_from, seed
-    (and optional model, device).  The conditional model learns from which pairs the test set holds
-    (not their ratings), as in the paper.
+    ``cfg``: ``boltzkit train`` options by their registry names (e.g. ``cf_mode``,
+    ``k_schedule``), checked by :func:`boltzkit.training.run.api_run`.
     """
-    from .evaluate import evaluate_model
+    from ..training.run import api_run
 
-    conditional = bool(o.get("conditional", False))
-    model = CFRBM(data.n_users, data.n_items, n_hidden=o["n_hidden"], scale=data.scale,
-                  mode=o["mode"], item_based=bool(o["item_based"]), conditional=conditional,
-                  prediction=o.get("prediction", "mean-field"), seed=o["seed"],
-                  user_ids=data.user_ids, item_ids=data.item_ids, titles=data.titles,
-                  info={"dataset": data.name, "fold": data.split,
-                        "model": o.get("model", "cf-rbm"),
-                        **({"implicit": "test pairs"} if conditional else {})})
-    if o.get("device"):
-        model = model.to(o["device"])
-    tr = data.train
-
-    def score(m: CFRBM) -> dict:
-        return {f"test_{k}": v for k, v in evaluate_model(m, data.test).items()}
-
-    history = model.fit(tr.users, tr.items, tr.ratings, epochs=o["epochs"],
-                        batch_size=o["batch_size"], lr=o["lr"], momentum=o["momentum"],
-                        weight_decay=o["weight_decay"],
-                        cd_schedule=parse_schedule(o["cd_schedule"]),
-                        lr_schedule=o.get("lr_schedule", "constant"),
-                        lr_final_factor=o.get("lr_final_factor", 0.1),
-                        average_from=int(o.get("average_from", 0)), seed=o["seed"],
-                        implicit=(data.test.users, data.test.items) if conditional else None,
-                        eval_fn=score, eval_every=o["epochs"], verbose=verbose)
-    return model, history
+    return _fit(api_run("cf-rbm", cfg, quiet), data)
 
 
 def train_from_config(run) -> tuple[CFRBM, list[dict]]:
     """``boltzkit train --model cf-rbm``: a CF-RBM on a MovieLens split through the one loop.
 
     MovieLens splits share one index space and are read by
-    :func:`boltzkit.data.movielens.load_movielens`; the conditional model learns from
-    which pairs the test set holds (not their ratings), as in the paper.  The last
-    record holds the test RMSE / MAE (or like error).
+    :func:`boltzkit.data.movielens.load_movielens`.
     """
     from ..data.movielens import MOVIELENS_DATASETS, load_movielens
-    from .evaluate import evaluate_model
 
     if run["dataset"] not in MOVIELENS_DATASETS:
         raise ConfigError(f"cf-rbm trains on MovieLens ratings: pass --dataset one of "
                           f"{list(MOVIELENS_DATASETS)}, got {run['dataset']!r}")
     data = load_movielens(run["dataset"], run["data_dir"], str(run["fold"]), seed=run["seed"])
+    return _fit(run, data)
+
+
+def _fit(run, data) -> tuple[CFRBM, list[dict]]:
+    """The CF-RBM the run's options describe, trained on ``data``'s training ratings; the
+    conditional model learns from which pairs the test set holds (not their ratings), as
+    in the paper.  The last record holds the test RMSE / MAE (or like error)."""
+    from .evaluate import evaluate_model
+
     conditional = bool(run["conditional"])
     model = CFRBM(data.n_users, data.n_items, n_hidden=int(run["n_hidden"]), scale=data.scale,
                   mode=run["cf_mode"], item_based=bool(run["item_based"]),

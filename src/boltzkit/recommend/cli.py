@@ -1,74 +1,36 @@
-"""``boltzkit recommend-train``, ``recommend`` and ``recommend-eval`` subcommands."""
+"""``boltzkit recommend``: top-N lists from a recommender, and ``boltzkit evaluate`` for them.
+
+Recommenders train like every kind (``boltzkit train --model cf-rbm`` or ``rank-rbm``)
+and are scored by ``boltzkit evaluate MODEL``; this module adds the lists.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .cf_rbm import parse_schedule
-
-_COMMON = {"conditional": False, "prediction": "mean-field", "lr_schedule": "constant",
-           "lr_final_factor": 0.1, "average_from": 0}
-MODEL_DEFAULTS = {
-    # chosen on a validation split of u1.base (see examples/configs/cf-rbm-ml100k.toml)
-    "cf-rbm": {**_COMMON, "mode": "softmax", "n_hidden": 200, "epochs": 60, "batch_size": 20,
-               "lr": 0.03, "momentum": 0.9, "weight_decay": 0.005, "cd_schedule": "0:1",
-               "lr_schedule": "linear", "lr_final_factor": 0.1, "average_from": 30},
-    "like-rbm": {**_COMMON, "mode": "like", "n_hidden": 100, "epochs": 10, "batch_size": 100,
-                 "lr": 0.1, "momentum": 0.5, "weight_decay": 0.0, "cd_schedule": "0:10"},
-}
-# ``boltzkit train`` config keys that mean the same here (so one TOML serves both commands).
-_ALIASES = {"cf_mode": "mode", "k_schedule": "cd_schedule"}
-
-__all__ = ["MODEL_DEFAULTS", "add_parsers", "parse_schedule", "COMMANDS",
-           "evaluate_recommender_command", "is_recommender", "options_from_file", "top_lists",
-           "write_lists_csv"]
+__all__ = ["add_parsers", "COMMANDS", "evaluate_recommender_command", "is_recommender",
+           "top_lists", "write_lists_csv"]
 
 
 def add_parsers(sub) -> None:
     """Register the recommendation subcommands on the main parser's subparsers."""
-    t = sub.add_parser("recommend-train", help="train a recommender RBM on MovieLens")
-    t.add_argument("--config", default=None, help="TOML file of options (flags override it)")
-    t.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default=None)
-    t.add_argument("--dataset", default=None, help="ml-100k | ml-1m | ml-latest-small")
-    t.add_argument("--data-dir", default=None, help="data directory (else $BOLTZKIT_DATA)")
-    t.add_argument("--fold", default=None, help="ml-100k: 1..5, u1..u5, ua, ub; others 1..5")
-    t.add_argument("--item-based", action="store_true", default=None,
-                   help="I-RBM: items are cases, users the visible groups")
-    t.add_argument("--n-hidden", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--momentum", type=float, default=None)
-    t.add_argument("--weight-decay", type=float, default=None)
-    t.add_argument("--cd-schedule", default=None, help="EPOCH:STEPS,... e.g. 0:1,15:3,24:5")
-    t.add_argument("--lr-schedule", default=None,
-                   choices=("constant", "linear", "exponential", "cosine"))
-    t.add_argument("--lr-final-factor", type=float, default=None)
-    t.add_argument("--conditional", action="store_true", default=None,
-                   help="condition the hidden units on which movies were rated (test pairs "
-                        "included), the paper's conditional RBM")
-    t.add_argument("--prediction", default=None, choices=("mean-field", "exact"))
-    t.add_argument("--average-from", type=int, default=None,
-                   help="end with the mean of the parameters after each epoch from this one")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--out", default=None, help="model file (.safetensors)")
-    t.add_argument("--quiet", action="store_true")
+    from ..cli.parser import positive_int
 
     r = sub.add_parser("recommend", help="top-N list for a user, or for every user (CSV)",
                        description="Rank items for a user with a ranking model (rank-rbm: "
                        "p(the user picks the item)) or a rating model (cf-rbm: by predicted "
                        "rating). Items the user has seen are left out unless --include-seen.")
-    r.add_argument("model")
+    r.add_argument("model", metavar="MODEL")
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="user id (as in the training file)")
     who.add_argument("--all-users", action="store_true",
                      help="every user's list, written to --out as user_id,rank,item_id,score")
-    r.add_argument("--top", type=int, default=10)
+    r.add_argument("--top", type=positive_int, default=10,
+                   help="length of each list (default: 10)")
     r.add_argument("--include-seen", action="store_true",
                    help="also rank the items the user interacted with in training")
     r.add_argument("--explain", action="store_true",
@@ -76,79 +38,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--ratings", default=None, metavar="RATING_MODEL",
                    help="a cf-rbm file: show its predicted rating beside each title")
     r.add_argument("--out", default=None, help="with --all-users: the CSV file to write")
-    r.add_argument("--json", action="store_true")
-
-    e = sub.add_parser("recommend-eval", help="RMSE/MAE (or like error) on held-out ratings; "
-                       "a rank-rbm: precision, recall, NDCG, MAP, coverage @10")
-    e.add_argument("model")
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--fold", default=None, help="default: the fold the model was trained on")
-    e.add_argument("--json", action="store_true")
-
-
-def _options(args: argparse.Namespace) -> dict:
-    import tomllib
-    from pathlib import Path
-
-    from ..errors import ConfigError
-
-    opts: dict = {"model": "cf-rbm", "dataset": "ml-100k", "data_dir": None, "fold": "1",
-                  "item_based": False, "seed": 0, "out": "recommender.safetensors"}
-    file_opts = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        with path.open("rb") as f:
-            file_opts = {k.replace("-", "_"): v for k, v in tomllib.load(f).items()}
-        file_opts = {_ALIASES.get(k, k): v for k, v in file_opts.items()}
-    model = args.model or file_opts.get("model", "cf-rbm")
-    if model == "cf-rbm" and file_opts.get("mode") == "like" and not args.model:
-        model = "like-rbm"
-    if model == "rank-rbm":
-        raise ConfigError("rank-rbm trains through boltzkit train: boltzkit train --config "
-                          f"{args.config or 'examples/configs/rank-rbm-ml100k.toml'} "
-                          "--data-dir DIR")
-    if model not in MODEL_DEFAULTS:
-        raise ConfigError(f"unknown model {model!r}: choose one of {sorted(MODEL_DEFAULTS)}")
-    opts.update(MODEL_DEFAULTS[model])
-    known = set(opts)
-    unknown = sorted(set(file_opts) - known)
-    if unknown:
-        raise ConfigError(f"unknown keys {unknown} in {args.config}: known keys are "
-                          f"{sorted(known)}")
-    opts.update(file_opts)
-    for key in known:
-        value = getattr(args, key, None)
-        if value is not None:
-            opts[key] = value
-    opts["model"] = model
-    opts["cd_schedule"] = parse_schedule(opts["cd_schedule"])
-    opts["fold"] = str(opts["fold"])
-    return opts
-
-
-def options_from_file(path: str | None = None, model: str | None = None, **overrides) -> dict:
-    """Resolved recommend-train options from a TOML config (as ``--config`` reads it)."""
-    args = argparse.Namespace(config=path, model=model, **overrides)
-    return _options(args)
-
-
-def cmd_recommend_train(args: argparse.Namespace) -> int:
-    from ..data.movielens import load_movielens
-    from ..io import save_model
-    from .cf_rbm import fit_movielens
-    from .evaluate import evaluate_model
-
-    o = _options(args)
-    data = load_movielens(o["dataset"], o["data_dir"], o["fold"], seed=o["seed"])
-    start = time.perf_counter()
-    model, _ = fit_movielens(data, o, verbose=not args.quiet)
-    seconds = time.perf_counter() - start
-    save_model(model, o["out"])
-    res = evaluate_model(model, data.test)
-    print(json.dumps({"out": str(o["out"]), "train_seconds": round(seconds, 1), **res}))
-    return 0
+    r.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _load(path):
@@ -159,7 +49,7 @@ def _load(path):
     if not is_recommender(model):
         raise ModelFileError(f"{path} is not a recommender model: train one with "
                              "boltzkit train --model rank-rbm (top-N lists) or "
-                             "boltzkit recommend-train (ratings)")
+                             "--model cf-rbm (ratings)")
     return model
 
 
@@ -326,14 +216,6 @@ def _default_metrics(model) -> list[str]:
     return ["like_error"] if model.mode == "like" else ["rmse", "mae"]
 
 
-def cmd_recommend_eval(args: argparse.Namespace) -> int:
-    model = _load(args.model)
-    data = _model_data(model, None, args.data_dir, args.fold)
-    res = _evaluate(model, data, _default_metrics(model))
-    print(json.dumps(res) if args.json else "  ".join(f"{k}={v}" for k, v in res.items()))
-    return 0
-
-
 #: ``boltzkit evaluate``'s default --metrics (for plain RBMs); recommenders then get theirs.
 _RBM_DEFAULT_METRICS = "loglik,pl,recon"
 
@@ -360,10 +242,14 @@ def evaluate_recommender_command(model, args: argparse.Namespace) -> dict | None
     text = args.metrics or _RBM_DEFAULT_METRICS
     metrics = (_default_metrics(model) if text == _RBM_DEFAULT_METRICS
                else [m for m in text.split(",") if m.strip()])
-    data = _model_data(model, dataset, args.data_dir, getattr(args, "fold", None))
+    data_dir = args.data_dir
+    if data_dir is None:  # where the model's own data set was, as for every kind
+        from ..io import read_header
+
+        data_dir = (read_header(args.model_path).get("train_config") or {}).get("data_dir")
+    data = _model_data(model, dataset, data_dir, getattr(args, "fold", None))
     return {**_evaluate(model, data, metrics), "model": str(args.model_path),
             "dataset": data.name, "fold": data.split}
 
 
-COMMANDS = {"recommend-train": cmd_recommend_train, "recommend": cmd_recommend,
-            "recommend-eval": cmd_recommend_eval}
+COMMANDS = {"recommend": cmd_recommend}

@@ -328,17 +328,12 @@ def fit_rank_rbm(data, cfg: dict, info: dict | None = None, quiet: bool = True,
                  callbacks: Sequence = ()) -> tuple[RankRBM, list[dict]]:
     """Train a rank-rbm on ``data`` (:class:`~boltzkit.data.interactions.Interactions`).
 
-    ``cfg``: ``boltzkit train`` options (the registry's names; missing ones take the
-    rank-rbm defaults of :mod:`boltzkit.kinds`), checked as the command line checks them.
-    Returns (model, history).
+    ``cfg``: ``boltzkit train`` options by their registry names, checked by
+    :func:`boltzkit.training.run.api_run`.  Returns (model, history).
     """
-    from .. import kinds
-    from ..training.run import Run
+    from ..training.run import api_run
 
-    full = {**kinds.defaults("rank-rbm"), **cfg, "model": "rank-rbm"}
-    kinds.check_given(full, set(cfg) - {"model"})
-    run = Run(full, set(cfg), quiet=quiet)
-    return _fit(run, data, info or {}, callbacks)
+    return _fit(api_run("rank-rbm", cfg, quiet), data, info or {}, callbacks)
 
 
 def _fit(run, data, info: dict, callbacks: Sequence = ()) -> tuple[RankRBM, list[dict]]:

@@ -217,6 +217,31 @@ class Run:
         return [{"stage": stage, **r} if stage else r for r in history]
 
 
+#: Options that say where a command-line run finds its data or writes its model; an API
+#: call is handed the data and returns the model, so it refuses them.
+_COMMAND_LINE_ONLY = ("dataset", "data_dir", "test_data", "fold", "limit", "out")
+
+
+def api_run(kind: str, cfg: dict[str, Any], quiet: bool = True) -> Run:
+    """A :class:`Run` for an API call that trains ``kind`` on data it is given.
+
+    ``cfg``: ``boltzkit train`` options by their registry names (a ``--config`` file's
+    keys, :func:`boltzkit.cli.load_config_file`); the rest take the kind's defaults.
+    Options are checked as the command line checks them; the data-location options are
+    refused (the caller passes the data).
+    """
+    given = set(cfg) - {"model"}
+    if cfg.get("model", kind) != kind:
+        raise ConfigError(f"this config is for --model {cfg['model']}, not {kind}")
+    where = sorted(given & set(_COMMAND_LINE_ONLY))
+    if where:
+        raise ConfigError(f"{', '.join(where)}: where a command-line run finds its data or "
+                          "writes its model; here the data is passed in: drop them")
+    full = {**kinds.defaults(kind), **cfg, "model": kind}
+    kinds.check_given(full, given)
+    return Run(full, given, quiet=quiet)
+
+
 def _floats(text: str, name: str, n: int | None = None) -> tuple[float, ...]:
     try:
         values = tuple(float(x) for x in str(text).split(",") if x.strip())

@@ -178,6 +178,11 @@ class Trainer:
         self.averager = ParameterAverage()  # the running mean of the parameters
         self.device = _device_of(model)
         self.precision = precision_.choose(precision, self.device)
+        dtype = next(iter(model.parameters())).dtype
+        if self.precision.gemm_dtype is not None and dtype != torch.float32:
+            raise ConfigError(f"precision {self.precision.name} keeps float32 master weights: "
+                              f"it needs a float32 model (this one is "
+                              f"{str(dtype).removeprefix('torch.')})")
         # ``generator`` drives sampling (seed + rank: a different stream per rank);
         # ``shuffle_generator`` the epoch permutations (the shared seed on every rank).
         # In a single process they are one generator.
