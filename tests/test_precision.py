@@ -245,3 +245,23 @@ def test_cli_precision_on_train_sample_evaluate_info(native, tmp_path, capsys):
     assert main(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["precision_auto"]["auto"] == "bfloat16"
     assert main([*args, "--precision", "half"]) == 2
+
+
+def test_scikit_learn_estimators_take_a_precision(native):
+    import numpy as np
+
+    from boltzkit.sklearn import BernoulliRBM, GaussianRBM
+
+    X = _binary(60, 20, seed=8).numpy().astype(np.float64)
+    low = BernoulliRBM(8, n_iter=2, random_state=0, precision="bfloat16").fit(X)
+    ref = BernoulliRBM(8, n_iter=2, random_state=0, dtype="float32").fit(X)
+    assert low.trainer_.precision.name == "bfloat16" and low.rbm_.dtype == torch.float32
+    diff = np.abs(low.components_ - ref.components_).max()
+    assert 0 < diff < 0.05  # bfloat16 products, the same algorithm and draws
+    assert low.transform(X).dtype == np.float64
+    g = GaussianRBM(4, n_iter=1, random_state=0, precision="bfloat16").fit(X)
+    assert g.trainer_.precision.name == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        BernoulliRBM(precision="half").fit(X)
+    with pytest.raises(ValueError, match="float32 model"):
+        BernoulliRBM(dtype="float64", precision="bfloat16").fit(X)

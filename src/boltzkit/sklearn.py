@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed versio
 from .errors import TrainingDiverged
 from .metrics import reconstruction_error
 from .objectives import LikelihoodGradient
+from .precision import PRECISIONS
 from .rbm import make_rbm
 from .sampling import SAMPLERS, HiddenPersistentCD, make_sampler
 from .training import TensorRows, Trainer
@@ -225,6 +226,7 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
                       _DTYPES[_check_choice("dtype", self.dtype, [*_DTYPES, None])]),
             "shuffle": bool(self.shuffle),
             "init_visible_bias": bool(self.init_visible_bias),
+            "precision": _check_choice("precision", self.precision, PRECISIONS),
         }
         if p["n_chains"] is not None and p["method"] in ("sklearn", "cd"):
             raise ValueError(f"n_chains applies to method 'pcd', 'pt' and 'tds'; method "
@@ -245,7 +247,8 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
         draws and no others.
         """
         p = self._checked_params()
-        dtype = p["dtype"] or (torch.float32 if X.dtype == np.float32 else torch.float64)
+        dtype = p["dtype"] or (torch.float32 if X.dtype == np.float32 or
+                               p["precision"] != "float32" else torch.float64)
         if p["learning_rate"] > torch.finfo(dtype).max:
             raise ValueError(f"learning_rate {p['learning_rate']:g} is beyond {dtype}'s range; "
                              "lower it or pass dtype='float64'")
@@ -271,7 +274,8 @@ class _RBMBase(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator)
             self.rbm_, sampler, objective, p["optimizer"], epochs=epochs,
             batch_size=p["batch_size"], lr=p["learning_rate"], momentum=p["momentum"],
             weight_decay=p["weight_decay"], seed=seed, shuffle=p["shuffle"], batching="fixed",
-            init_visible_bias=False, monitor_size=0, progress=False, distributed=False)
+            init_visible_bias=False, monitor_size=0, progress=False, distributed=False,
+            precision=p["precision"])
         self._built_with = {k: v for k, v in self.get_params().items()
                             if k not in _FREE_IN_PARTIAL_FIT}
         return p
@@ -508,6 +512,10 @@ class BernoulliRBM(_RBMBase):
         Take the rows in a new random order each pass (scikit-learn never does).
     init_visible_bias : bool, default=False
         Start the visible biases at the data's log-odds instead of zero.
+    precision : {"float32", "bfloat16", "auto"}, default="float32"
+        GEMM precision of training (:mod:`boltzkit.precision`): "bfloat16" multiplies
+        bfloat16 operands where the hardware has them natively (float32 elsewhere, with
+        a warning), keeping float32 weights (``dtype=None`` then means float32).
 
     Attributes
     ----------
@@ -537,7 +545,7 @@ class BernoulliRBM(_RBMBase):
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10,
                  verbose=0, random_state=None, method="sklearn", k=1, momentum=0.0,
                  optimizer="sgd", weight_decay=0.0, device="cpu", n_chains=None, dtype=None,
-                 shuffle=False, init_visible_bias=False):
+                 shuffle=False, init_visible_bias=False, precision="float32"):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -552,6 +560,7 @@ class BernoulliRBM(_RBMBase):
         self.device = device
         self.n_chains = n_chains
         self.dtype = dtype
+        self.precision = precision
         self.shuffle = shuffle
         self.init_visible_bias = init_visible_bias
 
@@ -709,7 +718,7 @@ class GaussianRBM(_RBMBase):
     def __init__(self, n_components=256, *, learning_rate=0.01, batch_size=10, n_iter=10,
                  verbose=0, random_state=None, method="pcd", k=1, momentum=0.0,
                  optimizer="sgd", weight_decay=0.0, device="cpu", n_chains=None,
-                 dtype="float32", shuffle=True, init_visible_bias=True):
+                 dtype="float32", shuffle=True, init_visible_bias=True, precision="float32"):
         self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -724,6 +733,7 @@ class GaussianRBM(_RBMBase):
         self.device = device
         self.n_chains = n_chains
         self.dtype = dtype
+        self.precision = precision
         self.shuffle = shuffle
         self.init_visible_bias = init_visible_bias
 
