@@ -74,8 +74,10 @@ class Gemm:
         return f"{self.layout}:{self.m}x{self.k}x{self.n}"
 
 
-def time_gemm(g: Gemm, budget_s: float, min_calls: int = 10, max_calls: int = 400) -> float:
-    """Minimum seconds of one ``torch.mm`` of this shape (into a preallocated output)."""
+def time_gemm(g: Gemm, budget_s: float, min_calls: int = 10, max_calls: int = 400,
+              dtype: torch.dtype = torch.float32) -> float:
+    """Minimum seconds of one ``torch.mm`` of this shape in ``dtype`` (into a preallocated
+    output)."""
     gen = torch.Generator().manual_seed(1)
     if g.layout == "nn":
         a, b = torch.rand(g.m, g.k, generator=gen), torch.rand(g.k, g.n, generator=gen)
@@ -85,7 +87,8 @@ def time_gemm(g: Gemm, budget_s: float, min_calls: int = 10, max_calls: int = 40
         a, b = torch.rand(g.k, g.m, generator=gen).t(), torch.rand(g.k, g.n, generator=gen)
     else:
         raise ValueError(g.layout)
-    out = torch.empty(g.m, g.n)
+    a, b = a.to(dtype), b.to(dtype)
+    out = torch.empty(g.m, g.n, dtype=dtype)
     for _ in range(2):
         torch.mm(a, b, out=out)
     best, spent, calls = math.inf, 0.0, 0
@@ -97,20 +100,22 @@ def time_gemm(g: Gemm, budget_s: float, min_calls: int = 10, max_calls: int = 40
     return best
 
 
-_GEMM_CACHE: dict[Gemm, float] = {}
+_GEMM_CACHE: dict[tuple[Gemm, torch.dtype], float] = {}
 
 
-def gemm_min_time(g: Gemm, budget_s: float, min_calls: int = 10, refresh: bool = False) -> float:
+def gemm_min_time(g: Gemm, budget_s: float, min_calls: int = 10, refresh: bool = False,
+                  dtype: torch.dtype = torch.float32) -> float:
     """Cached per shape: jobs that share a shape share its measurement (same run).
 
     ``refresh=True`` times the shape again and keeps the smaller time: the benchmark
     does that between the rounds of timed runs, so that on a machine whose load
     drifts the roofline is the best rate seen while the job ran, not at its start.
     """
-    if g not in _GEMM_CACHE or refresh:
-        t = time_gemm(g, budget_s, min_calls)
-        _GEMM_CACHE[g] = min(t, _GEMM_CACHE.get(g, math.inf))
-    return _GEMM_CACHE[g]
+    key = (g, dtype)
+    if key not in _GEMM_CACHE or refresh:
+        t = time_gemm(g, budget_s, min_calls, dtype=dtype)
+        _GEMM_CACHE[key] = min(t, _GEMM_CACHE.get(key, math.inf))
+    return _GEMM_CACHE[key]
 
 
 def train_gemms(rows: int, n_hidden: int, k: int, persistent: bool, chains: int) -> list[Gemm]:
@@ -171,8 +176,8 @@ def warm_rows(n: int, batch: int) -> int:
 
 # ---------------------------------------------------------------------------------- boltzkit
 def boltzkit_train(data: torch.Tensor, n_hidden: int, method: str, k: int, batch: int,
-                   lr: float, momentum: float, seed: int,
-                   fused: bool = True) -> tuple[float, dict]:
+                   lr: float, momentum: float, seed: int, fused: bool = True,
+                   precision: str = "float32") -> tuple[float, dict]:
     """Wall time of ``Trainer.fit`` for one epoch (the Trainer is built outside the timing).
 
     ``fused=False`` times the general path the Trainer takes for every other model, with
@@ -184,7 +189,7 @@ def boltzkit_train(data: torch.Tensor, n_hidden: int, method: str, k: int, batch
     model = make_rbm(data.shape[1], n_hidden, seed=seed)
     sampler = make_sampler(method, k=k, chains=batch if method == "pcd" else None)
     trainer = Trainer(model, sampler, LikelihoodGradient(), epochs=1, batch_size=batch, lr=lr,
-                      momentum=momentum, seed=seed, progress=False)
+                      momentum=momentum, seed=seed, progress=False, precision=precision)
     plan = kernels.plan_step
     if not fused:
         kernels.plan_step = lambda *a, **kw: None
@@ -197,10 +202,13 @@ def boltzkit_train(data: torch.Tensor, n_hidden: int, method: str, k: int, batch
     return wall, {"epoch_loop_s": history[-1]["time"]}
 
 
-def boltzkit_gibbs(model, v0: torch.Tensor, sweeps: int, seed: int, grad: bool) -> float:
+def boltzkit_gibbs(model, v0: torch.Tensor, sweeps: int, seed: int, grad: bool,
+                   precision: str = "float32") -> float:
+    from boltzkit.precision import computing
+
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    with torch.set_grad_enabled(grad):
+    with torch.set_grad_enabled(grad), computing(precision):
         model.gibbs(v0, sweeps, generator=gen)
     return time.perf_counter() - t0
 
@@ -244,8 +252,10 @@ def ais_kwargs(fn, chains: int, steps: int, data: torch.Tensor, seed: int) -> di
 
 
 def boltzkit_ais(fn, model, chains: int, steps: int, data: torch.Tensor,
-                 seed: int) -> tuple[float, dict]:
+                 seed: int, precision: str = "float32") -> tuple[float, dict]:
     kwargs = ais_kwargs(fn, chains, steps, data, seed)
+    if precision != "float32":
+        kwargs["precision"] = precision
     t0 = time.perf_counter()
     with torch.no_grad():
         result = fn(model, **kwargs)
@@ -266,13 +276,16 @@ def boltzkit_ais(fn, model, chains: int, steps: int, data: torch.Tensor,
 # ------------------------------------------------------------------------- tight torch loops
 def tight_train(data: torch.Tensor, n_hidden: int, k: int, persistent: bool, batch: int,
                 lr: float, momentum: float, seed: int, chains: int | None = None,
-                params_out: dict | None = None) -> float:
+                params_out: dict | None = None, low: torch.dtype | None = None) -> float:
     """CD-k / PCD-k, one epoch, written by hand: preallocated buffers, fused bias adds
     (addmm), rand < p Bernoulli draws in place, one stacked GEMM for the weight gradient
     ([v_data; v_model]^T @ [-h_data / B; h_model / M]), SGD with momentum in place (the
     torch.optim.SGD rule: buf = momentum * buf + grad; W -= lr * buf).
     Shuffled batches like boltzkit's Trainer.  Returns the seconds after the weight init;
-    ``params_out`` (a dict), if given, receives the trained W, b, c.
+    ``params_out`` (a dict), if given, receives the trained W, b, c.  ``low`` (e.g.
+    torch.bfloat16): the same loop with every GEMM's operands cast to it (a copy of W made
+    once per update) and its products cast back; weights, sigmoids, draws and updates stay
+    float32 (the naive mixed-precision loop).
     """
     g = torch.Generator().manual_seed(seed)
     n, nv = data.shape
@@ -290,6 +303,14 @@ def tight_train(data: torch.Tensor, n_hidden: int, k: int, persistent: bool, bat
     if persistent:
         V[batch:].bernoulli_(0.5, generator=g)  # random start, as boltzkit's init_state
     Wt = W.t()
+    Wl = W.to(low) if low is not None else None
+
+    def field(bias, x, w, out):  # bias + x @ w (w: W or W^T), in the GEMM dtype
+        if low is None:
+            return torch.addmm(bias, x, w, out=out)
+        wl = Wl if w is W else Wl.t()
+        return torch.add(torch.mm(x.to(low), wl), bias, out=out)
+
     perm = torch.randperm(n, generator=g)
     start = 0
     for bs in batch_sizes(n, batch):
@@ -300,31 +321,36 @@ def tight_train(data: torch.Tensor, n_hidden: int, k: int, persistent: bool, bat
         vm, hm = V[batch:batch + m], H[batch:batch + m]
         hs, pv = Hs[:m], Pv[:m]
         torch.index_select(data, 0, idx, out=vd)
-        torch.addmm(c, vd, W, out=hd).sigmoid_()
+        field(c, vd, W, hd).sigmoid_()
         if persistent:
             sweeps, h_prob = k, hm
         else:  # CD: the first hidden draw comes from the data's means
             hs.uniform_(generator=g).lt_(hd)
-            torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+            field(b, hs, Wt, pv).sigmoid_()
             vm.uniform_(generator=g).lt_(pv)
             sweeps, h_prob = k - 1, hm
         for _ in range(sweeps):
-            torch.addmm(c, vm, W, out=h_prob).sigmoid_()
+            field(c, vm, W, h_prob).sigmoid_()
             hs.uniform_(generator=g).lt_(h_prob)
-            torch.addmm(b, hs, Wt, out=pv).sigmoid_()
+            field(b, hs, Wt, pv).sigmoid_()
             vm.uniform_(generator=g).lt_(pv)
-        torch.addmm(c, vm, W, out=hm).sigmoid_()
+        field(c, vm, W, hm).sigmoid_()
         # Descent direction (model - data), as torch.optim expects.
         hd.mul_(-1.0 / bs)
         hm.mul_(1.0 / m)
         stacked_v, stacked_h = V[batch - bs:batch + m], H[batch - bs:batch + m]
-        torch.mm(stacked_v.t(), stacked_h, out=gW)
+        if low is None:
+            torch.mm(stacked_v.t(), stacked_h, out=gW)
+        else:
+            gW.copy_(torch.mm(stacked_v.t().to(low), stacked_h.to(low)))
         torch.sum(stacked_h, 0, out=gc)
         torch.mean(vm, 0, out=gb)
         gb.sub_(vd.mean(0))
         for p, buf, grad in ((W, mW, gW), (b, mb, gb), (c, mc, gc)):
             buf.mul_(momentum).add_(grad)
             p.sub_(buf, alpha=lr)
+        if low is not None:
+            Wl.copy_(W)
     elapsed = time.perf_counter() - t0
     if params_out is not None:
         params_out.update(W=W, b=b, c=c)
@@ -439,6 +465,15 @@ def make_train_job(name: str, data: torch.Tensor, n_hidden: int, method: str, k:
             fused=False))
     job.contestants["torch"] = (f"tight torch {label} loop", lambda warm: tight_train(
         rows(warm), n_hidden, k, persistent, BATCH, args.lr, args.momentum, args.seed))
+    if args.bf16:
+        job.contestants["boltzkit_bf16"] = (
+            "boltzkit Trainer.fit, bfloat16", lambda warm: boltzkit_train(
+                rows(warm), n_hidden, method, k, BATCH, args.lr, args.momentum, args.seed,
+                precision="bfloat16"))
+        job.contestants["torch_bf16"] = (
+            f"tight torch {label} loop, bfloat16 GEMMs", lambda warm: tight_train(
+                rows(warm), n_hidden, k, persistent, BATCH, args.lr, args.momentum, args.seed,
+                low=torch.bfloat16))
     if k == 1:
         np_data = data.numpy()
         job.contestants["sklearn"] = (
@@ -487,6 +522,10 @@ def make_ais_job(data: torch.Tensor, args) -> Job:
         else:
             job.contestants["boltzkit"] = ("boltzkit metrics.ais_log_z", lambda warm: boltzkit_ais(
                 fn, model, chains, n_steps(warm), data, args.seed))
+            if args.bf16:
+                job.contestants["boltzkit_bf16"] = (
+                    "boltzkit metrics.ais_log_z, bfloat16", lambda warm: boltzkit_ais(
+                        fn, model, chains, n_steps(warm), data, args.seed, "bfloat16"))
     job.contestants["torch"] = ("tight torch AIS loop", lambda warm: tight_ais(
         W, b, c, b_base, chains, n_steps(warm), args.seed))
     return job
@@ -520,6 +559,10 @@ def make_gibbs_job(name: str, data: torch.Tensor, n_chains: int, args) -> Job:
             _grad_model(model), v0, n_sweeps(warm), args.seed, grad=True))
     job.contestants["torch"] = ("tight torch Gibbs loop", lambda warm: tight_gibbs(
         W, b, c, v0, n_sweeps(warm), args.seed))
+    if args.bf16:
+        job.contestants["boltzkit_bf16"] = (
+            "boltzkit RBM.gibbs, bfloat16", lambda warm: boltzkit_gibbs(
+                model, v0, n_sweeps(warm), args.seed, grad=False, precision="bfloat16"))
     job.contestants["sklearn"] = ("sklearn BernoulliRBM.gibbs", lambda warm: peers.sklearn_gibbs(
         W, b, c, v0, n_sweeps(warm), args.seed, args.threads))
     return job
@@ -555,7 +598,8 @@ def build_job(name: str, data: torch.Tensor, args) -> Job:
 
 # ================================================================================ running
 def selected(job: Job, contestants: set[str]) -> dict[str, tuple[str, Runner]]:
-    base = {"boltzkit_grad": "boltzkit", "boltzkit_general": "boltzkit"}
+    base = {"boltzkit_grad": "boltzkit", "boltzkit_general": "boltzkit",
+            "boltzkit_bf16": "boltzkit", "torch_bf16": "torch"}
     return {k: v for k, v in job.contestants.items() if base.get(k, k) in contestants}
 
 
@@ -568,8 +612,11 @@ def _split(res) -> tuple[float, dict]:
 def run_job(job: Job, args, contestants: set[str]) -> dict:
     runners = selected(job, contestants)
     budget, min_calls = (0.05, 3) if args.quick else (0.5, 20)
+    dtypes = [torch.float32] + ([torch.bfloat16] if any(k.endswith("_bf16") for k in runners)
+                                else [])
     for g, _ in job.gemms:
-        gemm_min_time(g, budget, min_calls)
+        for dt in dtypes:
+            gemm_min_time(g, budget, min_calls, dtype=dt)
     out = {"title": job.title, "flops": job.flops, "flop_count": job.flop_note,
            "results": {}, "skipped": dict(job.skipped), "errors": {}}
     if job.unit:
@@ -601,23 +648,35 @@ def run_job(job: Job, args, contestants: set[str]) -> dict:
             times[key].append(t)
             extras[key].append(extra)
         for g, _ in job.gemms:  # the GEMMs again, between rounds (see gemm_min_time)
-            gemm_min_time(g, budget / 5, max(3, min_calls // 4), refresh=True)
-    shapes = {}
-    for g, calls in job.gemms:
-        t = gemm_min_time(g, budget, min_calls)
-        shapes[str(g)] = {"calls": calls, "min_s": t, "gflops": g.flops / t / 1e9}
-    best_rate = max(s["gflops"] for s in shapes.values()) * 1e9
-    roofline = job.flops / best_rate
-    out.update(gemm_shapes=shapes, best_gflops=best_rate / 1e9, roofline_s=roofline,
-               gemm_sum_s=sum(s["calls"] * s["min_s"] for s in shapes.values()))
+            for dt in dtypes:
+                gemm_min_time(g, budget / 5, max(3, min_calls // 4), refresh=True, dtype=dt)
+    rooflines = {}
+    for dt in dtypes:
+        shapes = {}
+        for g, calls in job.gemms:
+            t = gemm_min_time(g, budget, min_calls, dtype=dt)
+            shapes[str(g)] = {"calls": calls, "min_s": t, "gflops": g.flops / t / 1e9}
+        best_rate = max(s["gflops"] for s in shapes.values()) * 1e9
+        rooflines[dt] = job.flops / best_rate
+        gemm_sum = sum(s["calls"] * s["min_s"] for s in shapes.values())
+        if dt == torch.float32:
+            out.update(gemm_shapes=shapes, best_gflops=best_rate / 1e9,
+                       roofline_s=rooflines[dt], gemm_sum_s=gemm_sum)
+        else:
+            out.update(gemm_shapes_bf16=shapes, best_gflops_bf16=best_rate / 1e9,
+                       roofline_bf16_s=rooflines[dt], gemm_sum_bf16_s=gemm_sum)
     ref = min(times["boltzkit"]) if times.get("boltzkit") and "boltzkit" in runners else None
+    tight = min(times["torch"]) if times.get("torch") and "torch" in runners else None
     for key, (label, _) in runners.items():
         ts = times[key]
         if not ts:
             continue
         best = min(ts)
+        dt = torch.bfloat16 if key.endswith("_bf16") else torch.float32
         res = {"label": label, "times_s": ts, "min_s": best, "median_s": statistics.median(ts),
-               "x_roofline": best / roofline, "x_boltzkit": best / ref if ref else None}
+               "gemm_dtype": str(dt).removeprefix("torch."),
+               "x_roofline": best / rooflines[dt], "x_boltzkit": best / ref if ref else None,
+               "x_torch_float32": best / tight if tight else None}
         if job.unit:
             res["throughput"] = job.units_per_run / best
         merged: dict = {}
@@ -642,14 +701,19 @@ def print_job(name: str, res: dict) -> None:
     print(f"   matmul GFLOP/s by shape: {rates}; roofline {res['roofline_s']:.3f} s "
           f"(FLOPs / best rate {res['best_gflops']:.1f} GFLOP/s); sum of per-shape "
           f"min GEMM times {res['gemm_sum_s']:.3f} s")
+    if "roofline_bf16_s" in res:
+        rates = ", ".join(f"{k} {v['gflops']:.1f}" for k, v in res["gemm_shapes_bf16"].items())
+        print(f"   bfloat16 matmul GFLOP/s by shape: {rates}; bfloat16 roofline "
+              f"{res['roofline_bf16_s']:.3f} s (best {res['best_gflops_bf16']:.1f} GFLOP/s)")
     unit = res.get("throughput_unit")
-    head = f"   {'contestant':36s} {'min s':>9s} {'median s':>9s} {'x roofline':>10s} " \
-           f"{'x boltzkit':>10s}" + (f" {unit:>16s}" if unit else "")
+    head = f"   {'contestant':44s} {'min s':>9s} {'median s':>9s} {'x roofline':>10s} " \
+           f"{'x boltzkit':>10s} {'x torch f32':>11s}" + (f" {unit:>16s}" if unit else "")
     print(head)
     for r in res["results"].values():
         xb = f"{r['x_boltzkit']:.2f}" if r["x_boltzkit"] else "-"
-        line = (f"   {r['label']:36s} {r['min_s']:9.3f} {r['median_s']:9.3f} "
-                f"{r['x_roofline']:10.2f} {xb:>10s}")
+        xt = f"{r['x_torch_float32']:.2f}" if r.get("x_torch_float32") else "-"
+        line = (f"   {r['label']:44s} {r['min_s']:9.3f} {r['median_s']:9.3f} "
+                f"{r['x_roofline']:10.2f} {xb:>10s} {xt:>11s}")
         if unit:
             line += f" {r['throughput']:16.0f}"
         if "log_z" in r:
@@ -698,6 +762,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gibbs-sweeps", type=int, default=None,
                    help="sweeps for both Gibbs jobs (default: 200 for 1,000 chains, 20 for "
                         "10,000 chains; a tenth with --quick)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also run boltzkit and the tight loop with bfloat16 GEMM operands "
+                        "(precision='bfloat16'), each against a bfloat16 GEMM roofline")
     p.add_argument("--lr", type=float, default=LR)
     p.add_argument("--momentum", type=float, default=MOMENTUM)
     p.add_argument("--seed", type=int, default=SEED)

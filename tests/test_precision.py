@@ -265,3 +265,29 @@ def test_scikit_learn_estimators_take_a_precision(native):
         BernoulliRBM(precision="half").fit(X)
     with pytest.raises(ValueError, match="float32 model"):
         BernoulliRBM(dtype="float64", precision="bfloat16").fit(X)
+
+
+def test_mixed_precision_draws_take_16_bits_from_the_run_generator(native):
+    """Under bfloat16 the bulk uniforms are multiples of 2**-16 from a generator seeded by
+    the run's torch generator: reproducible from its state (so checkpoints resume
+    exactly), uniform, and a different stream from float32's 24-bit one."""
+    from boltzkit.units import uniform_
+
+    n = 100_000
+    g = torch.Generator().manual_seed(5)
+    with precision.computing("bfloat16"):
+        a = uniform_(torch.empty(n), g)
+        state = g.get_state()
+        b = uniform_(torch.empty(n), g)
+        g.set_state(state)
+        again = uniform_(torch.empty(n), g)
+    assert torch.equal(b, again) and not torch.equal(a, b)
+    assert torch.equal(a * 65536, (a * 65536).round())
+    assert float(a.min()) >= 0.0 and float(a.max()) < 1.0
+    assert abs(float(a.mean()) - 0.5) < 5 * math.sqrt(1 / 12 / n)  # 5 standard errors
+    counts = torch.histc(a, 16, 0.0, 1.0)
+    chi2 = float(((counts - n / 16) ** 2 / (n / 16)).sum())
+    assert chi2 < 50.0  # 15 degrees of freedom: P(chi2 > 50) < 1e-5
+    g.manual_seed(5)
+    c = uniform_(torch.empty(n), g)  # outside the block: float32's 24-bit draws
+    assert not torch.equal(c, a) and not torch.equal(c * 65536, (c * 65536).round())

@@ -195,7 +195,7 @@ class FusedBernoulliSGD:
                     scale, signs, ones = ws.model_scale, ws.signs, ws.ones
                     if low is not None:
                         Vl, Vdl, Vml, Fl, Fdl, Fml = ws.Vl, ws.Vdl, ws.Vml, ws.Fl, ws.Fdl, ws.Fml
-                        Hl, hsl, pvl, G, Vlt = ws.Hl, ws.hsl, ws.pvl, ws.G, ws.Vlt
+                        Hl, hsl, pvl, G, G32, Vlt = ws.Hl, ws.hsl, ws.pvl, ws.G, ws.G32, ws.Vlt
                 if hidden:
                     # HiddenPersistentCD: its uniforms (one NumPy call), compared in float64
                     # with the probabilities: v from the chains, k - 1 more sweeps, the
@@ -274,9 +274,9 @@ class FusedBernoulliSGD:
                     if low is None:
                         gW.addmm_(Vt, H, beta=mw, alpha=a)
                     elif mw:
-                        gW.mul_(mw).add_(G, alpha=a)
+                        gW.mul_(mw).add_(G32.copy_(G), alpha=a)
                     else:
-                        torch.mul(G, a, out=gW)
+                        torch.mul(G32.copy_(G), a, out=gW)
                     if wd:
                         gW.add_(W, alpha=wd * weight)
                     gb.addmv_(Vt, signs, beta=mw, alpha=a)
@@ -289,7 +289,7 @@ class FusedBernoulliSGD:
                     else:
                         if wd:
                             W.mul_(1.0 - lr * wd)
-                        W.add_(G, alpha=a)
+                        W.add_(G32.copy_(G), alpha=a)
                     if b64 is None:
                         b.addmv_(Vt, signs, alpha=a)
                     else:
@@ -306,7 +306,7 @@ class FusedBernoulliSGD:
                     if low is None:
                         gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)
                     else:
-                        gW.mul_(momentum).add_(G, alpha=-1.0 / B)
+                        gW.mul_(momentum).add_(G32.copy_(G), alpha=-1.0 / B)
                     if wd:
                         gW.add_(W, alpha=wd)
                     gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
@@ -365,6 +365,8 @@ class _FusedWorkspace:
             self.Fdl, self.Fml = self.Fl[:B], self.Fl[B:]
             self.Vlt = self.Vl.t()
             self.hsl, self.pvl = torch.empty(M, nh, **lk), torch.empty(M, nv, **lk)
-            self.G = torch.empty(nv, nh, **lk)
+            # V^T H: the GEMM's low-precision product, and in float32 (one cast: a
+            # mixed-dtype update would convert it inside every pass that reads it)
+            self.G, self.G32 = torch.empty(nv, nh, **lk), torch.empty(nv, nh, **kw)
         # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
         self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)
