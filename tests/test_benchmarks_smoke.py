@@ -164,3 +164,35 @@ def test_quality_vs_peers_scores_every_available_library(monkeypatch, tmp_path, 
         assert r["ll_lower"] <= r["test_log_likelihood"] <= r["ll_upper"]  # upper may be inf
         assert r["test_log_likelihood"] < 0
     assert json.loads((tmp_path / "q.json").read_text()) == rows
+
+
+def test_gpu_check_script_runs_end_to_end_on_the_cpu(monkeypatch, tmp_path, capsys):
+    """benchmarks/gpu_check.py, prepared for a GPU, runs in --smoke mode on the CPU: every
+    section (speed per precision, parity) reports; on a machine without CUDA the default
+    --device cuda refuses with a message."""
+    mnist = _mnist_dir()
+    if mnist is None:
+        pytest.skip("MNIST not found (set BOLTZKIT_DATA)")
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("gpu_check", None)
+    import gpu_check
+
+    from boltzkit import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    threads = torch.get_num_threads()
+    try:
+        if not torch.cuda.is_available():
+            assert gpu_check.main(["--data-dir", str(mnist)]) == 2
+            assert "no CUDA device" in capsys.readouterr().err
+        out = tmp_path / "g.json"
+        assert gpu_check.main(["--device", "cpu", "--smoke", "--data-dir", str(mnist),
+                               "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert set(report["speed"]) == {"float32", "bfloat16"}
+    for row in report["speed"].values():
+        assert row["cd1_epoch_s"] > 0 and row["ais"]["log_z"] > 0
+    assert set(report["parity"]) == {"float32", "bfloat16"}
+    assert all(r["log_likelihood"] < 0 for r in report["parity"].values())

@@ -291,3 +291,28 @@ def test_mixed_precision_draws_take_16_bits_from_the_run_generator(native):
     g.manual_seed(5)
     c = uniform_(torch.empty(n), g)  # outside the block: float32's 24-bit draws
     assert not torch.equal(c, a) and not torch.equal(c * 65536, (c * 65536).round())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_trains_in_every_precision(monkeypatch):
+    """On a GPU: float32, TF32 and bfloat16 train the same model from the same draws; the
+    fused bfloat16 step matches the general one and TF32/bfloat16 stay near float32."""
+    data = _binary(200, 20, seed=5).cuda()
+    out = {}
+    for prec, fused in (("float32", True), ("tf32", True), ("bfloat16", True),
+                        ("bfloat16", False)):
+        rbm = _rbm().cuda()
+        sampler = make_sampler("pcd", k=1, chains=10)
+        trainer = Trainer(rbm, sampler, LikelihoodGradient(), epochs=2, batch_size=10, lr=0.1,
+                          momentum=0.5, seed=3, progress=False, monitor_size=0, precision=prec)
+        real = kernels.plan_step
+        if not fused:
+            monkeypatch.setattr(kernels, "plan_step", lambda *a, **kw: None)
+        trainer.fit(data)
+        monkeypatch.setattr(kernels, "plan_step", real)
+        assert trainer.precision.name == prec
+        out[prec, fused] = rbm.connection.weights.detach().cpu()
+    moved = float((out["float32", True] - _rbm().connection.weights.detach()).abs().max())
+    for key in (("tf32", True), ("bfloat16", True)):
+        assert float((out[key] - out["float32", True]).abs().max()) < 0.5 * moved
+    assert float((out["bfloat16", True] - out["bfloat16", False]).abs().max()) < 1e-3
