@@ -558,3 +558,21 @@ def test_generator_on_wrong_device_is_refused():
         pytest.skip("needs a second device type")
     with pytest.raises(ConfigError, match="generator"):
         ais_log_z(make_rbm(4, 3), generator=torch.Generator(device="cuda"))
+
+
+def test_long_computations_show_progress_on_request(capsys):
+    """AIS and pseudo-likelihood draw a progress bar when asked (by default: on a terminal
+    only, so pipes and logs stay clean); the bar changes nothing they compute."""
+    rbm = bernoulli_model(20, 8, seed=1)
+    data = (torch.rand(50, 20, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    with_bar = ais_log_z(rbm, data, n_chains=5, n_steps=600, reverse=True,
+                         generator=torch.Generator().manual_seed(1), progress=True)
+    err = capsys.readouterr().err
+    assert "AIS" in err and "step" in err
+    quiet = ais_log_z(rbm, data, n_chains=5, n_steps=600, reverse=True,
+                      generator=torch.Generator().manual_seed(1), progress=False)
+    assert capsys.readouterr().err == ""
+    assert with_bar.log_z == quiet.log_z and with_bar.reverse == quiet.reverse
+    pl = pseudo_likelihood(rbm, data, progress=True)
+    assert "pseudo-likelihood" in capsys.readouterr().err
+    assert pl == pseudo_likelihood(rbm, data, progress=False)

@@ -15,7 +15,7 @@ from ..units import uniform_filler
 
 
 def anneal_bernoulli(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
-                      generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+                      generator: torch.Generator | None, bar=None) -> tuple[Tensor, Tensor]:
     """The AIS annealing pass of a dense Bernoulli-Bernoulli RBM on preallocated buffers.
 
     The same weights and the same draws in the same order (``uniform_`` and a
@@ -69,4 +69,6 @@ def anneal_bernoulli(rbm: RBM, v: Tensor, betas: list[float], d: Tensor,
                 torch.add(torch.mm(hl.copy_(h), Wlt, out=pvl), b_v, out=pv)
             pv.mul_(bk).add_(b_a, alpha=1.0 - bk).sigmoid_()
             fill_v(generator=generator).lt_(pv)
+        if bar is not None and k % 256 == 0:  # metrics.ais.PROGRESS_EVERY
+            bar.update(256)
     return log_w, v

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..precision import Precision, computing
+from ..progress import progress_bar
 
 #: Salakhutdinov & Murray's schedule: 500 betas to 0.5, 4,000 to 0.9, 10,000 to 1.0.
 SM_SCHEDULE = ((0.5, 500), (0.9, 4000), (1.0, 10000))
@@ -182,17 +183,26 @@ class AnnealingPath(Protocol):
         draws on buffers, or None (the engine's loop)."""
 
 
+#: Steps between progress-bar updates of an annealing pass.
+PROGRESS_EVERY = 256
+
+
 def anneal(path: AnnealingPath, state: Any, betas: Sequence[float],
-           generator: torch.Generator | None = None) -> tuple[Tensor, Any]:
-    """One AIS pass over ``betas`` from ``state``: (float64 log weights, final state)."""
+           generator: torch.Generator | None = None, bar=None) -> tuple[Tensor, Any]:
+    """One AIS pass over ``betas`` from ``state``: (float64 log weights, final state).
+
+    ``bar`` (a tqdm bar, optional) advances by one per step, every :data:`PROGRESS_EVERY`.
+    """
     fast = path.fused()
     if fast is not None:
-        return fast(state, list(betas), generator)
+        return fast(state, list(betas), generator, bar)
     log_w = None
     last = len(betas) - 1
     for k in range(1, last + 1):
         inc, state = path.step(state, betas[k], betas[k - 1], generator, k < last)
         log_w = inc.double() if log_w is None else log_w.add_(inc)
+        if bar is not None and k % PROGRESS_EVERY == 0:
+            bar.update(PROGRESS_EVERY)
     return log_w, state
 
 
@@ -219,7 +229,8 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
             generator: torch.Generator | None = None, reverse: bool = False,
             data: Tensor | None = None, min_ess_fraction: float = 0.1,
             max_log_weight_std: float = 2.0, reverse_tolerance: float = 1.0,
-            precision: str | Precision | None = None) -> AISResult:
+            precision: str | Precision | None = None,
+            progress: bool | None = None) -> AISResult:
     """Estimate log Z along ``path`` with ``n_chains`` chains; see :class:`AISResult`.
 
     ``precision`` (:mod:`boltzkit.precision`): the GEMM precision of the annealing
@@ -236,8 +247,10 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
     """
     _positive_int("n_chains", n_chains)
     log_z_base = float(path.log_z_base)
+    n_steps = (len(betas) - 1) * (2 if reverse else 1)
+    bar = progress_bar(n_steps, "AIS", "step", progress)
     with computing(precision, _device(path)):
-        log_w, end = anneal(path, path.sample_base(n_chains, generator), betas, generator)
+        log_w, end = anneal(path, path.sample_base(n_chains, generator), betas, generator, bar)
     finite = torch.isfinite(log_w)
     if bool(finite.all()):
         lme, _, upper, lower = _log_weight_stats(log_w)
@@ -258,7 +271,7 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
     if reverse:
         start = end if data is None else path.from_data(data, n_chains, generator)
         with computing(precision, _device(path)):
-            rev_w, _ = anneal(path, start, list(betas)[::-1], generator)
+            rev_w, _ = anneal(path, start, list(betas)[::-1], generator, bar)
         rev = log_z_base - _logmeanexp(rev_w)
         if not math.isfinite(rev):
             rev = None  # reported as missing; an improper model is flagged above
@@ -266,6 +279,8 @@ def run_ais(path: AnnealingPath, n_chains: int, betas: Sequence[float],
         if rev is not None and math.isfinite(log_z) and abs(rev - log_z) > tol:
             problems.append(f"reverse AIS gives log Z = {rev:.3f}, {rev - log_z:+.3f} nats from "
                             f"the forward estimate {log_z:.3f}")
+    if bar is not None:
+        bar.close()
     warning = None
     if problems:
         warning = ("AIS estimate may be unreliable: " + "; ".join(problems)
@@ -330,4 +345,4 @@ class RBMPath:
         kernel = plan_anneal(self.rbm)
         if kernel is None:
             return None
-        return lambda v, betas, gen: kernel(self.rbm, v, betas, self.d, gen)
+        return lambda v, betas, gen, bar=None: kernel(self.rbm, v, betas, self.d, gen, bar)

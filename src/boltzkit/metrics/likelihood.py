@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
+from ..progress import progress_bar
 from ..rbm import RBM
 from ..units import BernoulliUnits, SoftmaxUnits
 from .ais import (  # noqa: F401 - AIS names this module has always offered
@@ -183,7 +184,8 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
               generator: torch.Generator | None = None, base_bias: Tensor | None = None,
               reverse: bool = False, dtype: torch.dtype | None = None,
               min_ess_fraction: float = 0.1, max_log_weight_std: float = 2.0,
-              reverse_tolerance: float = 1.0, precision: str | None = None) -> AISResult:
+              reverse_tolerance: float = 1.0, precision: str | None = None,
+              progress: bool | None = None) -> AISResult:
     """Estimate log Z by annealed importance sampling (Salakhutdinov & Murray 2008).
 
     The base model A has the target's visible units (same variances etc.), the
@@ -203,7 +205,8 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     forward interval width, if larger) the result is marked unreliable.  It
     is also unreliable when ESS / n_chains < ``min_ess_fraction`` or the log
     weights' std exceeds ``max_log_weight_std``; ``warning`` says why.
-    ``precision``: the annealing passes' GEMM precision (:func:`~boltzkit.metrics.ais.run_ais`).
+    ``precision``: the annealing passes' GEMM precision, ``progress``: a progress bar
+    (:func:`~boltzkit.metrics.ais.run_ais`).
     """
     rbm = _check_rbm(rbm)
     betas = betas_from(schedule, n_steps)
@@ -221,7 +224,8 @@ def ais_log_z(rbm: RBM, data: Tensor | None = None, n_chains: int = 100,
     else:
         b_a = torch.zeros(vis.n, device=dev, dtype=dt)
     return run_ais(RBMPath(model, b_a), n_chains, betas, generator, reverse, data,
-                   min_ess_fraction, max_log_weight_std, reverse_tolerance, precision)
+                   min_ess_fraction, max_log_weight_std, reverse_tolerance, precision,
+                   progress)
 
 
 def exact_is_auto(rbm: RBM, threshold: int = AUTO_EXACT_STATES) -> bool:
@@ -356,8 +360,8 @@ def _pl_softmax(model: RBM, v: Tensor, fld: Tensor, rows: Tensor, groups: Tensor
 @torch.no_grad()
 def pseudo_likelihood(rbm: RBM, data: Tensor, exact: bool = True,
                       generator: torch.Generator | None = None, batch_size: int = 1000,
-                      reduce: bool = True, dtype: torch.dtype | None = torch.float64
-                      ) -> float | Tensor:
+                      reduce: bool = True, dtype: torch.dtype | None = torch.float64,
+                      progress: bool | None = None) -> float | Tensor:
     """Log pseudo-likelihood: per sample, the SUM over visible units of log p(v_i | v_-i).
 
     Defined for discrete visibles.  Bernoulli: log p(v_i | rest) =
@@ -372,7 +376,8 @@ def pseudo_likelihood(rbm: RBM, data: Tensor, exact: bool = True,
     ``random_state``, which flips the same bits on every call, each call here
     draws fresh bits from ``generator``.
     Returns the mean over samples, or the per-sample float64 tensor with
-    ``reduce=False``.
+    ``reduce=False``.  ``progress``: a progress bar over the rows (None: when stderr
+    is a terminal).
     """
     rbm = _check_rbm(rbm)
     _positive_int("batch_size", batch_size)
@@ -390,6 +395,7 @@ def pseudo_likelihood(rbm: RBM, data: Tensor, exact: bool = True,
     v = model.prepare(data)
     rows = _field_rows(model)
     out = []
+    bar = progress_bar(v.shape[0], "pseudo-likelihood", "row", progress)
     for vb in v.split(batch_size):
         fld = model.hidden_field(vb)
         B = vb.shape[0]
@@ -403,6 +409,10 @@ def pseudo_likelihood(rbm: RBM, data: Tensor, exact: bool = True,
             units = torch.randint(n_items, (B, 1), generator=generator, device=v.device)
             total = n_items * fn(model, vb, fld, rows, units)
         out.append(total.double())
+        if bar is not None:
+            bar.update(B)
+    if bar is not None:
+        bar.close()
     per_sample = torch.cat(out)
     return float(per_sample.mean()) if reduce else per_sample
 

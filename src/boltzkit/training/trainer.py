@@ -54,6 +54,7 @@ from ..errors import ConfigError, ModelFileError, TrainingDiverged
 from ..io import load_model_tensors, model_tensors, read_tensors, save_tensors
 from ..objectives import LikelihoodGradient, Objective, as_objective
 from ..precision import Precision
+from ..progress import progress_bar
 from .averaging import ParameterAverage
 from .optim import OptimizerSpec, ScheduleSpec, make_optimizer, make_scheduler
 from .rows import StreamedRows, TensorRows
@@ -303,7 +304,7 @@ class Trainer:
         bounds = self._batches(n)
         main = self.rank == 0
         show = main and (self.progress if self.progress is not None else sys.stderr.isatty())
-        bar = _progress(len(bounds), f"epoch {self.epoch + 1}/{self.epochs}", show)
+        bar = progress_bar(len(bounds), f"epoch {self.epoch + 1}/{self.epochs}", "batch", show)
         averaging = bool(self.average_from) and self.epoch + 1 >= self.average_from
         params = list(model.parameters())
         comm0 = sync.seconds if sync is not None else 0.0
@@ -622,14 +623,6 @@ class _nothing:
 def _int(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _progress(total: int, desc: str, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, unit="batch")
 
 
 def _fmt(record: dict) -> str:
