@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None)
     args = p.parse_args(argv)
-    train, _ = load_mnist(args.data_dir, "train", limit=args.train_size)
-    test, _ = load_mnist(args.data_dir, "test", limit=args.test_size)
+    train, _ = load_mnist(args.data_dir, "train", "threshold", limit=args.train_size)
+    test, _ = load_mnist(args.data_dir, "test", "threshold", limit=args.test_size)
     models, out = {}, {}
     for method in ("pcd", "beam"):
         t0 = time.perf_counter()

@@ -78,7 +78,7 @@ def _write_fake_mnist(folder: Path, n: int = 20, gz: bool = True, seed: int = 0)
 
 
 def test_mnist_train_shapes_and_threshold(mnist_dir: Path) -> None:
-    x, y = load_mnist(mnist_dir, split="train")
+    x, y = load_mnist(mnist_dir, split="train", binarize="threshold")
     assert x.shape == (60000, 784) and x.dtype == torch.float32
     assert y.shape == (60000,) and y.dtype == torch.int64
     assert int(y.min()) == 0 and int(y.max()) == 9
@@ -88,7 +88,7 @@ def test_mnist_train_shapes_and_threshold(mnist_dir: Path) -> None:
 
 
 def test_mnist_test_split(mnist_dir: Path) -> None:
-    x, y = load_mnist(mnist_dir, split="test")
+    x, y = load_mnist(mnist_dir, split="test", binarize="threshold")
     assert x.shape == (10000, 784) and y.shape == (10000,)
     assert set(torch.unique(y).tolist()) == set(range(10))
     assert set(torch.unique(x).tolist()) == {0.0, 1.0}
@@ -239,7 +239,8 @@ def test_digits_split_disjoint_and_deterministic() -> None:
     assert rows == expected
     tr2, ytr2 = load_digits("train", binarize="none")
     assert torch.equal(tr, tr2) and torch.equal(ytr, ytr2)
-    b, _ = load_digits("train")
+    assert torch.equal(load_digits("train")[0], tr)  # grey levels unless asked
+    b, _ = load_digits("train", binarize="threshold")
     assert torch.equal(b, (tr > 0.5).float())
     s1, _ = load_digits("test", binarize="stochastic", seed=1)
     s2, _ = load_digits("test", binarize="stochastic", seed=1)

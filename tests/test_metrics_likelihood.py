@@ -303,7 +303,7 @@ def test_ais_reproducible_with_generator_and_leaves_model_alone():
 def test_ais_matches_exact_on_mnist_model_with_2_20_hidden_states():
     from boltzkit.data import load_mnist
 
-    x, _ = load_mnist(MNIST_DIR, limit=2000)
+    x, _ = load_mnist(MNIST_DIR, binarize="threshold", limit=2000)
     rbm = make_rbm(784, 20, seed=0)
     Trainer(rbm, PersistentCD(k=1, n_chains=100), epochs=1, batch_size=100, lr=0.05, seed=0,
             progress=False).fit(x)

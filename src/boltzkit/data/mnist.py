@@ -223,15 +223,16 @@ def _check_limit(limit: int | None) -> None:
 def load_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     split: str = "train",
-    binarize: str = "threshold",
+    binarize: str = "none",
     seed: int = 0,
     limit: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load MNIST as images float32 (N, 784) and labels int64 (N,).
 
-    ``binarize`` is ``"threshold"`` (pixel/255 > 0.5), ``"stochastic"`` (one Bernoulli draw
-    per pixel, fixed by ``seed`` and the split, see the module docstring) or ``"none"``
-    (grey levels in [0, 1]). ``limit`` keeps the first ``limit`` images of the file.
+    ``binarize`` is ``"none"`` (grey levels in [0, 1], the default: nothing is converted
+    unless asked), ``"threshold"`` (pixel/255 > 0.5) or ``"stochastic"`` (one Bernoulli
+    draw per pixel, fixed by ``seed`` and the split, see the module docstring).
+    ``limit`` keeps the first ``limit`` images of the file.
     """
     _check_split(split)
     check_binarize(binarize)
@@ -306,13 +307,13 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def load_digits(
     split: str = "train",
-    binarize: str = "threshold",
+    binarize: str = "none",
     seed: int = 0,
     test_fraction: float = 0.2,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load scikit-learn's 8x8 digits (1797 images) as float32 (N, 64) and int64 labels.
 
-    Values are scaled to [0, 1] by /16 and binarised like MNIST (threshold at 0.5). The
+    Values are scaled to [0, 1] by /16 and binarised like MNIST when asked. The
     train/test split is a fixed permutation drawn with seed 0 (independent of ``seed``,
     which only drives stochastic binarisation), so the two splits never overlap and are
     identical on every call; the test split is the first ``round(N * test_fraction)``
