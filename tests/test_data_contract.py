@@ -111,6 +111,13 @@ def test_evaluate_scores_the_file_it_is_given(files, capsys):
     # no --dataset at all: the model's own data set
     code, out, err = run(capsys, "evaluate", model, "--metrics", "recon", "--json")
     assert code == 0 and json.loads(out)["n_samples"] == 60, err
+    # ... and, when it was trained with a held-out file, that file (as a named data set's
+    # test split)
+    assert train(capsys, files, "--dataset", files / "bits.npy", "--test-data",
+                 files / "bits_test.npy")[0] == 0
+    code, out, err = run(capsys, "evaluate", model, "--metrics", "recon", "--json")
+    assert code == 0 and json.loads(out)["n_samples"] == 25, err
+    assert json.loads(out)["dataset"] == str(files / "bits_test.npy")
 
 
 def test_a_model_file_without_its_data_set_asks_for_one(files, capsys):

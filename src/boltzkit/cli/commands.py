@@ -63,9 +63,9 @@ def _scored_data(args: argparse.Namespace, with_train: bool = False):
     """The rows evaluate / reconstruct / score work on, prepared as the model's were.
 
     Returns ``(data, labels, train, train_labels, source)``.  Defaults come from the model
-    file (the data set, data folder and binarisation it was trained with); a named data
-    set gives its ``--split``; ``--dataset FILE`` is scored itself, or with ``--test-data``
-    that file is scored and FILE is the training rows.
+    file (the data set, data folder and binarisation it was trained with, and its held-out
+    file when it had one); a named data set gives its ``--split``; ``--dataset FILE`` is
+    scored itself, or with ``--test-data`` that file is scored and FILE is the training rows.
     """
     from ..data import load_dataset
     from ..io import read_header
@@ -83,10 +83,12 @@ def _scored_data(args: argparse.Namespace, with_train: bool = False):
         if args.split:
             raise ConfigError(f"--split is for a named data set; the file {dataset} is scored "
                               "as it is (drop --split)")
-        scored = args.test_data or dataset
+        test_data = args.test_data or (stored.get("test_data") if args.dataset is None
+                                       else None)
+        scored = test_data or dataset
         data, labels = load_dataset(scored, split="train", **common)
         train, train_labels = (load_dataset(dataset, split="train", **common)
-                               if args.test_data and with_train else (None, None))
+                               if test_data and with_train else (None, None))
         return data, labels, train, train_labels, {"dataset": str(scored), "binarize": binarize}
     if args.test_data:
         raise ConfigError(f"--test-data is for --dataset FILE; {dataset} has its own splits "
