@@ -35,7 +35,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``boltzkit`` command."""
-    from ..recommend.cli import COMMANDS as recommend_commands
+    from .recommend import COMMANDS as recommend_commands
 
     parser = build_parser()
     try:

@@ -138,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..rbm import RBM
 
     model = load_model(args.model_path, device_of(args.device))
-    from ..recommend.cli import evaluate_recommender_command
+    from .recommend import evaluate_recommender_command
 
     recommended = evaluate_recommender_command(model, args)
     if recommended is not None:  # a MovieLens recommender (cf-rbm)

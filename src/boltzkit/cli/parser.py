@@ -104,7 +104,7 @@ positive_float = _number(float, 0.0, True)
 def build_parser() -> argparse.ArgumentParser:
     """The ``boltzkit`` command's parser, every subcommand included."""
     from .. import __version__
-    from ..recommend.cli import add_parsers as add_recommend_parsers
+    from .recommend import add_parsers as add_recommend_parsers
 
     parser = Parser(prog="boltzkit",
                     description="Boltzmann machines on PyTorch: train, evaluate, sample, "

@@ -18,7 +18,7 @@ __all__ = ["add_parsers", "COMMANDS", "evaluate_recommender_command", "is_recomm
 
 def add_parsers(sub) -> None:
     """Register the recommendation subcommands on the main parser's subparsers."""
-    from ..cli.parser import positive_int
+    from .parser import positive_int
 
     r = sub.add_parser("recommend", help="top-N list for a user, or for every user (CSV)",
                        description="Rank items for a user with a ranking model (rank-rbm: "
@@ -56,14 +56,14 @@ def _load(path):
 def is_recommender(model) -> bool:
     """Whether ``model`` is a recommender (a :class:`~.cf_rbm.CFRBM` or
     :class:`~.rank_rbm.RankRBM`)."""
-    from .cf_rbm import CFRBM
-    from .rank_rbm import RankRBM
+    from ..recommend.cf_rbm import CFRBM
+    from ..recommend.rank_rbm import RankRBM
 
     return isinstance(model, CFRBM | RankRBM)
 
 
 def _is_ranker(model) -> bool:
-    from .rank_rbm import RankRBM
+    from ..recommend.rank_rbm import RankRBM
 
     return isinstance(model, RankRBM)
 
@@ -75,7 +75,7 @@ def top_lists(model, users, top: int, include_seen: bool = False):
     model by predicted rating.  Seen items are left out unless ``include_seen``; empty
     slots are -1 / NaN.
     """
-    from .topn import pair_matrix, top_n
+    from ..recommend.topn import pair_matrix, top_n
 
     users = np.asarray(users, np.int64)
     if _is_ranker(model):
@@ -193,7 +193,7 @@ def _model_data(model, dataset: str | None, data_dir, fold: str | None):
 
 
 def _evaluate(model, data, metrics) -> dict:
-    from .evaluate import evaluate_recommender
+    from ..recommend.evaluate import evaluate_recommender
 
     trained_on = model.info.get("fold")
     if getattr(model, "conditional", False) and data.split != trained_on:
