@@ -466,3 +466,53 @@ def test_mixture_size_sets_the_training_split_only():
     assert load_dataset("mog-grid25", "test", mixture_size=1234)[0].shape == (2000, 2)
     with pytest.raises(ConfigError, match="mixture"):
         load_dataset("digits", "train", mixture_size=10)
+
+
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("extra", [
+    ["--method", "ptt", "--swap-target", "0.9", "--chains", "8"],
+    ["--method", "pt", "--swap-target", "0.3", "--n-temperatures", "3"],
+    ["--method", "pcd", "--trajectory-ais", "--trajectory-ais-steps", "5",
+     "--save-trajectory"],
+])
+def test_killed_and_resumed_runs_are_bit_identical(extra, tmp_path, capsys, monkeypatch):
+    """The new samplers' state (snapshots, ladder) and the trajectory monitors' state (beside
+    the checkpoint) make a run killed after epoch 2 and resumed end as the whole run does:
+    the same model, history, and trajectory file."""
+    from boltzkit.io import read_tensors
+
+    base = ["train", "--model", "rbm", "--dataset", "digits", "--binarize", "threshold",
+            "--n-hidden", "6", "--epochs", "4", "--batch-size", "50", "--lr", "0.1", "--quiet",
+            *extra]
+    whole = tmp_path / "whole.safetensors"
+    assert main([*base, "--checkpoint-dir", str(tmp_path / "ckw"), "--out", str(whole)]) == 0
+    saves = {"n": 0}
+    real = Trainer.save_checkpoint
+
+    def killed(self, *a, **kw):
+        path = real(self, *a, **kw)
+        saves["n"] += 1
+        if saves["n"] == 2:
+            raise KeyboardInterrupt
+        return path
+
+    parted = tmp_path / "parted.safetensors"
+    ck = ["--checkpoint-dir", str(tmp_path / "ck"), "--out", str(parted)]
+    monkeypatch.setattr(Trainer, "save_checkpoint", killed)
+    assert main([*base, *ck]) == 130
+    monkeypatch.setattr(Trainer, "save_checkpoint", real)
+    assert main([*base, *ck, "--resume"]) == 0, capsys.readouterr().err
+    suffixes = [".safetensors"] + ([".trajectory.safetensors"] if "--save-trajectory" in extra
+                                   else [])
+    for suffix in suffixes:
+        a, _ = read_tensors(whole.with_suffix(suffix))
+        b, _ = read_tensors(parted.with_suffix(suffix))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), suffix
+    strip = [{k: v for k, v in r.items() if not k.endswith("time")}
+             for r in json.loads(whole.with_suffix(".history.json").read_text())]
+    again = [{k: v for k, v in r.items() if not k.endswith("time")}
+             for r in json.loads(parted.with_suffix(".history.json").read_text())]
+    assert strip == again
+    keys = set(strip[-1])
+    assert ({"n_replicas"} if "ptt" in extra else {"n_temperatures"} if "pt" in extra
+            else {"log_z", "test_log_likelihood_err", "trajectory_ais_reliable"}) <= keys

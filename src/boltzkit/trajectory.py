@@ -342,13 +342,14 @@ class TrajectoryPath:
 @torch.no_grad()
 def trajectory_sample(path: TrajectoryPath, n: int, steps: int = 1000, k: int = 1,
                       swap_target: float = 0.25, max_replicas: int = 32,
-                      start_replicas: int = 8, adapt_every: int = 25,
+                      start_replicas: int | None = None, adapt_every: int = 25,
                       init: Tensor | None = None,
                       generator: torch.Generator | None = None) -> tuple[Tensor, dict]:
     """``n`` samples of the path's last model by replica exchange along the path.
 
     Replicas sit at positions of :class:`TrajectoryPath` (the coupling-free base at 0,
-    the model at the end), ``start_replicas`` of them evenly spread at first; each of the
+    the model at the end), ``start_replicas`` of them evenly spread at first (default:
+    one per point of the path, at most ``max_replicas``); each of the
     ``steps`` updates runs ``k`` Gibbs sweeps of every replica and proposes swaps between
     neighbours.  During the first half of the updates, every ``adapt_every`` updates the
     positions are re-placed (and their number chosen, at most ``max_replicas``) so that
@@ -361,6 +362,8 @@ def trajectory_sample(path: TrajectoryPath, n: int, steps: int = 1000, k: int = 
     """
     _check_ladder_options(swap_target, max_replicas)
     _check_k(k)
+    if start_replicas is None:
+        start_replicas = min(max_replicas, len(path.points))
     if start_replicas < 2:
         raise ConfigError(f"start_replicas must be >= 2, got {start_replicas}")
     pos = torch.linspace(0.0, path.length, start_replicas, dtype=torch.float64)

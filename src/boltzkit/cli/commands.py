@@ -258,7 +258,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples, info = draw(model, args.n, args.steps, args.method, init, gen, beta=args.beta,
                          return_mean=args.mean,
                          n_temperatures=args.n_temperatures or 10,
-                         beta_min=args.beta_min or 0.1,
+                         beta_min=args.beta_min or 0.01,
                          swap_target=args.swap_target if args.swap_target else 0.25,
                          max_replicas=args.max_replicas or 32, trajectory=path)
     std = _standardizer(args.model_path)

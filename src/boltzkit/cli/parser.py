@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-temperatures", type=_number(int, 2, False), default=None,
                    help="pt: temperatures to start the ladder with (default: 10)")
     s.add_argument("--beta-min", type=_number(float, 0.0, True), default=None,
-                   help="pt: the lowest inverse temperature (default: 0.1)")
+                   help="pt: the lowest inverse temperature (default: 0.01)")
     s.add_argument("--swap-target", type=_number(float, 0.0, True), default=None,
                    help="pt, ptt: neighbouring swap rate the ladder aims at (default: 0.25)")
     s.add_argument("--max-replicas", type=_number(int, 2, False), default=None,
