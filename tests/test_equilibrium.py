@@ -322,6 +322,9 @@ def test_ptt_state_dict_round_trip_continues_identically(make_gen):
         rbm.connection.weights.mul_(1.3)
         assert torch.equal(a.negative(rbm, v, None, g)[0], b.negative(rbm, v, None, g2)[0])
     assert len(a.models) == len(b.models) and torch.equal(a.chains, b.chains)
+    for ma, mb in zip(a.models, b.models, strict=True):  # the snapshots came back exactly
+        sa, sb = float_state(ma), float_state(mb)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_make_sampler_builds_ptt_and_refuses_misplaced_options():
