@@ -39,7 +39,8 @@ def main() -> None:
     for kind in kinds.trainable():
         ck = out / "ck" / kind
         args = build_parser().parse_args(["train", "--model", kind, *base_args(kind, data),
-                                          "--checkpoint-dir", str(ck), "--quiet"])
+                                          "--checkpoint-dir", str(ck), "--out",
+                                          str(out / f"{kind}.safetensors"), "--quiet"])
         cfg, given = resolve_train_config(args)
         try:
             model, _, _ = train_from_config(cfg, given, quiet=True)

@@ -60,7 +60,7 @@ def test_capability_page_is_the_registrys():
 
 # --------------------------------------------------------------------------- samplers
 SAMPLER_ARGS = {"cd": [], "pcd": ["--chains", "6"], "pt": ["--n-temperatures", "3"],
-                "tds": []}
+                "tds": [], "ptt": ["--chains", "6"]}
 
 
 @pytest.mark.parametrize("method", kinds.METHODS)
@@ -69,7 +69,7 @@ def test_sampler_cells(kind, method, data, tmp_path, capsys):
     args = [kind, *base_args(kind, data)]
     if kind in ("ising", "potts", "srbm"):
         args += ["--objective", "ml"]
-    if kind == "dropout-rbm" and method in ("pt", "tds"):  # the cell's note
+    if kind == "dropout-rbm" and method in ("pt", "tds", "ptt"):  # the cell's note
         args += ["--dropout-rate", "0"]
     works = method in kinds.KINDS[kind].methods
     code, err = train([*args, "--method", method, *(SAMPLER_ARGS[method] if works else [])],
@@ -153,6 +153,8 @@ ALT = {
     "finetune_input_dropout": 0.2, "finetune_schedule": "cosine", "finetune_val_fraction": 0.2,
     "finetune_patience": 1, "dbm_pretrain_epochs": 2, "dbm_pretrain_lr": 0.01,
     "dbm_mf_steps": 1, "dbm_ais_chains": 5, "dbm_ais_steps": 20,
+    "mixture_size": 500, "swap_target": 0.3, "max_replicas": 2, "trajectory_ais": True,
+    "trajectory_ais_steps": 5, "trajectory_ais_chains": 7, "save_trajectory": True,
 }
 #: Settings an option needs to apply at all (its condition), added to both runs.
 NEEDS = {
@@ -177,6 +179,12 @@ NEEDS = {
     "finetune_momentum": {"finetune_epochs": 2}, "finetune_schedule": {"finetune_epochs": 2},
     "dbm_ais_steps": {"dbm_ais_chains": 5}, "average_from": {"epochs": 2},
     "lr_schedule": {"epochs": 2}, "k_schedule": {"epochs": 2},
+    "mixture_size": {"dataset": "mog-1d", "binarize": "none", "visible": "gaussian"},
+    "swap_target": {"method": "pt", "epochs": 2},
+    "max_replicas": {"method": "ptt", "swap_target": 0.999, "lr": 0.5},
+    "trajectory_ais": {"method": "pcd"},
+    "trajectory_ais_steps": {"method": "pcd", "trajectory_ais": True},
+    "trajectory_ais_chains": {"method": "pcd", "trajectory_ais": True},
 }
 #: Kind-specific alternatives (the generic one does not fit the kind's data).
 KIND_ALT = {

@@ -114,8 +114,8 @@ def test_evaluate_score_sample_apply_the_stored_standardizer(tmp_path, mnist_roo
     direct = model.free_energy(std.transform(x)).tolist()
     assert np.allclose(scores, direct, rtol=1e-5, atol=1e-3)
     npy = tmp_path / "s.npy"
-    assert main(["sample", str(out), "--n", "8", "--steps", "5", "--mean", "--npy",
-                 str(npy)]) == 0
+    assert main(["sample", str(out), "--n", "8", "--steps", "5", "--mean", "--init", "noise",
+                 "--npy", str(npy)]) == 0
     capsys.readouterr()
     samples = torch.from_numpy(np.load(npy))
     direct = model.sample(8, steps=5, generator=torch.Generator().manual_seed(0))

@@ -16,6 +16,12 @@ that wander to small beta (high temperature) cross the energy barriers
 between modes; chains near beta = 1 sample the model.  Gibbs updates of each
 chain use its current beta (the units' ``beta`` argument, shape (chains, 1)).
 
+``beta_std = 0`` is the degenerate process beta = 1 at every step (plain persistent
+chains written as a driven sampler; the BEAM paper's setting for the plain RBM).
+Chains are tempered in the whole energy (:func:`boltzkit.units.whole_energy`): a hot
+chain samples p(v)^beta, so Gaussian units widen (variance sigma^2 / beta) around the
+modes instead of shrinking towards the origin.
+
 All draws come from the caller's ``torch.Generator``: Poisson by
 ``torch.poisson(..., generator=)`` and Gamma by Marsaglia & Tsang's (2000)
 method from ``torch.randn``/``torch.rand`` (``torch._standard_gamma`` takes no
@@ -32,6 +38,7 @@ from torch import Tensor
 from .errors import ConfigError
 from .rbm import RBM
 from .sampling import Sampler, _check_k, init_chains
+from .units import whole_energy
 
 
 def sample_gamma(shape: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -66,26 +73,33 @@ def sample_gamma(shape: Tensor, generator: torch.Generator | None = None) -> Ten
 
 
 class GammaProcess:
-    """ARG(1) process of per-chain inverse temperatures: mean 1, std ``beta_std``, lag-1 rho."""
+    """ARG(1) process of per-chain inverse temperatures: mean 1, std ``beta_std``, lag-1 rho.
+
+    ``beta_std = 0``: beta = 1 always (no draws).
+    """
 
     def __init__(self, beta_std: float = 0.5, autocorr: float = 0.9) -> None:
-        if not (beta_std > 0 and math.isfinite(beta_std)):
-            raise ConfigError(f"beta_std must be > 0, got {beta_std!r}")
+        if not (beta_std >= 0 and math.isfinite(beta_std)):
+            raise ConfigError(f"beta_std must be >= 0 (0: beta = 1 always), got {beta_std!r}")
         if not 0 <= autocorr < 1:
             raise ConfigError(f"beta autocorrelation must be in [0, 1), got {autocorr!r}")
         self.beta_std = float(beta_std)
         self.autocorr = float(autocorr)
-        self.nu = 1.0 / self.beta_std**2
+        self.nu = 1.0 / self.beta_std**2 if self.beta_std else math.inf
         self.scale = (1.0 - self.autocorr) * self.beta_std**2
 
     def initial(self, n: int, generator: torch.Generator | None = None,
                 dtype: torch.dtype = torch.float32, device=None) -> Tensor:
         """Draws from the stationary law Gamma(nu, sigma^2), shape (n,)."""
+        if not self.beta_std:
+            return torch.ones(n, dtype=dtype, device=device)
         shape = torch.full((n,), self.nu, dtype=torch.float64, device=device)
         return (sample_gamma(shape, generator) * self.beta_std**2).to(dtype)
 
     def step(self, beta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One ARG(1) transition from ``beta`` (any shape)."""
+        if not self.beta_std:
+            return torch.ones_like(beta)
         b = beta.to(torch.float64)
         if self.autocorr > 0:
             z = torch.poisson(self.autocorr * b / self.scale, generator=generator)
@@ -106,9 +120,9 @@ class DrivenPCD(Sampler):
     ``readout_steps`` > 0 hands the gradient, instead of the driven states
     themselves, copies of them advanced by that many Gibbs sweeps at beta = 1
     (the persistent chains stay driven).  A chain at beta != 1 is not a model
-    sample: with Gaussian visibles the tempered mean beta (b + W h) sits off
-    the data by a fraction 1 - beta of its distance from the origin, which for
-    narrow modes is many standard deviations.  The read-out sweeps return
+    sample: with Gaussian visibles a hot chain's noise is wider than the model's
+    (variance sigma^2 / beta), which for narrow modes puts it many model standard
+    deviations off its mode.  The read-out sweeps return
     those particles to the model's own modes, so the negative phase (and the
     BEAM critic) sees beta = 1 samples while mixing still comes from the hot
     chains (as :func:`driven_sample`'s ``final_steps`` do for sampling).
@@ -151,7 +165,8 @@ class DrivenPCD(Sampler):
         if self.chains is None:
             self.start(rbm, v_data, generator)
         self.betas = self.process.step(self.betas, generator)
-        self.chains = rbm.gibbs(self.chains, self.k, beta=self.betas, generator=generator)
+        with whole_energy(rbm):
+            self.chains = rbm.gibbs(self.chains, self.k, beta=self.betas, generator=generator)
         self._beta_sum += float(self.betas.mean())
         self._beta_min = min(self._beta_min, float(self.betas.min()))
         self._updates += 1
@@ -192,8 +207,9 @@ def driven_sample(rbm: RBM, n: int, steps: int = 1000, beta_std: float = 0.5,
     proc = GammaProcess(beta_std, beta_autocorr)
     v = rbm.visible.init_state(n, generator) if init is None else init.to(rbm.device, rbm.dtype)
     beta = proc.initial(n, generator, rbm.dtype, rbm.device).unsqueeze(1)
-    for _ in range(steps):
-        beta = proc.step(beta, generator)
-        v = rbm.gibbs(v, 1, beta=beta, generator=generator)
+    with whole_energy(rbm):
+        for _ in range(steps):
+            beta = proc.step(beta, generator)
+            v = rbm.gibbs(v, 1, beta=beta, generator=generator)
     return rbm.sample(n, steps=final_steps, generator=generator, init=v,
                       return_mean=return_mean) if final_steps else v

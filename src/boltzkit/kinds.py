@@ -28,8 +28,8 @@ from typing import Any
 from .errors import ConfigError
 
 #: Samplers of the model phase (``--method``): contrastive divergence, persistent CD,
-#: parallel tempering, temperature-driven sampling.
-METHODS = ("cd", "pcd", "pt", "tds")
+#: parallel tempering, temperature-driven sampling, parallel trajectory tempering.
+METHODS = ("cd", "pcd", "pt", "tds", "ptt")
 
 
 def flag(name: str) -> str:
@@ -90,9 +90,29 @@ def _softmax_layer(cfg: dict) -> str | None:
 
 
 def _dropout_samplers(cfg: dict) -> str | None:
-    if cfg.get("method") in ("pt", "tds") and cfg.get("dropout_rate", 0) > 0:
-        return ("pt or tds needs --dropout-rate 0: with hidden dropout (each chain keeps one "
-                "mask per batch) a dropout RBM trains with --method cd or pcd")
+    if cfg.get("method") in ("pt", "tds", "ptt") and cfg.get("dropout_rate", 0) > 0:
+        return ("pt, tds or ptt needs --dropout-rate 0: with hidden dropout (each chain keeps "
+                "one mask per batch) a dropout RBM trains with --method cd or pcd")
+    return None
+
+
+def _ladder(cfg: dict) -> str | None:
+    if cfg.get("method") == "ptt" or (cfg.get("method") == "pt"
+                                      and cfg.get("swap_target") is not None):
+        return None
+    return "applies only with --method ptt, or --method pt with --swap-target: drop it"
+
+
+def _mixture(cfg: dict) -> str | None:
+    if str(cfg.get("dataset", "")).lower().startswith("mog-"):
+        return None
+    return "applies only to a built-in mixture (--dataset mog-...): drop it"
+
+
+def _one_log_z_monitor(cfg: dict) -> str | None:
+    if cfg.get("monitor"):
+        return ("does not combine with --monitor loglik (both write log_z to the history): "
+                "choose one")
     return None
 
 
@@ -128,7 +148,7 @@ def _o(default, help, type=None, choices=None, applies=None, group="model",  # n
 
 
 _NO_SAMPLER = _not("objective", "pl")
-_PERSISTENT = _all(_NO_SAMPLER, _when("method", "pcd", "pt", "tds"))
+_PERSISTENT = _all(_NO_SAMPLER, _when("method", "pcd", "pt", "tds", "ptt"))
 _SAMPLED = _NO_SAMPLER
 
 #: Every option of ``boltzkit train``.
@@ -148,6 +168,8 @@ OPTIONS: dict[str, Option] = {
                    "must already be what the visible units take", str,
                    ("threshold", "stochastic", "none"), group="data"),
     "limit": _o(None, "use only the first N training samples", int, group="data", low=1),
+    "mixture_size": _o(10000, "rows drawn for a built-in mixture's training split (its test "
+                       "split keeps 2000)", int, applies=_mixture, group="data", low=1),
     # -- the model (RBM-like kinds)
     "visible": _o("bernoulli", "visible units: bernoulli | gaussian | relu | sigmoid | softmax",
                   str, ("bernoulli", "gaussian", "relu", "sigmoid", "softmax")),
@@ -171,7 +193,9 @@ OPTIONS: dict[str, Option] = {
                      applies=_softmax_layer, low=2),
     "init_std": _o(0.01, "std of the initial weights", float, low=0.0),
     # -- the model phase
-    "method": _o("pcd", "sampler of the model phase: cd | pcd | pt | tds", str, METHODS,
+    "method": _o("pcd", "sampler of the model phase: cd | pcd | pt | tds | ptt (parallel "
+                 "trajectory tempering: replicas are snapshots of the model along training)",
+                 str, METHODS,
                  applies=_NO_SAMPLER, group="sampler"),
     "k": _o(1, "Gibbs sweeps per update", int, applies=_SAMPLED, group="sampler", low=1),
     "k_schedule": _o(None, "k by epoch, FROM_EPOCH:K,... e.g. 0:1,20:3,35:5 (overrides --k)",
@@ -182,7 +206,16 @@ OPTIONS: dict[str, Option] = {
                          applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler", low=2),
     "beta_min": _o(0.1, "parallel tempering: the lowest inverse temperature", float,
                    applies=_all(_NO_SAMPLER, _when("method", "pt")), group="sampler", low=0.0),
-    "beta_std": _o(0.5, "tds: std of each chain's inverse temperature (mean 1)", float,
+    "swap_target": _o(None, "pt: place the temperatures between 1 and --beta-min "
+                      "automatically so that neighbouring swap rates approach this (e.g. "
+                      "0.25); ptt: take a new snapshot when the newest one swaps with the "
+                      "model below this rate (unset: 0.25)", float,
+                      applies=_all(_NO_SAMPLER, _when("method", "pt", "ptt")),
+                      group="sampler", low=0.0),
+    "max_replicas": _o(32, "pt with --swap-target, ptt: the most temperatures / snapshots",
+                       int, applies=_all(_NO_SAMPLER, _ladder), group="sampler", low=2),
+    "beta_std": _o(0.5, "tds: std of each chain's inverse temperature (mean 1; 0: always 1)",
+                   float,
                    applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler", low=0.0),
     "beta_autocorr": _o(0.9, "tds: lag-1 autocorrelation of the inverse temperatures", float,
                         applies=_all(_NO_SAMPLER, _when("method", "tds")), group="sampler"),
@@ -250,6 +283,21 @@ OPTIONS: dict[str, Option] = {
                             group="monitor", low=1),
     "monitor_ais_chains": _o(100, "AIS chains of the monitor", int, applies=_set("monitor"),
                              group="monitor", low=1),
+    "trajectory_ais": _o(False, "log Z and the held-out log-likelihood every epoch by AIS along "
+                         "the training trajectory, each epoch's leg started at the sampler's "
+                         "persistent chains (log_z, test_log_likelihood and their _err in the "
+                         "history; sound when those chains are near equilibrium)", bool,
+                         applies=_all(_one_log_z_monitor, _NO_SAMPLER,
+                                      _when("method", "pcd", "pt", "ptt")),
+                         group="monitor"),
+    "trajectory_ais_steps": _o(100, "trajectory AIS: interpolation steps per epoch (the first "
+                               "epoch's leg, from the coupling-free model, takes 10x)", int,
+                               applies=_set("trajectory_ais"), group="monitor", low=1),
+    "trajectory_ais_chains": _o(100, "trajectory AIS: the most annealed chains", int,
+                                applies=_set("trajectory_ais"), group="monitor", low=1),
+    "save_trajectory": _o(False, "write the model after every epoch to MODEL.trajectory."
+                          "safetensors (for boltzkit sample --method ptt)", bool,
+                          group="monitor"),
     "plots": _o(False, "write weight mosaic, samples and training curves beside the model",
                 bool, group="loop"),
     "tensorboard": _o(None, "also write the per-epoch history as TensorBoard scalars to DIR",
@@ -355,13 +403,15 @@ OPTIONS: dict[str, Option] = {
 #: Options every trainable kind reads: the one training loop's and the data's.
 LOOP = tuple(k for k, o in OPTIONS.items() if o.group == "loop" and not k.startswith(
     ("dbn_", "finetune_", "dbm_", "drbm_"))) + ("model",)
-_ARRAYS = ("dataset", "data_dir", "test_data", "binarize", "limit")
+_ARRAYS = ("dataset", "data_dir", "test_data", "binarize", "limit", "mixture_size")
 _UNITS = ("visible", "hidden", "n_hidden", "visible_std", "learn_variance", "group_size",
           "init_std")
-_SAMPLER = ("method", "k", "k_schedule", "chains", "n_temperatures", "beta_min", "beta_std",
-            "beta_autocorr", "readout_steps")
+_SAMPLER = ("method", "k", "k_schedule", "chains", "n_temperatures", "beta_min",
+            "swap_target", "max_replicas", "beta_std", "beta_autocorr", "readout_steps")
 _ML = ("sparsity_target", "sparsity_cost", "centering")
-_MONITOR = ("monitor", "monitor_every", "monitor_ais_steps", "monitor_ais_chains")
+_MONITOR = ("monitor", "monitor_every", "monitor_ais_steps", "monitor_ais_chains",
+            "trajectory_ais", "trajectory_ais_steps", "trajectory_ais_chains",
+            "save_trajectory")
 _BEAM = ("objective", "critic", "critic_k", "gamma", "gamma_warmup")
 
 
@@ -418,7 +468,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          _ARRAYS + _UNITS + ("dropout_rate", "dropconnect_rate") + _RBM_SAMPLERS
          + ("sparsity_target", "sparsity_cost") + _MONITOR, METHODS,
          requires={"method": _dropout_samplers},
-         notes=dict.fromkeys(("pt", "tds"), "with `--dropout-rate 0` (DropConnect alone)")),
+         notes=dict.fromkeys(("pt", "tds", "ptt"), "with `--dropout-rate 0` (DropConnect alone)")),
     Kind("edropout-rbm", "energy-based dropout RBM (Roder et al. 2020)",
          "boltzkit.models.dropout:EDropoutRBM", "boltzkit.models.dropout:train_from_config",
          _ARRAYS + _UNITS + ("method", "k", "k_schedule", "sparsity_target", "sparsity_cost")

@@ -15,9 +15,21 @@ of a layer given its field is::
 Temperature scales the linear terms (biases and couplings) but not ``E0``.  For
 Bernoulli and softmax units (E0 = 0) that is ordinary tempering; for Gaussian
 units it keeps the ``beta = 0`` end a proper distribution (independent units
-with their own variance), which is what annealed importance sampling and
-parallel tempering need.  ``beta`` is a float or a tensor broadcastable to
-``(batch, 1)`` (one temperature per chain).
+with their own variance), which is what annealed importance sampling needs.
+``beta`` is a float or a tensor broadcastable to ``(batch, 1)`` (one temperature
+per chain).
+
+Samplers that run chains hot (parallel tempering, temperature-driven sampling,
+trajectory tempering) need the other convention, the whole energy tempered
+(``beta * E``, so the hot chains of p(x)^beta spread out): under linear tempering
+a Gaussian unit's mean beta (b + f) shrinks to the origin as beta falls while its
+noise stays sigma, so hot chains collapse onto the origin instead of crossing
+between modes.  :func:`whole_energy` switches a model's units to that convention
+for the duration of a ``with`` block: Gaussian units then have mean b + f and
+variance sigma^2 / beta, ReLU units a normal truncated at zero with variance 1 / beta;
+units with E0 = 0 (Bernoulli, softmax, sigmoid, pooled) are the same either way.
+At beta = 1 the two conventions agree, so nothing changes for the gradient or for
+samples taken at beta = 1.
 
 Each units type implements four things: ``energy``, ``mean`` (E[x | f]),
 ``sample`` and ``log_partition`` (log of the integral/sum of the layer's
@@ -27,6 +39,7 @@ free energy).  Discrete types can also enumerate their states (exact log Z).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -50,6 +63,66 @@ def _per_sample(beta: Beta, values: Tensor) -> Tensor:
     if isinstance(beta, Tensor):
         return values * beta.reshape(-1)
     return values if beta == 1.0 else values * beta
+
+
+def _is_one(beta: Beta) -> bool:
+    return not isinstance(beta, Tensor) and beta == 1.0
+
+
+def _positive_beta(beta: Beta, kind: str) -> Tensor:
+    """beta as a tensor (a column per chain, or a 0-d number), refused unless all > 0.
+
+    Under whole-energy tempering a continuous unit's variance is sigma^2 / beta: beta = 0
+    is an improper (flat) distribution.
+    """
+    b = beta if isinstance(beta, Tensor) else torch.tensor(float(beta))
+    if not bool((b > 0).all()):
+        raise ConfigError(f"whole-energy tempering of {kind} units needs every inverse "
+                          "temperature > 0 (at beta = 0 their variance is infinite): raise "
+                          "the lowest beta (e.g. --beta-min)")
+    return b
+
+
+def _units_of(model: nn.Module) -> list[Units]:
+    return [m for m in model.modules() if isinstance(m, Units)]
+
+
+@contextlib.contextmanager
+def whole_energy(model: nn.Module):
+    """Temper the whole energy of every units layer of ``model`` inside the block.
+
+    ``with whole_energy(rbm): rbm.gibbs(v, 1, beta=b)`` samples p(v, h)^beta (up to
+    normalisation) instead of the linear-terms tempering of the default convention; free
+    energies at beta follow too (F_beta = -log sum_h exp(-beta E)).  The previous setting
+    is restored on exit (nested blocks and exceptions included).  Samplers that temper
+    (:class:`~boltzkit.sampling.ParallelTempering`, :class:`~boltzkit.driven.DrivenPCD`,
+    :class:`~boltzkit.sampling.TrajectoryTempering`) use it; AIS does not.
+    """
+    units = _units_of(model)
+    before = [u.__dict__.get("whole_energy") for u in units]
+    try:
+        for u in units:
+            u.whole_energy = True
+        yield model
+    finally:
+        for u, b in zip(units, before, strict=True):
+            if b is None:
+                u.__dict__.pop("whole_energy", None)
+            else:
+                u.whole_energy = b
+
+
+@contextlib.contextmanager
+def _linear(units: Units):
+    """The default (linear-terms) convention for ``units`` inside the block."""
+    if not units.whole_energy:
+        yield
+        return
+    units.whole_energy = False
+    try:
+        yield
+    finally:
+        units.whole_energy = True
 
 
 #: Below this many values ``uniform_`` just calls ``Tensor.uniform_``: its fixed cost is
@@ -149,6 +222,9 @@ class Units(nn.Module):
 
     kind: str = "units"
     discrete: bool = False
+    #: Tempering convention: False scales only the linear terms (the default, AIS's);
+    #: True the whole energy, base term included (samplers; see :func:`whole_energy`).
+    whole_energy: bool = False
     #: True when the only parameter is the bias, so the likelihood gradient is
     #: the difference of the coupling statistics (the fast path applies).
     bias_only: bool = True
@@ -178,8 +254,12 @@ class Units(nn.Module):
         return x.new_zeros(x.shape[0])
 
     def energy(self, x: Tensor, beta: Beta = 1.0) -> Tensor:
-        """The layer's own energy term E0(x) - beta * bias . c(x), shape (batch,)."""
-        return self.base_energy(x) - _per_sample(beta, self.coupling(x) @ self.bias)
+        """The layer's own energy term E0(x) - beta * bias . c(x), shape (batch,)
+        (beta * E0(x) under whole-energy tempering)."""
+        base = self.base_energy(x)
+        if self.whole_energy:
+            base = _per_sample(beta, base)
+        return base - _per_sample(beta, self.coupling(x) @ self.bias)
 
     def activation(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
         """Natural parameter beta * (bias + field) of each unit's conditional."""
@@ -227,10 +307,12 @@ class Units(nn.Module):
         return torch.zeros_like(self.bias)
 
     def init_state(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Random states for ``n`` chains: a draw from the layer at beta = 0."""
+        """Random states for ``n`` chains: a draw from the layer at beta = 0 (linear
+        tempering: independent units with no bias; Gaussian units N(0, sigma^2))."""
         ref = self.bias.detach()
         field = ref.new_zeros(n, self.n)
-        return self.sample(field, beta=0.0, generator=generator)
+        with _linear(self):
+            return self.sample(field, beta=0.0, generator=generator)
 
     # --- enumeration (exact log Z) -----------------------------------------
     @property
@@ -354,17 +436,29 @@ class GaussianUnits(Units):
         return 0.5 * (x * x) @ torch.exp(-self.log_var)
 
     def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
+        if self.whole_energy:  # N(b + f, sigma^2 / beta)
+            return self.activation(field, 1.0)
         return self.activation(field, beta)
 
     def sample(self, field, beta=1.0, generator=None, mean=None):
         m = self.mean(field, beta) if mean is None else mean
         noise = torch.randn(m.shape, generator=generator, dtype=m.dtype, device=m.device)
-        return m + noise * torch.exp(0.5 * self.log_var)
+        std = torch.exp(0.5 * self.log_var)
+        if self.whole_energy and not _is_one(beta):
+            return m + noise * std * _positive_beta(beta, self.kind).rsqrt()
+        return m + noise * std
 
     def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
-        m = self.activation(field, beta)
         inv_var = torch.exp(-self.log_var)
-        return 0.5 * (m * m) @ inv_var + 0.5 * (self.log_var + _LOG_2PI).sum()
+        const = 0.5 * (self.log_var + _LOG_2PI).sum()
+        if self.whole_energy and not _is_one(beta):
+            # beta a^2 / (2 sigma^2) + log sqrt(2 pi sigma^2 / beta) per unit, a = b + f
+            b = _positive_beta(beta, self.kind)
+            m = self.activation(field, 1.0)
+            return (_per_sample(beta, 0.5 * (m * m) @ inv_var) + const
+                    - 0.5 * self.n * torch.log(b).reshape(-1))
+        m = self.activation(field, beta)
+        return 0.5 * (m * m) @ inv_var + const
 
     def fit_bias(self, x: Tensor) -> Tensor:
         return x.float().mean(0)
@@ -388,8 +482,21 @@ class ReLUUnits(Units):
     # its asymptotic series and sampling an exponential proposal.
     _TAIL = -30.0
 
+    def _natural(self, field: Tensor, beta: Beta) -> tuple[Tensor, Tensor | None]:
+        """(the mean m of the unit-variance truncated normal, the scale 1 / sqrt(beta) of x
+        or None).  Whole-energy tempering at beta: x = x' / sqrt(beta) with x' a unit-variance
+        truncated normal of mean sqrt(beta) (b + f)."""
+        if self.whole_energy and not _is_one(beta):
+            root = _positive_beta(beta, self.kind).sqrt()
+            return self.activation(field, 1.0) * root, root
+        return self.activation(field, beta), None
+
     def mean(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
-        m = self.activation(field, beta)
+        m, root = self._natural(field, beta)
+        out = self._unit_mean(m)
+        return out if root is None else out / root
+
+    def _unit_mean(self, m: Tensor) -> Tensor:
         md = m.double()
         # E[x] = m + phi(m)/Phi(m) = m + sqrt(2/pi) / erfcx(-m/sqrt(2)) (no overflow) ...
         z = (-md).clamp_max(-self._TAIL) / math.sqrt(2.0)
@@ -401,7 +508,11 @@ class ReLUUnits(Units):
         return torch.where(md < self._TAIL, tail, exact).to(m.dtype)
 
     def sample(self, field, beta=1.0, generator=None, mean=None):
-        m = self.activation(field, beta).double()
+        m, root = self._natural(field, beta)
+        x = self._unit_sample(m.double(), generator).to(field.dtype)
+        return x if root is None else x / root
+
+    def _unit_sample(self, m: Tensor, generator) -> Tensor:
         # x = m - Y with Y ~ N(0,1) conditioned on Y <= m: inverse CDF in float64.
         u = torch.rand(m.shape, generator=generator, dtype=torch.float64, device=m.device)
         log_p = torch.log(u.clamp_min(1e-300)) + torch.special.log_ndtr(m)
@@ -422,10 +533,15 @@ class ReLUUnits(Units):
                 todo = todo & ~ok
                 if not bool(todo.any()):
                     break
-        return x.to(field.dtype)
+        return x
 
     def log_partition(self, field: Tensor, beta: Beta = 1.0) -> Tensor:
-        m = self.activation(field, beta)
+        m, root = self._natural(field, beta)
+        lp = self._unit_log_partition(m)
+        # whole-energy tempering: the integral over x = x' / sqrt(beta) adds -log sqrt(beta)
+        return lp if root is None else lp - self.n * torch.log(root).reshape(-1)
+
+    def _unit_log_partition(self, m: Tensor) -> Tensor:
         # m >= 0: m^2/2 + log(sqrt(2 pi) Phi(m)); m < 0: log(sqrt(2 pi) erfcx(-m/sqrt2)/2),
         # which has no cancellation.
         pos = m.clamp_min(0.0)

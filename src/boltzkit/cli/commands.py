@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -168,14 +167,82 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_rows(model_path, model, n: int, generator: torch.Generator):
+    """``n`` rows of the data a model file says it was trained on, prepared as they were
+    (binarisation, standardisation): random rows, with replacement only when n exceeds
+    them.  DataError / ConfigError when the file names no data or the data is not there."""
+    from ..data import load_dataset
+    from ..io import read_header
+
+    stored = read_header(model_path).get("train_config") or {}
+    dataset = stored.get("dataset")
+    if not dataset:
+        raise ConfigError("the model file names no training data (train_config.dataset)")
+    rows, _ = load_dataset(dataset, split="train", data_dir=stored.get("data_dir"),
+                           binarize=stored.get("binarize") or "none",
+                           seed=stored.get("seed") or 0, limit=stored.get("limit"),
+                           mixture_size=stored.get("mixture_size"))
+    std = _standardizer(model_path)
+    if std is not None:
+        rows = std.transform(rows)
+    one_hot = getattr(model, "one_hot", None)  # a Potts model stores integer labels one-hot
+    if one_hot is not None and rows.shape[1] == getattr(model, "n_sites", -1):
+        rows = one_hot(rows)
+    rows = model.prepare(rows, "the training data") if hasattr(model, "prepare") else rows
+    if n <= rows.shape[0]:
+        idx = torch.randperm(rows.shape[0], generator=generator, device=generator.device)[:n]
+    else:
+        idx = torch.randint(rows.shape[0], (n,), generator=generator, device=generator.device)
+    return rows[idx.to(rows.device)]
+
+
+def _sample_init(args, model, gen: torch.Generator) -> tuple[torch.Tensor | None, str, str | None]:
+    """(starting states or None, the init used, a note when the default fell back)."""
+    from ..errors import BoltzkitError
+    from ..sampling import _takes
+    from ..trajectory import base_sample, base_state, set_state, snapshot
+
+    asked = args.init
+    # chains of visible states (a DBM's sample starts from every layer's states instead)
+    takes_init = args.method != "gibbs" or (_takes(model.sample, "init")
+                                            and not hasattr(model, "init_states"))
+    if asked is None:
+        if not takes_init:
+            return None, "noise", None
+        try:
+            return _training_rows(args.model_path, model, args.n, gen), "data", None
+        except BoltzkitError as exc:
+            return None, "noise", f"no training data to start from ({exc}): started at noise"
+    if asked == "noise":
+        return None, "noise", None
+    if not takes_init:
+        raise ConfigError(f"a {type(model).__name__} starts its own chains: drop --init")
+    if asked == "data":
+        return _training_rows(args.model_path, model, args.n, gen), "data", None
+    return base_sample(set_state(snapshot(model), base_state(model)), args.n, gen), "base", None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    """Draw samples by Gibbs sweeps, parallel tempering or trajectory tempering, from data,
+    noise or the coupling-free base model."""
     from .. import visual
     from ..io import load_model
+    from ..sampling import draw
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if not args.out and not args.npy:
         raise ConfigError("say where to write the samples: --out samples.png and/or --npy FILE")
+    for flag, value, methods in (("--n-temperatures", args.n_temperatures, ("pt",)),
+                                 ("--beta-min", args.beta_min, ("pt",)),
+                                 ("--swap-target", args.swap_target, ("pt", "ptt")),
+                                 ("--max-replicas", args.max_replicas, ("pt", "ptt")),
+                                 ("--trajectory", args.trajectory, ("ptt",))):
+        if value is not None and args.method not in methods:
+            raise ConfigError(f"{flag} applies to --method {' or '.join(methods)}, not "
+                              f"{args.method}: drop it")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_model(args.model_path, device_of(args.device))
     from ..kinds import KINDS
 
@@ -188,16 +255,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"a {kind.name} model's sweeps are one matrix-vector product per "
                           "site, which --precision does not change: drop --precision")
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    params = inspect.signature(model.sample).parameters
-    options = {}
-    for flag, key, value, default in (("--beta", "beta", args.beta, 1.0),
-                                      ("--mean", "return_mean", args.mean, None)):
-        if key in params:
-            options[key] = value
-        elif value not in (default, False):
-            raise ConfigError(f"a {kind.name} samples states at its own temperature: drop {flag}")
+    init, used, note = _sample_init(args, model, gen)
+    path = None
+    if args.method == "ptt":
+        from ..trajectory import TrajectoryPath, float_state, load_trajectory, trajectory_path
+
+        source = args.trajectory or trajectory_path(args.model_path)
+        template, states, _ = load_trajectory(source, model.device)
+        last, own = states[-1], float_state(model)
+        if last.keys() != own.keys() or not all(torch.equal(last[k], own[k]) for k in own):
+            raise ConfigError(f"the trajectory {source} does not end at {args.model_path}: "
+                              "give the trajectory file of this model's run (--trajectory)")
+        path = TrajectoryPath(template, states)
     with precision.computing(args.precision, model.device) as prec:
-        samples = model.sample(args.n, steps=args.steps, generator=gen, **options)
+        samples, info = draw(model, args.n, args.steps, args.method, init, gen, beta=args.beta,
+                             return_mean=args.mean,
+                             n_temperatures=args.n_temperatures or 10,
+                             beta_min=args.beta_min or 0.01,
+                             swap_target=args.swap_target if args.swap_target else 0.25,
+                             max_replicas=args.max_replicas or 32, trajectory=path)
     std = _standardizer(args.model_path)
     if std is not None:  # back to the data's own units
         samples = std.inverse_transform(samples.cpu())
@@ -211,8 +287,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out:
         visual.sample_grid(samples, args.out,
                            image_shape=_image_shape(args.image_shape, model.n_visible))
-    print(json.dumps({"n": args.n, "steps": args.steps, "png": args.out, "npy": args.npy,
-                      "precision": prec.name}))
+    result = {"n": args.n, "steps": args.steps, "method": args.method, "init": used,
+              "png": args.out, "npy": args.npy, "precision": prec.name, **info}
+    if note:
+        result["init_note"] = note
+    print(json.dumps(result))
     return 0
 
 

@@ -154,13 +154,35 @@ def build_parser() -> argparse.ArgumentParser:
                           "float64)")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    s = sub.add_parser("sample", help="draw samples from a model")
+    s = sub.add_parser("sample", help="draw samples from a model",
+                       description="Draw samples.  Chains start from the model's training "
+                                   "data by default (when its file names a data set that is "
+                                   "there), so every mode the data has is visited; --method pt "
+                                   "or ptt also crosses between modes.")
     s.add_argument("model_path", metavar="MODEL")
     s.add_argument("--n", type=positive_int, default=100, help="number of samples (default: 100)")
     s.add_argument("--steps", type=non_negative_int, default=1000,
-                   help="Gibbs sweeps (default: 1000)")
+                   help="Gibbs sweeps, or updates of every replica (default: 1000)")
+    s.add_argument("--method", default="gibbs", choices=("gibbs", "pt", "ptt"),
+                   help="gibbs: plain sweeps; pt: parallel tempering (temperatures placed "
+                        "automatically); ptt: parallel trajectory tempering along the run's "
+                        "saved trajectory (train --save-trajectory) (default: gibbs)")
+    s.add_argument("--init", default=None, choices=("data", "noise", "base"),
+                   help="where chains start: rows of the training data, noise (the layer at "
+                        "beta = 0), or exact draws of the coupling-free base model (default: "
+                        "data when the model file names a data set that is there, else noise)")
+    s.add_argument("--n-temperatures", type=_number(int, 2, False), default=None,
+                   help="pt: temperatures to start the ladder with (default: 10)")
+    s.add_argument("--beta-min", type=_number(float, 0.0, True), default=None,
+                   help="pt: the lowest inverse temperature (default: 0.01)")
+    s.add_argument("--swap-target", type=_number(float, 0.0, True), default=None,
+                   help="pt, ptt: neighbouring swap rate the ladder aims at (default: 0.25)")
+    s.add_argument("--max-replicas", type=_number(int, 2, False), default=None,
+                   help="pt, ptt: the most temperatures / models in the ladder (default: 32)")
+    s.add_argument("--trajectory", default=None,
+                   help="ptt: the trajectory file (default: MODEL.trajectory.safetensors)")
     s.add_argument("--beta", type=positive_float, default=1.0,
-                   help="inverse temperature (default: 1)")
+                   help="gibbs: inverse temperature, the whole energy tempered (default: 1)")
     s.add_argument("--mean", action="store_true",
                    help="write E[v | h] of the last sweep (grey images) instead of sampled "
                         "states")

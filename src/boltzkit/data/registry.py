@@ -72,13 +72,15 @@ def load_dataset(
     test_path: str | os.PathLike[str] | None = None,
     key: str | None = None,
     mmap: bool = False,
+    mixture_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Load a data set split as (data float32 (N, d), labels int64 (N,) or None).
 
     * ``"mnist"``: :func:`~boltzkit.data.mnist.load_mnist` from ``data_dir`` /
       ``$BOLTZKIT_DATA``.
     * ``"digits"``: scikit-learn's 8x8 digits, fixed 80/20 split.
-    * ``"mog-1d"``, ``"mog-ring8"``, ``"mog-grid25"``: 10000 train / 2000 test samples,
+    * ``"mog-1d"``, ``"mog-ring8"``, ``"mog-grid25"``: 10000 train (``mixture_size``, e.g.
+      the BEAM paper's 100,000) / 2000 test samples,
       train drawn with ``seed``, test with a seed derived from it (never the same draw).
       These are real-valued: only ``binarize="none"`` applies (others are refused).
       Labels are the mixture components.
@@ -102,6 +104,12 @@ def load_dataset(
     check_seed(seed)
     name = os.fspath(name_or_path)
     lowered = name.lower() if isinstance(name_or_path, str) else None
+    if mixture_size is not None:
+        if lowered not in MIXTURES:
+            raise ConfigError(f"mixture_size applies to the built-in mixtures "
+                              f"({', '.join(MIXTURES)}), not to {name!r}: drop it")
+        if isinstance(mixture_size, bool) or int(mixture_size) < 1:
+            raise ConfigError(f"mixture_size must be a positive integer, got {mixture_size!r}")
 
     if lowered == "mnist":
         return load_mnist(data_dir, split=split, binarize=binarize, seed=seed, limit=limit)
@@ -112,7 +120,9 @@ def load_dataset(
         if binarize != "none":
             raise ConfigError(f"{lowered} is real-valued data: binarize {binarize!r} does not "
                               "apply to it (drop --binarize)")
-        x, y = make_mixture(lowered, MIXTURE_SIZES[split], seed=mixture_split_seed(seed, split))
+        size = int(mixture_size) if mixture_size is not None and split == "train" else \
+            MIXTURE_SIZES[split]
+        x, y = make_mixture(lowered, size, seed=mixture_split_seed(seed, split))
         check_finite(x, name=lowered)
         return _apply_limit(x, y, limit)
 

@@ -734,7 +734,9 @@ def train_from_config(run):
     if y_train is None or len(y_train) != train.shape[0]:
         raise DataError(f"fine-tuning needs class labels, but dataset {run['dataset']!r} "
                         "has none: set finetune_epochs = 0")
-    if run["out"]:
+    from .. import distributed
+
+    if run["out"] and distributed.world()[0] == 0:  # one writer under torchrun
         save_model(dbn, Path(run["out"]).with_suffix(".pretrained.safetensors"),
                    extra={"history": history})
     y_train = torch.as_tensor(y_train)

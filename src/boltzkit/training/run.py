@@ -49,7 +49,7 @@ def print_epoch(trainer: Trainer, record: dict) -> None:
     stage = getattr(trainer, "stage", None)
     keys = ("epoch", "time", "loss", "train_loss", "recon_error", "free_energy_gap",
             "val_error", "val_rmse", "pseudo_log_likelihood", "log_likelihood",
-            "swap_rate_mean")
+            "test_log_likelihood", "swap_rate_mean", "n_replicas", "n_temperatures")
     parts = [f"{stage}:"] if stage else []
     parts += [f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
               for k in keys if k in record]
@@ -92,9 +92,11 @@ class Run:
         from ..data import load_dataset
 
         c = self.cfg
+        size = c.get("mixture_size") if kinds.applies(c, "mixture_size") else None
         return load_dataset(c["dataset"], split=split, data_dir=c.get("data_dir"),
                             binarize=c.get("binarize") or "none", seed=c.get("seed") or 0,
-                            limit=c.get("limit"), test_path=c.get("test_data"))
+                            limit=c.get("limit"), test_path=c.get("test_data"),
+                            mixture_size=size)
 
     def splits(self):
         """``(train, train_labels, test, test_labels)``; the test split may be None."""
@@ -123,7 +125,8 @@ class Run:
         return make_sampler(c["method"], c["k"], c.get("chains"), c["n_temperatures"],
                             c["beta_min"], beta_std=c["beta_std"],
                             beta_autocorr=c["beta_autocorr"], readout_steps=c["readout_steps"],
-                            k_schedule=c.get("k_schedule"))
+                            k_schedule=c.get("k_schedule"), swap_target=c.get("swap_target"),
+                            max_replicas=c.get("max_replicas") or 32)
 
     def likelihood(self):
         """The likelihood objective (sparsity, centering), or BEAM around it."""
@@ -166,6 +169,18 @@ class Run:
                                          ais_steps=c["monitor_ais_steps"],
                                          ais_chains=c["monitor_ais_chains"],
                                          train_data=train_data, seed=c["seed"]))
+        if c.get("trajectory_ais"):
+            from ..metrics.trajectory_ais import TrajectoryAIS
+
+            if model is None:
+                raise ConfigError(f"--trajectory-ais is not available for --model "
+                                  f"{self.kind.name}")
+            out.append(TrajectoryAIS(monitor_data, n_chains=c["trajectory_ais_chains"],
+                                     steps=c["trajectory_ais_steps"], seed=c["seed"]))
+        if c.get("save_trajectory"):
+            from ..trajectory import TrajectoryRecorder, trajectory_path
+
+            out.append(TrajectoryRecorder(trajectory_path(c["out"])))
         if c.get("tensorboard"):
             from ..tracking import TensorBoardLogger
 
