@@ -140,20 +140,52 @@ def _fit(prec, fused=True, method="cd", epochs=2, checkpoint_dir=None, resume=Fa
     return rbm, sampler, trainer
 
 
+@pytest.mark.parametrize("momentum", [0.5, 0.0])
 @pytest.mark.parametrize("method", ["cd", "pcd"])
-def test_fused_step_is_the_general_step_in_bfloat16(native, monkeypatch, method):
+def test_fused_step_is_the_general_step_in_bfloat16(native, monkeypatch, method, momentum):
     """Both paths take the same bfloat16 products of the same operands (the same shapes:
     the same GEMM kernel), so the draws agree and the parameters differ only by float32
     rounding of the updates (2 epochs x 4 steps of lr 0.1 x statistics <= 1)."""
-    fused, s_f, _ = _fit("bfloat16", True, method, monkeypatch=monkeypatch)
-    general, s_g, _ = _fit("bfloat16", False, method, monkeypatch=monkeypatch)
-    plain, _, _ = _fit("float32", True, method, monkeypatch=monkeypatch)
+    fused, s_f, _ = _fit("bfloat16", True, method, monkeypatch=monkeypatch, momentum=momentum)
+    general, s_g, _ = _fit("bfloat16", False, method, monkeypatch=monkeypatch,
+                           momentum=momentum)
+    plain, _, _ = _fit("float32", True, method, monkeypatch=monkeypatch, momentum=momentum)
     for p_f, p_g in zip(fused.parameters(), general.parameters(), strict=True):
         assert float((p_f - p_g).detach().abs().max()) <= 8 * 0.1 * 1e-5
     if method == "pcd":
         assert torch.equal(s_f.chains, s_g.chains)
     W = [m.connection.weights.detach() for m in (fused, plain)]
     assert float((W[0] - W[1]).abs().max()) > 1e-4  # bfloat16 changed the updates
+
+
+@pytest.mark.parametrize("momentum,wd", [(0.5, 0.01), (0.0, 0.0), (0.9, 0.0)])
+def test_compiled_weight_update_is_the_eager_one(momentum, wd):
+    """The bfloat16 step's weight update (compiled into one loop where torch.compile
+    works) against the same update as separate torch calls: equal up to float32 rounding
+    (a fused multiply-add: a few ulp of |W| + lr |gW|), the low copy to bfloat16's."""
+    from boltzkit.kernels import fused
+
+    gen = torch.Generator().manual_seed(0)
+    W, gW = torch.randn(50, 30, generator=gen), torch.randn(50, 30, generator=gen)
+    G = torch.randn(50, 30, generator=gen).bfloat16()
+    f = [torch.tensor(x) for x in (momentum, -0.1, wd, 0.05)]
+    outs = []
+    for step in (fused.low_weight_step(torch.device("cpu")), fused._eager_low_weight_step):
+        w, g, low = W.clone(), gW.clone(), torch.empty(50, 30, dtype=torch.bfloat16)
+        for _ in range(3):
+            step(w, g, G, low, *f)
+        outs.append((w, g, low))
+    (w1, g1, l1), (w2, g2, l2) = outs
+    want_g = gW.clone()
+    want_w = W.clone()
+    for _ in range(3):  # the update written out in float64
+        want_g = momentum * want_g.double() + (-0.1) * G.double() + wd * want_w.double()
+        want_w = want_w.double() - 0.05 * want_g
+    assert torch.allclose(w2.double(), want_w, atol=1e-6) and torch.allclose(g2.double(),
+                                                                            want_g, atol=1e-6)
+    assert float((w1 - w2).abs().max()) <= 1e-6 and float((g1 - g2).abs().max()) <= 1e-6
+    assert torch.equal(l2, w2.bfloat16())
+    assert float((l1.float() - l2.float()).abs().max()) <= 2 ** -7 * float(w2.abs().max())
 
 
 def test_mixed_precision_stays_close_to_float32(native, monkeypatch):
