@@ -158,36 +158,6 @@ def test_fused_step_is_the_general_step_in_bfloat16(native, monkeypatch, method,
     assert float((W[0] - W[1]).abs().max()) > 1e-4  # bfloat16 changed the updates
 
 
-@pytest.mark.parametrize("momentum,wd", [(0.5, 0.01), (0.0, 0.0), (0.9, 0.0)])
-def test_compiled_weight_update_is_the_eager_one(momentum, wd):
-    """The bfloat16 step's weight update (compiled into one loop where torch.compile
-    works) against the same update as separate torch calls: equal up to float32 rounding
-    (a fused multiply-add: a few ulp of |W| + lr |gW|), the low copy to bfloat16's."""
-    from boltzkit.kernels import fused
-
-    gen = torch.Generator().manual_seed(0)
-    W, gW = torch.randn(50, 30, generator=gen), torch.randn(50, 30, generator=gen)
-    G = torch.randn(50, 30, generator=gen).bfloat16()
-    f = [torch.tensor(x) for x in (momentum, -0.1, wd, 0.05)]
-    outs = []
-    for step in (fused.low_weight_step(torch.device("cpu")), fused._eager_low_weight_step):
-        w, g, low = W.clone(), gW.clone(), torch.empty(50, 30, dtype=torch.bfloat16)
-        for _ in range(3):
-            step(w, g, G, low, *f)
-        outs.append((w, g, low))
-    (w1, g1, l1), (w2, g2, l2) = outs
-    want_g = gW.clone()
-    want_w = W.clone()
-    for _ in range(3):  # the update written out in float64
-        want_g = momentum * want_g.double() + (-0.1) * G.double() + wd * want_w.double()
-        want_w = want_w.double() - 0.05 * want_g
-    assert torch.allclose(w2.double(), want_w, atol=1e-6) and torch.allclose(g2.double(),
-                                                                            want_g, atol=1e-6)
-    assert float((w1 - w2).abs().max()) <= 1e-6 and float((g1 - g2).abs().max()) <= 1e-6
-    assert torch.equal(l2, w2.bfloat16())
-    assert float((l1.float() - l2.float()).abs().max()) <= 2 ** -7 * float(w2.abs().max())
-
-
 def test_mixed_precision_stays_close_to_float32(native, monkeypatch):
     """Different roundings flip some draws, so a bfloat16 run is a different sample path of
     the same algorithm: after 8 updates of lr 0.1 its weights stay within the spread that

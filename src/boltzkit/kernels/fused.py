@@ -5,69 +5,13 @@ Chosen by :func:`boltzkit.kernels.plan_step`, never built directly by the loop.
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from ..rbm import RBM
 from ..units import uniform_filler
-
-logger = logging.getLogger("boltzkit.kernels")
-
-
-def _low_weight_step(W: Tensor, gW: Tensor, G: Tensor, Wl: Tensor, momentum: Tensor,
-                     scale: Tensor, wd: Tensor, lr: Tensor) -> None:
-    """The mixed-precision weight update in one pass: ``gW = momentum gW + scale G + wd W``
-    (G: the low-precision V^T H), ``W -= lr gW``, ``Wl = W`` in the GEMM dtype.
-    W, gW: tensor (n_visible, n_hidden) float32; the factors are 0-d float32 tensors."""
-    gW.copy_(gW * momentum + G.float() * scale + W * wd)
-    W.sub_(gW * lr)
-    Wl.copy_(W)
-
-
-def _eager_low_weight_step(W, gW, G, Wl, momentum, scale, wd, lr) -> None:
-    """:func:`_low_weight_step` as separate in-place torch calls (four passes over W)."""
-    gW.mul_(float(momentum)).add_(G.float(), alpha=float(scale))
-    if float(wd):
-        gW.add_(W, alpha=float(wd))
-    W.sub_(gW, alpha=float(lr))
-    Wl.copy_(W)
-
-
-_compiled_step: list = []  # [the compiled update, or the eager one once compiling failed]
-
-
-def low_weight_step(device: torch.device) -> Callable:
-    """The weight update of the mixed-precision fused step.
-
-    On the CPU it is compiled by ``torch.compile`` into one loop over W: the eager form
-    reads and writes W, its momentum and their copies four times, and with the GEMMs 3x
-    cheaper in bfloat16 those passes are a quarter of a step.  The eager form is used
-    where compiling is switched off (``BOLTZKIT_COMPILE=0``) or fails (no C++ compiler,
-    say; logged once), and on other devices.  Both give the same update up to float
-    rounding (a fused multiply-add), and a run uses one of them throughout."""
-    if device.type != "cpu" or os.environ.get("BOLTZKIT_COMPILE", "1") == "0":
-        return _eager_low_weight_step
-    if not _compiled_step:
-        compiled = torch.compile(_low_weight_step, dynamic=True, fullgraph=True)
-
-        def first_call(*args) -> None:
-            try:
-                compiled(*args)
-            except Exception as exc:  # inductor needs a working C++ toolchain
-                logger.warning("torch.compile of the bfloat16 weight update failed (%s: %s); "
-                               "using the eager update", type(exc).__name__,
-                               str(exc).splitlines()[0][:200] if str(exc) else "")
-                _compiled_step[0] = _eager_low_weight_step
-                _eager_low_weight_step(*args)
-            else:
-                _compiled_step[0] = compiled
-
-        _compiled_step.append(first_call)
-    return lambda *args: _compiled_step[0](*args)
 
 
 class FusedBernoulliSGD:
@@ -200,12 +144,6 @@ class FusedBernoulliSGD:
         # This step applies the optimizer's rule without calling its step(), which torch's
         # lr schedulers would otherwise take for a wrong call order and warn about.
         self.optimizer._opt_called = True
-        if low is not None:  # the weight update's factors, as tensors of the compiled step
-            w_step = low_weight_step(W.device)
-            f32 = {"dtype": torch.float32, "device": W.device}
-            f_momentum, f_wd, f_lr = (torch.tensor(float(x or 0.0), **f32)
-                                      for x in (momentum, wd, lr))
-            f_scale, f_zero = torch.zeros((), **f32), torch.zeros((), **f32)
         # Inference mode skips the autograd dispatch, ~10% of a step at this size;
         # buffers and chains are made outside it (they must stay normal tensors).
         with torch.inference_mode():
@@ -348,9 +286,10 @@ class FusedBernoulliSGD:
                     a = lr / B
                     if low is None:
                         W.addmm_(Vt, H, beta=1.0 - lr * wd, alpha=a)
-                    else:  # W = (1 - lr wd) W + (lr / B) G as a momentum-free step
-                        f_scale.fill_(-1.0 / B)
-                        w_step(W, G32, G, Wl, f_zero, f_scale, f_wd, f_lr)
+                    else:
+                        if wd:
+                            W.mul_(1.0 - lr * wd)
+                        W.add_(G32.copy_(G), alpha=a)
                     if b64 is None:
                         b.addmv_(Vt, signs, alpha=a)
                     else:
@@ -366,17 +305,16 @@ class FusedBernoulliSGD:
                     # buf = m buf + grad (+ wd W)
                     if low is None:
                         gW.addmm_(Vt, H, beta=momentum, alpha=-1.0 / B)
-                        if wd:
-                            gW.add_(W, alpha=wd)
-                        W.sub_(gW, alpha=lr)
-                    else:  # the same three lines and the low copy of W, in one pass
-                        f_scale.fill_(-1.0 / B)
-                        w_step(W, gW, G, Wl, f_momentum, f_scale, f_wd, f_lr)
+                    else:
+                        gW.mul_(momentum).add_(G32.copy_(G), alpha=-1.0 / B)
+                    if wd:
+                        gW.add_(W, alpha=wd)
                     gb.addmv_(Vt, signs, beta=momentum, alpha=-1.0 / B)
                     gc.addmv_(Ht, ones, beta=momentum, alpha=-1.0 / B)
+                    W.sub_(gW, alpha=lr)
                     b.sub_(gb, alpha=lr)
                     c.sub_(gc, alpha=lr)
-                if low is not None and sync is not None:
+                if low is not None:
                     Wl.copy_(W)
                 if persistent:
                     sampler.chains, sampler.field = Vm, Fm
@@ -429,7 +367,6 @@ class _FusedWorkspace:
             self.hsl, self.pvl = torch.empty(M, nh, **lk), torch.empty(M, nv, **lk)
             # V^T H: the GEMM's low-precision product, and in float32 (one cast: a
             # mixed-dtype update would convert it inside every pass that reads it)
-            # (G32 starts at zero: the momentum-free step uses it as a buffer scaled by 0)
-            self.G, self.G32 = torch.empty(nv, nh, **lk), torch.zeros(nv, nh, **kw)
+            self.G, self.G32 = torch.empty(nv, nh, **lk), torch.empty(nv, nh, **kw)
         # The draws of boltzkit.units.uniform_ (the general path's), its branch chosen once.
         self.fill_hs, self.fill_vm = uniform_filler(self.hs), uniform_filler(self.Vm)
