@@ -198,3 +198,27 @@ def exact_log_likelihood(all_states):
             return float((-rbm.free_energy(data.to(rbm.dtype)) - log_z).mean())
 
     return ll
+
+
+@pytest.fixture
+def bimodal_rbm():
+    """A factory of a 10x2 float64 RBM with two separated modes of unequal mass, near
+    all-zeros and all-ones: one hidden unit switches on only when (nearly) every visible is
+    on, so ``w`` sets the energy barrier between the modes (at 4 about 10 nats, which
+    single-temperature Gibbs does not cross; at 6, 400 sweeps from all-zeros cross it 2%
+    of the time)."""
+    from boltzkit.rbm import RBM
+    from boltzkit.units import BernoulliUnits
+
+    def make(w: float = 4.0) -> RBM:
+        n = 10
+        rbm = RBM(BernoulliUnits(n), BernoulliUnits(2)).double()
+        with torch.no_grad():
+            rbm.connection.weights.zero_()
+            rbm.connection.weights[:, 0] = w
+            rbm.connection.weights[:5, 1] = 0.5
+            rbm.visible.bias.fill_(-w / 2)
+            rbm.hidden.bias.copy_(torch.tensor([-n * w / 2 - 0.5, -1.0]))
+        return rbm
+
+    return make

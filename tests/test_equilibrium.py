@@ -197,20 +197,6 @@ def test_ptt_swap_keeps_the_joint_distribution_over_replicas_exact():
     assert tv(torch.bincount(codes(forced[0]), minlength=16).double() / C, exact[0]) > 0.2
 
 
-def _bimodal_rbm(w: float = 4.0) -> RBM:
-    """10 visible, 2 hidden; modes near all-zeros and all-ones (see tests/test_sampling.py);
-    ``w`` sets the barrier (at 6, 400 Gibbs sweeps from all-zeros cross it 2% of the time)."""
-    n = 10
-    rbm = RBM(BernoulliUnits(n), BernoulliUnits(2)).double()
-    with torch.no_grad():
-        rbm.connection.weights.zero_()
-        rbm.connection.weights[:, 0] = w
-        rbm.connection.weights[:5, 1] = 0.5
-        rbm.visible.bias.fill_(-w / 2)
-        rbm.hidden.bias.copy_(torch.tensor([-n * w / 2 - 0.5, -1.0]))
-    return rbm
-
-
 def _exact_mean(rbm: RBM) -> tuple[float, float]:
     states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=10)), dtype=torch.float64)
     with torch.no_grad():
@@ -219,13 +205,13 @@ def _exact_mean(rbm: RBM) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def test_trajectory_sample_crosses_between_modes_where_gibbs_does_not():
+def test_trajectory_sample_crosses_between_modes_where_gibbs_does_not(bimodal_rbm):
     """Replica exchange along a path of models (every parameter of the bimodal model scaled
     from 0.05 to 1, as the sharpening of a training run) draws the exact marginal: the
     fraction of samples in the all-ones mode matches the exact mass within 4 standard
     errors of 800 independent chains; plain Gibbs chains from the same start stay in the
     all-zeros mode."""
-    rbm = _bimodal_rbm(6.0)
+    rbm = bimodal_rbm(6.0)
     _, upper = _exact_mean(rbm)
     assert 0.55 < upper < 0.8
     states = []
@@ -246,13 +232,13 @@ def test_trajectory_sample_crosses_between_modes_where_gibbs_does_not():
     assert float((gibbs.mean(1) > 0.5).double().mean()) < 0.1
 
 
-def test_ladder_reaches_its_target_swap_rate():
+def test_ladder_reaches_its_target_swap_rate(bimodal_rbm):
     """Parallel tempering of the bimodal model with the automatic ladder (beta 1 to 0.02,
     target 0.3): after 400 adapting updates, the frozen ladder's neighbouring rates, over
     400 more updates of 200 chains (standard errors < 0.005), are all at least 0.25 (the
     target, less the erfc model's imprecision), and the ladder is the smallest that does
     it: the same ladder less one interior temperature swaps below 0.3 (the control)."""
-    rbm = _bimodal_rbm()
+    rbm = bimodal_rbm()
     g = torch.Generator().manual_seed(0)
     v = torch.zeros(200, 10, dtype=torch.float64)
     pt = ParallelTempering(n_temperatures=10, beta_min=0.02, n_chains=200, swap_target=0.3,

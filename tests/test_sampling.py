@@ -349,23 +349,6 @@ def test_pt_state_dict_round_trip_continues_identically(setup, make_gen):
     assert ParallelTempering().state_dict() == {}
 
 
-def _bimodal_rbm() -> RBM:
-    """10 visible, 2 hidden; modes near all-zeros and all-ones with unequal masses.
-
-    One hidden unit switches on only when (nearly) every visible is on; between the
-    modes the energy barrier is ~10 nats, so single-temperature Gibbs does not cross it.
-    """
-    n, w = 10, 4.0
-    rbm = RBM(BernoulliUnits(n), BernoulliUnits(2)).double()
-    with torch.no_grad():
-        rbm.connection.weights.zero_()
-        rbm.connection.weights[:, 0] = w
-        rbm.connection.weights[:5, 1] = 0.5
-        rbm.visible.bias.fill_(-w / 2)
-        rbm.hidden.bias.copy_(torch.tensor([-n * w / 2 - 0.5, -1.0]))
-    return rbm
-
-
 def _chain_average_estimate(rbm, sampler, chains=64, burn_in=80, iters=320):
     """Mean over chains of each chain's time-average of mean(v): (estimate, its std. error)."""
     g = torch.Generator().manual_seed(11)
@@ -380,8 +363,8 @@ def _chain_average_estimate(rbm, sampler, chains=64, burn_in=80, iters=320):
     return float(per_chain.mean()), float(per_chain.std() / math.sqrt(chains))
 
 
-def test_pt_reaches_the_exact_marginal_of_a_bimodal_model():
-    rbm = _bimodal_rbm()
+def test_pt_reaches_the_exact_marginal_of_a_bimodal_model(bimodal_rbm):
+    rbm = bimodal_rbm()
     states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=10)), dtype=torch.float64)
     with torch.no_grad():
         p = torch.softmax(-rbm.free_energy(states), 0)
