@@ -70,8 +70,11 @@ def test_choice_follows_the_hardware(native, monkeypatch, caplog):
 
 def test_describe_says_what_auto_picks(native):
     d = precision.describe()
+    kernels_ = d.pop("bfloat16_kernels")
     assert d == {"device": "cpu", "auto": "bfloat16",
                  "reason": "this CPU has native bfloat16 (avx512_bf16)"}
+    assert kernels_ in ("in use", "built on first bfloat16 training step",
+                        "unavailable (torch calls instead)", "off (BOLTZKIT_NATIVE=0)")
 
 
 # ----------------------------------------------------------------------------- products

@@ -203,5 +203,10 @@ def call(fn, *args, **kwargs):
 
 def describe(device: torch.device | str = "cpu") -> dict:
     """What ``auto`` would choose on ``device`` and why (for ``boltzkit info``)."""
+    from .kernels import native
+
     p = choose("auto", device)
-    return {"device": str(torch.device(device)), "auto": p.name, "reason": p.reason}
+    out = {"device": str(torch.device(device)), "auto": p.name, "reason": p.reason}
+    if torch.device(device).type == "cpu":
+        out["bfloat16_kernels"] = native.status()
+    return out

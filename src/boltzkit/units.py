@@ -43,7 +43,6 @@ import contextlib
 import functools
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -132,7 +131,7 @@ _MASK24 = (1 << 24) - 1
 _MASK53 = (1 << 53) - 1
 
 
-def _bulk_uniform(out: Tensor) -> bool:
+def bulk_uniform(out: Tensor) -> bool:
     """Whether :func:`uniform_` fills ``out`` from 64-bit words (else ``Tensor.uniform_``)."""
     return (out.device.type == "cpu" and out.numel() >= _BULK_UNIFORM
             and out.dtype in (torch.float32, torch.float64))
@@ -143,7 +142,7 @@ def uniform_filler(out: Tensor) -> Callable[..., Tensor]:
 
     For a buffer filled every step: the branch is chosen once, not per call.
     """
-    return functools.partial(uniform_, out) if _bulk_uniform(out) else out.uniform_
+    return functools.partial(uniform_, out) if bulk_uniform(out) else out.uniform_
 
 
 def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -158,12 +157,12 @@ def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
     region (which costs a scheduler time slice when the cores are busy).  The
     state stays in the torch generator: seeds and checkpoints work as before.
     Under mixed precision (:mod:`boltzkit.precision`) a float32 draw takes 16 random
-    bits, four per word of a faster generator seeded from the torch one
-    (:func:`_fast_words`).  Other devices and dtypes, and small tensors, use
-    ``Tensor.uniform_``.
+    bits from an integer hash keyed by one word of the torch generator
+    (:func:`bits16`): cheap, and computable inside the compiled step's loops.  Other
+    devices and dtypes, and small tensors, use ``Tensor.uniform_``.
     """
     n = out.numel()
-    if not _bulk_uniform(out):
+    if not bulk_uniform(out):
         return out.uniform_(generator=generator)
     flat = out.view(-1) if out.is_contiguous() else torch.empty(n, dtype=out.dtype)
     f = flat.detach().numpy()
@@ -172,8 +171,8 @@ def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
     if out.dtype == torch.float32 and precision.gemm_dtype() is not None:
         # Mixed precision: 16 random bits per draw (the probabilities they meet come from
         # bfloat16 products, 8 significant bits; P(u < p) is p rounded up to a multiple
-        # of 2**-16), four per 64-bit word of a fast generator seeded by this one.
-        bits = _fast_words(generator, (n + 3) // 4).view(np.uint16)[:n]
+        # of 2**-16), from a hash keyed by one word of this generator (bits16).
+        bits = bits16(n, generator).numpy().view(np.uint16)
         np.copyto(f, bits, casting="unsafe")
         np.multiply(f, np.float32(2.0**-16), out=f)
     elif out.dtype == torch.float32:
@@ -194,23 +193,53 @@ def uniform_(out: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return out
 
 
-_SFC = threading.local()
+def draw_key(generator: torch.Generator | None) -> int:
+    """One 64-bit word of ``generator``: the key of one call's mixed-precision draws."""
+    return int(torch.empty(1, dtype=torch.int64).random_(-(2**63), None, generator=generator))
 
 
-def _fast_words(generator: torch.Generator | None, n: int) -> np.ndarray:
-    """``n`` random 64-bit words (uint64) from NumPy's SFC64, its state set from two words
-    of ``generator``: about 3x cheaper per word than the Mersenne Twister's, and a
-    function of ``generator``'s state, so seeds and checkpoints work as before."""
-    seed = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=generator)
-    bg = getattr(_SFC, "bg", None)
-    if bg is None:
-        bg = _SFC.bg = np.random.SFC64(0)
-    a, b = (int(x) for x in seed.numpy().view(np.uint64))
-    # SFC64's own seeding: three state words and a counter of 1, then 12 outputs dropped
-    bg.state = {"bit_generator": "SFC64", "state": {"state": np.array(
-        [a, b, 0x9E3779B97F4A7C15, 1], dtype=np.uint64)}, "has_uint32": 0, "uinteger": 0}
-    bg.random_raw(12)
-    return bg.random_raw(n)
+_M32 = np.uint32(0xFFFFFFFF)
+
+
+def _triple32(x: np.ndarray) -> np.ndarray:
+    """C. Wellons's triple32 integer hash, in place on uint32 ``x`` (native.cpp's)."""
+    for shift, mul in ((17, 0xED5AD4BB), (11, 0xAC4C1B51), (15, 0x31848BAB)):
+        x ^= x >> np.uint32(shift)
+        x *= np.uint32(mul)
+    x ^= x >> np.uint32(14)
+    return x
+
+
+def hashed_bits16(n: int, key: int) -> Tensor:
+    """The 16 random bits of the ``n`` mixed-precision draws keyed by ``key`` (an int16
+    tensor, read as unsigned): draw i is the top half of triple32((i + lo) ^ triple32(hi))
+    for the key's 32-bit halves, computed by the compiled kernels where they build
+    (:mod:`boltzkit.kernels.native`; 15 us for 50,000 draws) and by NumPy otherwise
+    (140 us), the same bits either way."""
+    if n > 2**32:
+        raise ValueError("at most 2**32 draws per key")
+    from .kernels import native
+
+    nat = native.load() if n >= _BULK_UNIFORM else native.loaded()
+    if nat is not None:
+        out = torch.empty(n, dtype=torch.int16)
+        nat.hashed_bits16(out, key)
+        return out
+    k = int(key) & 0xFFFFFFFFFFFFFFFF
+    hi = _triple32(np.array([k >> 32], dtype=np.uint32))[0]
+    with np.errstate(over="ignore"):
+        x = np.arange(n, dtype=np.uint32)
+        x += np.uint32(k & 0xFFFFFFFF)
+        x ^= hi
+        _triple32(x)
+    return torch.from_numpy((x >> np.uint32(16)).astype(np.uint16).view(np.int16))
+
+
+def bits16(n: int, generator: torch.Generator | None) -> Tensor:
+    """The 16 random bits of ``n`` mixed-precision draws from ``generator`` (one word of
+    it keys them, :func:`hashed_bits16`): ``uniform_`` under mixed precision makes them its
+    draws times 2**-16, and the compiled step draws the same ones inside its loops."""
+    return hashed_bits16(n, draw_key(generator))
 
 
 def _uniform(shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None):
