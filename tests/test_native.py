@@ -199,3 +199,21 @@ def test_the_kernels_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("BOLTZKIT_NATIVE", "0")
     monkeypatch.setattr(native, "_state", {})
     assert native.load() is None and native.status().startswith("off")
+
+
+def test_saturated_fields_give_probabilities_not_nan(nat):
+    """Fields far past exp's range (here +-90 to +-1e4): sigmoid saturates at 0 or 1, the
+    draws follow; a NaN here once sent a 784x500 bfloat16 run to NaN in its second epoch."""
+    # rows of 64 (the vector loop, not its scalar tail), each value in a run of 16 lanes
+    values = torch.tensor([-1e4, -200.0, -90.0, 0.0, 90.0, 200.0, 1e4, -88.0])
+    pre = values.repeat_interleave(16).view(2, 64).repeat(2, 1).to(torch.bfloat16)
+    bias = torch.zeros(64)
+    prob, prob_low = torch.empty(4, 64), torch.empty(4, 64, dtype=torch.bfloat16)
+    state = torch.empty(4, 64)
+    nat.sample_bernoulli(pre, bias, torch.empty(0), True, 5, prob, prob_low, 1.0, state,
+                         torch.empty(0, dtype=torch.bfloat16), -1)
+    assert torch.isfinite(prob).all() and torch.isfinite(prob_low.float()).all()
+    torch.testing.assert_close(prob, torch.sigmoid(pre.float()), rtol=0, atol=1e-30)
+    saturated = pre.float().abs() >= 88
+    # P(u < 2e-35) = P(u = 0) = 2**-16 per draw: no state of a field <= -88 is 1
+    assert torch.equal(state[saturated], (pre.float()[saturated] > 0).float())

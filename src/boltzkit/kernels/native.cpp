@@ -71,7 +71,9 @@ template <typename In>
 inline void sigmoid_row(const In* pre, const float* b, float* q, int64_t C) {
 #pragma omp simd
   for (int64_t j = 0; j < C; ++j) {
-    const float x = to_float(pre[j]) + b[j];
+    // Clamped: under -ffast-math exp's overflow to inf is not handled (1 / (1 + inf) came
+    // out NaN); sigmoid(+-80) is 1 and 1.8e-35 in float32.
+    const float x = std::min(80.0f, std::max(-80.0f, to_float(pre[j]) + b[j]));
     q[j] = 1.0f / (1.0f + std::exp(-x));
   }
 }
