@@ -155,6 +155,7 @@ ALT = {
     "dbm_mf_steps": 1, "dbm_ais_chains": 5, "dbm_ais_steps": 20,
     "mixture_size": 500, "swap_target": 0.3, "max_replicas": 2, "trajectory_ais": True,
     "trajectory_ais_steps": 5, "trajectory_ais_chains": 7, "save_trajectory": True,
+    "trajectory_updates": 3,
 }
 #: Settings an option needs to apply at all (its condition), added to both runs.
 NEEDS = {
@@ -185,6 +186,7 @@ NEEDS = {
     "trajectory_ais": {"method": "pcd"},
     "trajectory_ais_steps": {"method": "pcd", "trajectory_ais": True},
     "trajectory_ais_chains": {"method": "pcd", "trajectory_ais": True},
+    "trajectory_updates": {"save_trajectory": True},
 }
 #: Kind-specific alternatives (the generic one does not fit the kind's data).
 KIND_ALT = {

@@ -505,3 +505,76 @@ def test_killed_and_resumed_runs_are_bit_identical(extra, tmp_path, capsys, monk
     keys = set(strip[-1])
     assert ({"n_replicas"} if "ptt" in extra else {"n_temperatures"} if "pt" in extra
             else {"log_z", "test_log_likelihood_err", "trajectory_ais_reliable"}) <= keys
+
+
+# --------------------------------------------------------------------------- update points
+class _Probe:
+    """A callback that asks to run after given batch counts and records what it saw."""
+
+    def __init__(self, points):
+        self.points, self.seen = points, []
+
+    def update_points(self, trainer, epoch, n_batches):
+        return self.points
+
+    def on_update(self, trainer, epoch, done):
+        self.seen.append((epoch, done, trainer.model.connection.weights.detach().clone()))
+
+    def __call__(self, trainer, record):
+        self.seen.append((record["epoch"], "end", None))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_callbacks_run_after_the_batches_they_ask_for(fused, monkeypatch):
+    """Within-epoch callbacks run after exactly the batch counts asked (0 and n_batches are
+    not within), on the fused step (its runs split there) as on the general path, and
+    splitting the fused runs changes no update."""
+    from boltzkit import kernels
+
+    x = (torch.rand(40, 12, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+
+    def fit(callbacks):
+        rbm = RBM(BernoulliUnits(12), BernoulliUnits(5), generator=torch.Generator().manual_seed(1))
+        if not fused:
+            monkeypatch.setattr(kernels, "plan_step", lambda *a, **kw: None)
+        Trainer(rbm, PersistentCD(k=1, n_chains=10), epochs=2, batch_size=10, lr=0.1,
+                momentum=0.5, progress=False, monitor_size=0,
+                callbacks=callbacks).fit(x)
+        monkeypatch.undo()
+        return rbm
+
+    probe = _Probe([0, 1, 3, 4, 7])
+    with_probe = fit([probe])
+    assert [(e, d) for e, d, _ in probe.seen] == [(0, 1), (0, 3), (1, "end"), (1, 1), (1, 3),
+                                                  (2, "end")]
+    plain = fit([])
+    assert torch.equal(with_probe.connection.weights, plain.connection.weights)
+    start = RBM(BernoulliUnits(12), BernoulliUnits(5),
+                generator=torch.Generator().manual_seed(1)).connection.weights.detach()
+    after1, after3 = probe.seen[0][2], probe.seen[1][2]
+    assert not torch.equal(after1, start) and not torch.equal(after1, after3)
+
+
+def test_trajectory_keeps_log_spaced_updates_and_epoch_ends(tmp_path, capsys):
+    from boltzkit.trajectory import load_trajectory, log_spaced_updates
+
+    assert log_spaced_updates(12, 5) == [1, 2, 3, 6, 12]
+    assert log_spaced_updates(3, 10) == [1, 2, 3] and log_spaced_updates(10, 0) == []
+    out = tmp_path / "m.safetensors"
+    # 120 rows in batches of 30: 4 batches an epoch, 12 updates in 3 epochs
+    np.save(tmp_path / "x.npy", (np.random.default_rng(0).random((120, 16)) < 0.5)
+            .astype(np.float32))
+    code = main(["train", "--model", "rbm", "--dataset", str(tmp_path / "x.npy"),
+                 "--binarize", "none", "--n-hidden", "4", "--epochs", "3", "--batch-size",
+                 "30", "--save-trajectory", "--trajectory-updates", "5", "--quiet",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    template, states, epochs = load_trajectory(out.with_suffix(".trajectory.safetensors"))
+    # updates 1, 2, 3 (epoch 1) and 6 (epoch 2, after 2 of its 4 batches); the ends
+    assert epochs == [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
+    assert len(states) == 7 and not torch.equal(states[0]["connection.weights"],
+                                                states[1]["connection.weights"])
+    from boltzkit.io import load_model
+
+    final = load_model(out)
+    assert torch.equal(states[-1]["connection.weights"], final.connection.weights)

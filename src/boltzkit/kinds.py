@@ -295,9 +295,15 @@ OPTIONS: dict[str, Option] = {
                                applies=_set("trajectory_ais"), group="monitor", low=1),
     "trajectory_ais_chains": _o(100, "trajectory AIS: the most annealed chains", int,
                                 applies=_set("trajectory_ais"), group="monitor", low=1),
-    "save_trajectory": _o(False, "write the model after every epoch to MODEL.trajectory."
-                          "safetensors (for boltzkit sample --method ptt)", bool,
+    "save_trajectory": _o(False, "write the model along training to MODEL.trajectory."
+                          "safetensors (for boltzkit sample --method ptt): after every epoch "
+                          "and after --trajectory-updates log-spaced updates", bool,
                           group="monitor"),
+    "trajectory_updates": _o(64, "--save-trajectory: also keep the model after this many "
+                             "update counts spaced evenly in log over the run (1, 2, 3, 5, "
+                             "...), where the early models change fastest; 0: epoch ends "
+                             "only", int, applies=_set("save_trajectory"), group="monitor",
+                             low=0),
     "plots": _o(False, "write weight mosaic, samples and training curves beside the model",
                 bool, group="loop"),
     "tensorboard": _o(None, "also write the per-epoch history as TensorBoard scalars to DIR",
@@ -411,7 +417,7 @@ _SAMPLER = ("method", "k", "k_schedule", "chains", "n_temperatures", "beta_min",
 _ML = ("sparsity_target", "sparsity_cost", "centering")
 _MONITOR = ("monitor", "monitor_every", "monitor_ais_steps", "monitor_ais_chains",
             "trajectory_ais", "trajectory_ais_steps", "trajectory_ais_chains",
-            "save_trajectory")
+            "save_trajectory", "trajectory_updates")
 _BEAM = ("objective", "critic", "critic_k", "gamma", "gamma_warmup")
 
 

@@ -407,18 +407,21 @@ def trajectory_sample(path: TrajectoryPath, n: int, steps: int = 1000, k: int = 
 
 # --------------------------------------------------------------------------- saved trajectories
 def save_trajectory(path: str | Path, template: nn.Module, states: list[dict[str, Tensor]],
-                    epochs: list[int]) -> Path:
-    """Write model states of a run (state dicts, oldest first, one per entry of ``epochs``)."""
+                    epochs: list[float]) -> Path:
+    """Write model states of a run (state dicts, oldest first), each labelled by the
+    epoch it was kept at (fractional within an epoch: ``epochs``)."""
     from .io import save_tensors, tensor_name
 
-    tensors = {f"e{e}.{tensor_name(k)}": v for e, st in zip(epochs, states, strict=True)
-               for k, v in st.items()}
-    header = {"trajectory": True, "config": template.config(), "epochs": list(epochs)}
+    tensors = {f"p{j}.{tensor_name(k)}": v for j, st in enumerate(states) for k, v in st.items()}
+    if len(epochs) != len(states):
+        raise ValueError("one epoch label per state")
+    header = {"trajectory": True, "config": template.config(),
+              "epochs": [float(e) for e in epochs], "points": len(states)}
     return save_tensors(path, tensors, header)
 
 
 def load_trajectory(path: str | Path, device: str | torch.device = "cpu"
-                    ) -> tuple[nn.Module, list[dict[str, Tensor]], list[int]]:
+                    ) -> tuple[nn.Module, list[dict[str, Tensor]], list[float]]:
     """(a template model, the saved float states oldest first, their epochs) of a
     trajectory file; each state is checked as a model file is (names, shapes, finite)."""
     from .io import load_model_tensors, model_from_config, read_tensors
@@ -428,46 +431,95 @@ def load_trajectory(path: str | Path, device: str | torch.device = "cpu"
         raise ConfigError(f"no trajectory file {path}: train with --save-trajectory to write "
                           "one (or sample with --method gibbs or pt)")
     tensors, header = read_tensors(path)
-    if not header.get("trajectory") or not isinstance(header.get("epochs"), list) or not (
-            header["epochs"]):
+    epochs = header.get("epochs")
+    if not header.get("trajectory") or not isinstance(epochs, list) or not epochs:
         raise ModelFileError(f"{path} is not a boltzkit trajectory file")
+    # p{j}. names (one per kept state); files of one state per epoch name them e{epoch}.
+    prefixes = ([f"p{j}." for j in range(len(epochs))] if "points" in header
+                else [f"e{e}." for e in epochs])
     template = model_from_config(header["config"]).to(device)
     states = []
-    for e in header["epochs"]:
-        prefix = f"e{e}."
+    for e, prefix in zip(epochs, prefixes, strict=True):
         part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        load_model_tensors(template, part, source=f"{path} (epoch {e})")
+        load_model_tensors(template, part, source=f"{path} (epoch {e:g})")
         states.append(float_state(template))
-    return template, states, [int(e) for e in header["epochs"]]
+    return template, states, [float(e) for e in epochs]
+
+
+def log_spaced_updates(total: int, n: int) -> list[int]:
+    """About ``n`` update counts in 1..``total``, evenly spaced in log (distinct integers)."""
+    if n <= 0 or total <= 0:
+        return []
+    ticks = torch.logspace(0.0, math.log10(total), n, dtype=torch.float64).round().long()
+    return sorted(set(ticks.clamp(1, total).tolist()))
 
 
 class TrajectoryRecorder:
-    """Training callback: keep the model after every epoch; write them all at the last one.
+    """Training callback: keep the model along the run; write the states at the last epoch.
 
-    The states are the ones callbacks see (the averaged parameters once averaging is on),
-    written to ``path`` (MODEL.trajectory.safetensors) when the run reaches its last
-    epoch, for ``boltzkit sample --method ptt``.  With a checkpoint directory each epoch's
-    state is also kept there, so a resumed run still writes the whole trajectory.
+    Kept: the model at the end of every epoch (the states callbacks see: the averaged
+    parameters once averaging is on) and, within epochs, after ``updates`` update counts
+    spaced evenly in log over the whole run (1, 2, 3, 5, ...: the early, fast part of
+    training, where models change most per update, gets most of them; the live
+    parameters).  They are written to ``path`` (MODEL.trajectory.safetensors) when the run
+    reaches its last epoch, for ``boltzkit sample --method ptt``.  With a checkpoint
+    directory each epoch's states are also kept there, so a resumed run still writes the
+    whole trajectory.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, updates: int = 64) -> None:
         from .metrics.trajectory_ais import CallbackState
 
+        if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+            raise ConfigError(f"trajectory updates must be an integer >= 0, got {updates!r}")
         self.path = Path(path)
+        self.updates = updates
         self.states: list[dict[str, Tensor]] = []
-        self.epochs: list[int] = []
+        self.epochs: list[float] = []
+        self._epoch_start = 0  # index in states of the current epoch's first one
+        self._n_batches = 0
         self.store = CallbackState("trajectory", keep=None, every_epoch=True)
+
+    def _catch_up(self, trainer, epoch: int) -> None:
+        """A resumed run (``epoch`` epochs done, none kept here): read the states so far."""
+        if self.epochs or epoch < 1:
+            return
+        for e in range(1, epoch + 1):
+            tensors, meta = self.store.load(trainer, e)
+            labels = meta.get("labels", [float(e)])
+            for j, label in enumerate(labels):
+                prefix = f"p{j}."
+                part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                self.states.append(part or tensors)
+                self.epochs.append(float(label))
+        self._epoch_start = len(self.states)
+
+    def _keep(self, trainer, label: float) -> None:
+        self.states.append({k: v.detach().cpu().clone()
+                            for k, v in trainer.model.state_dict().items()})
+        self.epochs.append(label)
+
+    def update_points(self, trainer, epoch: int, n_batches: int) -> list[int]:
+        self._n_batches = n_batches
+        lo, hi = epoch * n_batches, (epoch + 1) * n_batches
+        wanted = log_spaced_updates(trainer.epochs * n_batches, self.updates)
+        return [u - lo for u in wanted if lo < u < hi]
+
+    def on_update(self, trainer, epoch: int, done: int) -> None:
+        self._catch_up(trainer, epoch)
+        self._keep(trainer, epoch + done / max(self._n_batches, 1))
 
     def __call__(self, trainer, record: dict) -> None:
         epoch = int(record["epoch"])
-        if not self.epochs and epoch > 1:  # a resumed run: the states so far
-            for e in range(1, epoch):
-                tensors, _ = self.store.load(trainer, e)
-                self.states.append(tensors)
-                self.epochs.append(e)
-        state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
-        self.states.append(state)
-        self.epochs.append(epoch)
-        self.store.save(trainer, epoch, lambda: (state, {}))
+        self._catch_up(trainer, epoch - 1)
+        self._keep(trainer, float(epoch))
+        mine = list(range(self._epoch_start, len(self.states)))
+        self._epoch_start = len(self.states)
+
+        def tensors() -> tuple[dict[str, Tensor], dict]:
+            out = {f"p{j}.{k}": v for j, i in enumerate(mine) for k, v in self.states[i].items()}
+            return out, {"labels": [self.epochs[i] for i in mine]}
+
+        self.store.save(trainer, epoch, tensors)
         if epoch == trainer.epochs and getattr(trainer, "rank", 0) == 0:
             save_trajectory(self.path, trainer.model, self.states, self.epochs)

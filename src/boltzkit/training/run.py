@@ -180,7 +180,8 @@ class Run:
         if c.get("save_trajectory"):
             from ..trajectory import TrajectoryRecorder, trajectory_path
 
-            out.append(TrajectoryRecorder(trajectory_path(c["out"])))
+            out.append(TrajectoryRecorder(trajectory_path(c["out"]),
+                                          updates=c["trajectory_updates"]))
         if c.get("tensorboard"):
             from ..tracking import TensorBoardLogger
 

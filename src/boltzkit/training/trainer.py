@@ -309,14 +309,16 @@ class Trainer:
         params = list(model.parameters())
         comm0 = sync.seconds if sync is not None else 0.0
         sums: dict[str, Tensor] = {}
+        points = self._update_points(len(bounds))
         with precision_.computing(self.precision):
             if step is not None:
                 act = torch.zeros((), dtype=params[0].dtype, device=self.device)
                 self._fused_epoch(step, source, perm, bounds, act, bar,
-                                  params if averaging else None)
+                                  params if averaging else None, points)
                 sums["hidden_activation"] = act
             else:
-                self._general_epoch(source, perm, bounds, sync, sums, bar, params, averaging)
+                self._general_epoch(source, perm, bounds, sync, sums, bar, params, averaging,
+                                    points)
         if bar is not None:
             bar.close()
         self._check_finite()
@@ -359,7 +361,29 @@ class Trainer:
             self.save_checkpoint()
         source.release()
 
-    def _general_epoch(self, source, perm, bounds, sync, sums, bar, params, averaging) -> None:
+    def _update_points(self, n_batches: int) -> dict[int, list]:
+        """{batches done: callbacks} for the callbacks that ask to run within the epoch.
+
+        A callback with ``update_points(trainer, epoch, n_batches)`` (``epoch``: the epochs
+        done before this one) names the batch counts 1 .. n_batches - 1 after which its
+        ``on_update(trainer, epoch, batches_done)`` runs (the epoch's end is its ``__call__``).
+        """
+        points: dict[int, list] = {}
+        for cb in self.callbacks:
+            ask = getattr(cb, "update_points", None)
+            if ask is not None:
+                for p in ask(self, self.epoch, n_batches):
+                    if 1 <= int(p) < n_batches:
+                        points.setdefault(int(p), []).append(cb)
+        return points
+
+    def _on_update(self, callbacks: list, done: int) -> None:
+        with torch.no_grad():
+            for cb in callbacks:
+                cb.on_update(self, self.epoch, done)
+
+    def _general_epoch(self, source, perm, bounds, sync, sums, bar, params, averaging,
+                       points: dict[int, list]) -> None:
         model, objective, sampler, gen = self.model, self.objective, self.sampler, self.generator
         world, rank, every = self.world_size, self.rank, self.divergence_check_every
         for i, (lo_, hi_) in enumerate(bounds):
@@ -398,12 +422,15 @@ class Trainer:
                 self.averager.update(params)
             if every and (i + 1) % every == 0:
                 self._check_finite()
+            if i + 1 in points:
+                self._on_update(points[i + 1], i + 1)
             if bar is not None:
                 bar.update(1)
 
     def _fused_epoch(self, step, source, perm: Tensor, bounds, act: Tensor, bar,
-                     averaged: list[Tensor] | None) -> None:
-        """The epoch's batches through ``step.run`` in runs between divergence checks.
+                     averaged: list[Tensor] | None, points: dict[int, list]) -> None:
+        """The epoch's batches through ``step.run`` in runs between divergence checks
+        (and the batch counts where callbacks asked to run, ``points``).
 
         The same updates in the same order as one step per batch, but the step binds
         its buffers once per run, not once per batch.  ``averaged`` (the parameters,
@@ -422,15 +449,19 @@ class Trainer:
             lo, hi = dist_.shard_bounds(idx.numel(), rank, world)
             return (source.take(idx[lo:hi]) if hi > lo else None), (hi - lo) / idx.numel()
 
-        for lo in range(0, n_batches, stretch):
-            hi = min(lo + stretch, n_batches)
+        ends = sorted({*range(stretch, n_batches, stretch), *points, n_batches})
+        lo = 0
+        for hi in ends:
             step.run((batch(i) for i in range(lo, hi)), act)
             if averaged is not None:
                 self.averager.update(averaged)
             if self.divergence_check_every and hi % self.divergence_check_every == 0:
                 self._check_finite()
+            if hi in points:
+                self._on_update(points[hi], hi)
             if bar is not None:
                 bar.update(hi - lo)
+            lo = hi
 
     def _track_best(self, record: dict, params: list[Tensor]) -> None:
         if self.best_by is None:
