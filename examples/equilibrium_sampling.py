@@ -106,16 +106,22 @@ def mnist01(args: argparse.Namespace, out: Path) -> list[dict]:
                   "--chains", "100", "--epochs", str(args.epochs), "--lr", "0.01",
                   "--momentum", "0.9", "--centering", "--lr-schedule", "linear",
                   "--lr-final-factor", "0.05", "--seed", str(args.seed), "--threads", "1",
-                  "--save-trajectory", "--quiet", "--out", str(model)]
+                  "--save-trajectory", "--trajectory-updates", str(args.trajectory_updates),
+                  "--quiet", "--out", str(model)]
     _, train_s, train_cmd = boltzkit(*train_args)
     rows = [{"sampler": "data (training images)", "share of 1s": f"{share:.3f}",
              "replicas": "", "swap rate (min)": "", "s": f"{train_s:.0f} (training)",
              "command": train_cmd}]
-    for name, extra in (("gibbs from noise", ["--init", "noise"]),
-                        ("gibbs from data (default)", []),
-                        ("ptt from noise", ["--method", "ptt", "--init", "noise"]),
-                        ("pt from noise", ["--method", "pt", "--init", "noise",
-                                           "--beta-min", "0.01"])):
+    replicas = ["--max-replicas", str(args.max_replicas)]
+    samplers = {"gibbs-noise": ("gibbs from noise", ["--init", "noise"]),
+                "gibbs-data": ("gibbs from data (default)", []),
+                "ptt": ("ptt from noise", ["--method", "ptt", "--init", "noise", *replicas]),
+                "pt": ("pt from noise", ["--method", "pt", "--init", "noise",
+                                         "--beta-min", "0.01", *replicas])}
+    for key in args.samplers.split(","):
+        if key not in samplers:
+            raise SystemExit(f"unknown sampler {key!r}: choose from {', '.join(samplers)}")
+        name, extra = samplers[key]
         npy = out / "mnist01-samples.npy"
         res, sec, cmd = boltzkit("sample", str(model), "--n", str(args.n_samples), "--steps",
                                  str(args.steps), "--seed", str(args.seed), "--threads", "1",
@@ -147,6 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-hidden", type=int, default=100)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samplers", default="gibbs-noise,gibbs-data,ptt,pt",
+                   help="mnist01: which samplers to run")
+    p.add_argument("--max-replicas", type=int, default=32,
+                   help="mnist01: replicas / temperatures at most (ptt, pt)")
+    p.add_argument("--trajectory-updates", type=int, default=64,
+                   help="mnist01: log-spaced updates kept besides the epoch ends")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out_dir)

@@ -80,7 +80,8 @@ def test_compiled_step_is_the_torch_step(nat, monkeypatch, method, momentum, mod
     orders (one bfloat16 ulp, 2**-7 relative, of |V^T H| <= B + M, times lr / B)."""
     calls = []
     real = nat.bernoulli_pass
-    monkeypatch.setattr(nat, "bernoulli_pass", lambda *a: calls.append(len(a[0])) or real(*a))
+    monkeypatch.setattr(nat, "bernoulli_pass",
+                        lambda *a: calls.append((len(a[0]), a[0][0].dtype)) or real(*a))
     runs = {}
     for name in ("compiled", "torch"):
         steps = []
@@ -89,7 +90,7 @@ def test_compiled_step_is_the_torch_step(nat, monkeypatch, method, momentum, mod
         rbm, sampler = _fit(True, method, momentum, B, model_norm=model_norm, grid=True,
                             steps=steps)
         runs[name] = rbm, sampler, steps[-1]._ws[(B, B)]
-    assert calls == [1]
+    assert calls == [(1, torch.int64)]  # in-memory rows: the pass gathers them by index
     (fast, s_f, ws_f), (plain, s_p, ws_p) = runs["compiled"], runs["torch"]
     assert torch.equal(ws_f.V, ws_p.V)  # the same draws: data rows and model states
     torch.testing.assert_close(ws_f.H, ws_p.H, rtol=0, atol=1e-6)

@@ -103,6 +103,11 @@ class FusedBernoulliSGD:
             views = {id(p): view for p, view in zip(sync.params, sync.views, strict=True)}
             self._grads = tuple(views[id(p)] for p in params)
 
+    @property
+    def gathers(self) -> bool:
+        """Whether ``run`` takes :class:`IndexedRows` batches (the compiled pass gathers)."""
+        return self.native is not None
+
     def _workspace(self, B: int, M: int, W: Tensor) -> _FusedWorkspace:
         ws = self._ws.get((B, M))
         if ws is None:
@@ -375,16 +380,20 @@ class FusedBernoulliSGD:
             if bufs:
                 nat.transpose_copy(bufT, bufs[0])
 
-        def flush(group: list[Tensor]) -> None:
+        def flush(group: list) -> None:
             nonlocal entered
             B = group[0].shape[0]
+            rows = e32
+            if isinstance(group[0], IndexedRows):  # (the same rows for every batch of a pass)
+                rows = group[0].rows
+                indexed = [g.idx for g in group]
             if persistent and sampler.field is None:
                 if entered:
                     leave()
                     entered = False
                 with torch.inference_mode(False), torch.no_grad():  # (the caller's precision)
                     if sampler.chains is None:
-                        sampler.chains = sampler.start(rbm, group[0], gen)
+                        sampler.chains = sampler.start(rbm, _rows(group[0]), gen)
                     sampler.field = rbm.hidden_field(sampler.chains)
             M = sampler.chains.shape[0] if persistent else B
             with torch.inference_mode(False):
@@ -393,7 +402,7 @@ class FusedBernoulliSGD:
                 if entered:  # the torch calls read and write the model's W
                     leave()
                     entered = False
-                return self._steps(group, activation, native=False)
+                return self._steps([_rows(g) for g in group], activation, native=False)
             if not entered:
                 enter()
                 entered = True
@@ -404,9 +413,10 @@ class FusedBernoulliSGD:
             field = sampler.field if persistent else e32
             b64 = ws.b64 if ws.b64 is not None else e32
             sv64 = ws.sv64 if ws.sv64 is not None else e32
-            nat.bernoulli_pass(group, keys, WT, bufT, WlT, b, c, gb, gc, b64, ws.sv, sv64,
-                               buffers, field, persistent, k, lr, self.momentum,
-                               self.weight_decay, -float(ws.model_scale), act)
+            nat.bernoulli_pass(indexed if rows.numel() else group, keys, WT, bufT, WlT, b, c,
+                               gb, gc, b64, ws.sv, sv64, buffers, field, persistent, k, lr,
+                               self.momentum, self.weight_decay, -float(ws.model_scale), act,
+                               rows)
             if persistent:
                 sampler.chains, sampler.field = ws.Vm, ws.Fm
 
@@ -415,9 +425,10 @@ class FusedBernoulliSGD:
         try:
             with torch.inference_mode():
                 for v_data in batches:
-                    if v_data.requires_grad:
+                    if isinstance(v_data, Tensor) and v_data.requires_grad:
                         v_data = v_data.detach()
-                    if group and (v_data.shape[0] != group[0].shape[0] or len(group) == 32):
+                    if group and (v_data.shape[0] != group[0].shape[0] or len(group) == 32
+                                  or type(v_data) is not type(group[0])):
                         flush(group)
                         group = []
                     group.append(v_data)
@@ -435,6 +446,21 @@ class FusedBernoulliSGD:
             activation.add_(extra[0])
         lr = float(self.optimizer.param_groups[0]["lr"])
         torch._foreach_add_((self._W, self._b, self._c), self._grads, alpha=-lr)
+
+
+class IndexedRows:
+    """A batch given as ``rows[idx]`` (rows: (n, n_visible) float32 on the CPU, idx: int64):
+    the compiled pass gathers it straight into its buffers; ``shape`` is the batch's."""
+
+    __slots__ = ("rows", "idx", "shape")
+
+    def __init__(self, rows: Tensor, idx: Tensor) -> None:
+        self.rows, self.idx = rows, idx.contiguous()
+        self.shape = (idx.numel(), rows.shape[1])
+
+
+def _rows(batch) -> Tensor:
+    return batch.rows.index_select(0, batch.idx) if isinstance(batch, IndexedRows) else batch
 
 
 class _FusedWorkspace:

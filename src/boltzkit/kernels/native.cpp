@@ -73,7 +73,9 @@ inline void sigmoid_row(const In* pre, const float* b, float* q, int64_t C) {
   for (int64_t j = 0; j < C; ++j) {
     // Clamped: under -ffast-math exp's overflow to inf is not handled (1 / (1 + inf) came
     // out NaN); sigmoid(+-80) is 1 and 1.8e-35 in float32.
-    const float x = std::min(80.0f, std::max(-80.0f, to_float(pre[j]) + b[j]));
+    float x = to_float(pre[j]) + b[j];
+    x = x > 80.0f ? 80.0f : x;
+    x = x < -80.0f ? -80.0f : x;
     q[j] = 1.0f / (1.0f + std::exp(-x));
   }
 }
@@ -251,7 +253,8 @@ void transpose_copy(const at::Tensor& src, const at::Tensor& dst) {
   });
 }
 
-// One pass of CD-k / PCD-k + SGD over `batches` (each (B, n_visible) float32, the same B),
+// One pass of CD-k / PCD-k + SGD over `batches` (each (B, n_visible) float32, the same B;
+// or, with `rows` (n, n_visible) float32 given, each the B int64 indices of its rows),
 // the loop of FusedBernoulliSGD._steps_native in C++: the weights transposed (WT, their
 // momentum bufT and bfloat16 copy WlT, (n_hidden, n_visible)), the workspace's buffers
 // (ws: V, Vl, Fl, H, HlT, hsl, pvl, GT, F32, signs, ones, mean_w; see fused.py), the keys
@@ -264,7 +267,7 @@ at::Tensor bernoulli_pass(const std::vector<at::Tensor>& batches, const at::Tens
                           const at::Tensor& sv64, const std::vector<at::Tensor>& ws,
                           const at::Tensor& field0, bool persistent, int64_t k, double lr,
                           double momentum, double wd, double model_weight,
-                          const at::Tensor& activation) {
+                          const at::Tensor& activation, const at::Tensor& rows) {
   TORCH_CHECK(ws.size() == 12, "bernoulli_pass: 12 workspace buffers");
   const at::Tensor &V = ws[0], &Vl = ws[1], &Fl = ws[2], &H = ws[3], &HlT = ws[4];
   const at::Tensor &hsl = ws[5], &pvl = ws[6], &GT = ws[7], &F32 = ws[8];
@@ -286,10 +289,35 @@ at::Tensor bernoulli_pass(const std::vector<at::Tensor>& batches, const at::Tens
   const int64_t* key = keys.data_ptr<int64_t>();
   at::Tensor field = field0;
   (void)nh;
+  const bool gather = rows.numel() > 0;
+  if (gather) check(rows, at::kFloat, rows.numel(), "rows");
+  const int64_t nv = V.size(1);
   for (const at::Tensor& v_data : batches) {
     TORCH_CHECK(v_data.size(0) == B, "bernoulli_pass: every batch has the workspace's rows");
-    Vd.copy_(v_data);
-    Vdl.copy_(v_data);
+    if (gather) {  // v_data: the batch's row indices into rows (n, n_visible)
+      TORCH_CHECK(v_data.scalar_type() == at::kLong && v_data.is_contiguous(),
+                  "bernoulli_pass: int64 row indices");
+      const int64_t* idx = v_data.data_ptr<int64_t>();
+      const float* src = rows.data_ptr<float>();
+      float* vd = Vd.data_ptr<float>();
+      auto* vdl = reinterpret_cast<uint16_t*>(Vdl.data_ptr());
+      const int64_t n_rows = rows.size(0);
+      at::parallel_for(0, B, 8, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t i = idx[r];
+          TORCH_CHECK(i >= 0 && i < n_rows, "bernoulli_pass: row index out of range");
+          const float* x = src + i * nv;
+#pragma omp simd
+          for (int64_t j = 0; j < nv; ++j) {
+            vd[r * nv + j] = x[j];
+            vdl[r * nv + j] = float_to_bf16(x[j]);
+          }
+        }
+      });
+    } else {
+      Vd.copy_(v_data);
+      Vdl.copy_(v_data);
+    }
     if (persistent) {  // first half-sweep from the chains' kept field
       sample_bernoulli(field.is_contiguous() ? field : field.contiguous(), c, e16, true,
                        *key++, e32, e16, 1.0, e32, hsl, -1);

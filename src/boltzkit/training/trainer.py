@@ -52,6 +52,7 @@ from .. import kernels
 from .. import precision as precision_
 from ..errors import ConfigError, ModelFileError, TrainingDiverged
 from ..io import load_model_tensors, model_tensors, read_tensors, save_tensors
+from ..kernels.fused import IndexedRows
 from ..objectives import LikelihoodGradient, Objective, as_objective
 from ..precision import Precision
 from ..progress import progress_bar
@@ -441,8 +442,17 @@ class Trainer:
         stretch = 1 if averaged is not None else every
         rank, world = self.rank, self.world_size
 
+        # A step that gathers its own rows (the compiled bfloat16 pass) gets their indices.
+        rows = getattr(source, "rows", None) if getattr(step, "gathers", False) else None
+        if not (world == 1 and isinstance(source, TensorRows) and isinstance(rows, Tensor)
+                and rows.dtype == torch.float32 and rows.device.type == "cpu"
+                and rows.dim() == 2 and rows.is_contiguous()):
+            rows = None
+
         def batch(i: int):
             idx = perm[bounds[i][0]:bounds[i][1]]
+            if rows is not None:
+                return IndexedRows(rows, idx)
             if world == 1:
                 return source.take(idx)
             # data-parallel: this rank's rows of the global batch and their share of it
