@@ -73,7 +73,7 @@ def test_describe_says_what_auto_picks(native):
     kernels_ = d.pop("bfloat16_kernels")
     assert d == {"device": "cpu", "auto": "bfloat16",
                  "reason": "this CPU has native bfloat16 (avx512_bf16)"}
-    assert kernels_ in ("in use", "built on first bfloat16 training step",
+    assert kernels_ in ("in use", "loaded at the first bfloat16 step (built once per machine)",
                         "unavailable (torch calls instead)", "off (BOLTZKIT_NATIVE=0)")
 
 

@@ -101,7 +101,7 @@ def status() -> str:
     if not enabled():
         return "off (BOLTZKIT_NATIVE=0)"
     if "module" not in _state:
-        return "built on first bfloat16 training step"
+        return "loaded at the first bfloat16 step (built once per machine)"
     return "in use" if _state["module"] is not None else "unavailable (torch calls instead)"
 
 
