@@ -211,7 +211,7 @@ def test_saturated_fields_give_probabilities_not_nan(nat):
     bias = torch.zeros(64)
     prob, prob_low = torch.empty(4, 64), torch.empty(4, 64, dtype=torch.bfloat16)
     state = torch.empty(4, 64)
-    nat.sample_bernoulli(pre, bias, torch.empty(0), True, 5, prob, prob_low, 1.0, state,
+    nat.sample_bernoulli(pre, bias, 5, prob, prob_low, 1.0, state,
                          torch.empty(0, dtype=torch.bfloat16), -1)
     assert torch.isfinite(prob).all() and torch.isfinite(prob_low.float()).all()
     torch.testing.assert_close(prob, torch.sigmoid(pre.float()), rtol=0, atol=1e-30)

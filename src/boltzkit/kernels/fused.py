@@ -146,6 +146,8 @@ class FusedBernoulliSGD:
 
     def _steps(self, batches: Iterable, activation: Tensor | None,
                native: bool = True) -> None:
+        if native and self.native is not None:
+            return self._steps_native(batches, activation)
         sampler, gen, rbm, sync = self.sampler, self.generator, self.rbm, self.sync
         W, b, c, Wt = self._W, self._b, self._c, self._Wt
         # The learning rate and k are read per pass: schedules change them between epochs.
@@ -153,8 +155,6 @@ class FusedBernoulliSGD:
         wd, momentum, bufs, persistent, k = (self.weight_decay, self.momentum, self.bufs,
                                              self.persistent, sampler.k)
         hidden, low = self.hidden_chains, self.low
-        if native and self.native is not None:
-            return self._steps_native(batches, activation)
         nv, nh = W.shape
         weight = 1.0
         ws = None  # the first batch binds the workspace (and its buffers) below
@@ -371,7 +371,7 @@ class FusedBernoulliSGD:
 
         def enter() -> None:
             nat.transpose_copy(W, WT)
-            nat.transpose_copy(W, WlT)
+            WlT.copy_(WT)
             if bufs:
                 nat.transpose_copy(bufs[0], bufT)
 

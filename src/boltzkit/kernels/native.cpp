@@ -5,8 +5,8 @@
 // low-precision copy of W) than in its GEMMs; each pass is a separate torch call that
 // reads and writes whole buffers.  Here each group is one loop over the data: the same
 // arithmetic in float32 as the torch calls they replace (only rounding differs: a fused
-// multiply-add, the exp of libm's vector math), the same uniforms (the caller passes
-// the 16-bit draws boltzkit.units draws under mixed precision).
+// multiply-add, the exp of libm's vector math), the same uniforms (the 16-bit draws of
+// boltzkit.units.bits16, hashed inside the loops from the caller's keys).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -80,14 +80,13 @@ inline void sigmoid_row(const In* pre, const float* b, float* q, int64_t C) {
   }
 }
 
-// p = sigmoid(pre + bias) for pre (R, C) bfloat16 or float32 and bias (C) float32; each output given
-// (non-empty) is written: prob (float32) and prob_low (bfloat16) get scale * p; state and
-// state_low (float32 / bfloat16) get 1 where u < p: u = bits * 2^-16 (bits: R*C int16 read
-// as unsigned), bits itself (R*C float32 uniforms), or, when hashed, the draws keyed by key.  low_col >= 0: prob_low is written
-// transposed, (C, L), row r of the result into column low_col + r (for a GEMM that wants
-// the transpose as its left operand).
-void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, const at::Tensor& bits,
-                      bool hashed, int64_t key, const at::Tensor& prob, const at::Tensor& prob_low, double scale,
+// p = sigmoid(pre + bias) for pre (R, C) bfloat16 or float32 and bias (C) float32; each
+// output given (non-empty) is written: prob (float32) and prob_low (bfloat16) get scale * p;
+// state and state_low (float32 / bfloat16) get 1 where u < p, u the draws keyed by key (see
+// HashKey).  low_col >= 0: prob_low is written transposed, (C, L), row r of the result into
+// column low_col + r (for a GEMM that wants the transpose as its left operand).
+void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, int64_t key,
+                      const at::Tensor& prob, const at::Tensor& prob_low, double scale,
                       const at::Tensor& state, const at::Tensor& state_low, int64_t low_col) {
   TORCH_CHECK(pre.dim() == 2, "pre: (rows, units)");
   const int64_t R = pre.size(0), C = pre.size(1), N = R * C;
@@ -109,16 +108,11 @@ void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, const at::T
   }
   if (want_s) check(state, at::kFloat, N, "state");
   if (want_sl) check(state_low, at::kBFloat16, N, "state_low");
-  const bool float_u = !hashed && bits.scalar_type() == at::kFloat;
-  if ((want_s || want_sl) && !hashed) check(bits, float_u ? at::kFloat : at::kShort, N, "bits");
   const HashKey hk(key);
   const auto* Pl = low_pre ? reinterpret_cast<const uint16_t*>(pre.data_ptr()) : nullptr;
   const float* Pf = low_pre ? nullptr : pre.data_ptr<float>();
   const float* b = bias.data_ptr<float>();
   const bool draw = want_s || want_sl;
-  const auto* U = draw && !float_u && !hashed
-                      ? reinterpret_cast<const uint16_t*>(bits.data_ptr()) : nullptr;
-  const float* Uf = draw && float_u ? bits.data_ptr<float>() : nullptr;
   float* po = want_p ? prob.data_ptr<float>() : nullptr;
   auto* plo = want_pl ? reinterpret_cast<uint16_t*>(prob_low.data_ptr()) : nullptr;
   float* so = want_s ? state.data_ptr<float>() : nullptr;
@@ -132,20 +126,11 @@ void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, const at::T
       const int64_t o = r * C;
       if (Pl != nullptr) sigmoid_row(Pl + o, b, q, C);
       else sigmoid_row(Pf + o, b, q, C);
-      if (draw) {  // the states first: the uniforms may share memory with state
-        if (Uf != nullptr) {
+      if (draw) {
+        const uint32_t o32 = static_cast<uint32_t>(o);
 #pragma omp simd
-          for (int64_t j = 0; j < C; ++j) st[j] = Uf[o + j] < q[j] ? 1.0f : 0.0f;
-        } else if (U != nullptr) {
-#pragma omp simd
-          for (int64_t j = 0; j < C; ++j)
-            st[j] = static_cast<float>(U[o + j]) * (1.0f / 65536.0f) < q[j] ? 1.0f : 0.0f;
-        } else {
-          const uint32_t o32 = static_cast<uint32_t>(o);
-#pragma omp simd
-          for (int64_t j = 0; j < C; ++j)
-            st[j] = hk.uniform(o32 + static_cast<uint32_t>(j)) < q[j] ? 1.0f : 0.0f;
-        }
+        for (int64_t j = 0; j < C; ++j)
+          st[j] = hk.uniform(o32 + static_cast<uint32_t>(j)) < q[j] ? 1.0f : 0.0f;
         if (so != nullptr) {
 #pragma omp simd
           for (int64_t j = 0; j < C; ++j) so[o + j] = st[j];
@@ -319,29 +304,29 @@ at::Tensor bernoulli_pass(const std::vector<at::Tensor>& batches, const at::Tens
       Vdl.copy_(v_data);
     }
     if (persistent) {  // first half-sweep from the chains' kept field
-      sample_bernoulli(field.is_contiguous() ? field : field.contiguous(), c, e16, true,
-                       *key++, e32, e16, 1.0, e32, hsl, -1);
+      sample_bernoulli(field.is_contiguous() ? field : field.contiguous(), c, *key++, e32,
+                       e16, 1.0, e32, hsl, -1);
     } else {  // CD: the data's hidden means, and the first draw from them
       at::mm_out(const_cast<at::Tensor&>(Fdl), Vdl, WlTt);
-      sample_bernoulli(Fdl, c, e16, true, *key++, Hd, HlT, 1.0, e32, hsl, 0);
+      sample_bernoulli(Fdl, c, *key++, Hd, HlT, 1.0, e32, hsl, 0);
     }
     for (int64_t i = 0; i < k; ++i) {
       if (i) {
         at::mm_out(const_cast<at::Tensor&>(Fml), Vml, WlTt);
-        sample_bernoulli(Fml, c, e16, true, *key++, e32, e16, 1.0, e32, hsl, -1);
+        sample_bernoulli(Fml, c, *key++, e32, e16, 1.0, e32, hsl, -1);
       }
       at::mm_out(const_cast<at::Tensor&>(pvl), hsl, WlT);
-      sample_bernoulli(pvl, b, e16, true, *key++, e32, e16, 1.0, Vm, Vml, -1);
+      sample_bernoulli(pvl, b, *key++, e32, e16, 1.0, Vm, Vml, -1);
     }
     if (persistent) {  // both hidden fields, before the update
       at::mm_out(const_cast<at::Tensor&>(Fl), Vl, WlTt);
       Fm.copy_(Fml);
-      sample_bernoulli(Fdl, c, e16, false, 0, Hd, HlT, 1.0, e32, e16, 0);
+      sample_bernoulli(Fdl, c, 0, Hd, HlT, 1.0, e32, e16, 0);
       field = Fm;
     } else {
       at::mm_out(const_cast<at::Tensor&>(Fml), Vml, WlTt);
     }
-    sample_bernoulli(Fml, c, e16, false, 0, Hm, HlT, -model_weight, e32, e16, B);
+    sample_bernoulli(Fml, c, 0, Hm, HlT, -model_weight, e32, e16, B);
     if (act) activation.add_(at::dot(Hd_flat, mean_w));
     at::mm_out(const_cast<at::Tensor&>(GT), HlT, Vl);  // (V^T H)^T
     if (!has_buf) {

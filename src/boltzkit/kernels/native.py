@@ -2,12 +2,13 @@
 
 With bfloat16 GEMMs (:mod:`boltzkit.precision`), a CD/PCD step of the plain case spends
 more time in its elementwise torch calls than in its products: each call reads and
-writes whole buffers and costs a dispatch.  ``native.cpp`` fuses them into two loops:
-``sample_bernoulli`` (bias add, sigmoid, the Bernoulli draw against the caller's
-16-bit uniforms, the float32 and bfloat16 outputs) and ``sgd_step`` (momentum, weight
-step and the new bfloat16 copy of W).  :class:`~boltzkit.kernels.fused.FusedBernoulliSGD`
-uses them when :func:`load` returns the module, and its torch-call path otherwise; the
-two agree up to float rounding (``tests/test_precision.py``).
+writes whole buffers and costs a dispatch.  ``native.cpp`` runs a whole pass of batches
+(``bernoulli_pass``) in two kinds of loop: ``sample_bernoulli`` (bias add, sigmoid, the
+Bernoulli draw with the hashed 16-bit uniforms of :func:`boltzkit.units.bits16`, the
+float32 and bfloat16 outputs) and ``sgd_step`` (momentum, weight step and the new bfloat16
+copy of W).  :class:`~boltzkit.kernels.fused.FusedBernoulliSGD` uses it when :func:`load`
+returns the module, and its torch-call path otherwise; the two take the same draws and
+agree up to float rounding (``tests/test_native.py``).
 
 :func:`load` compiles the source once per machine with torch's C++ extension builder
 (a C++ compiler and ninja are needed; about 30 s), into torch's extension cache (or
