@@ -408,15 +408,12 @@ class FusedBernoulliSGD:
                 entered = True
             keys = torch.empty(len(group) * 2 * k, dtype=torch.int64)
             keys.random_(-(2**63), None, generator=gen)  # draw_key's words, in one call
-            buffers = [ws.V, ws.Vl, ws.Fl, ws.H, ws.HlT, ws.hsl, ws.pvl, ws.GT, ws.F,
-                       ws.signs, ws.ones, ws.mean_weights]
+            buffers = [ws.V, ws.Vl, ws.Fl, ws.HlT, ws.hsl, ws.pvl, ws.GT, ws.F]
             field = sampler.field if persistent else e32
-            b64 = ws.b64 if ws.b64 is not None else e32
-            sv64 = ws.sv64 if ws.sv64 is not None else e32
             nat.bernoulli_pass(indexed if rows.numel() else group, keys, WT, bufT, WlT, b, c,
-                               gb, gc, b64, ws.sv, sv64, buffers, field, persistent, k, lr,
-                               self.momentum, self.weight_decay, -float(ws.model_scale), act,
-                               rows)
+                               gb, gc, buffers, field, persistent, k, lr, self.momentum,
+                               self.weight_decay, -float(ws.model_scale), ws.b64 is not None,
+                               act, rows)
             if persistent:
                 sampler.chains, sampler.field = ws.Vm, ws.Fm
 

@@ -80,14 +80,56 @@ inline void sigmoid_row(const In* pre, const float* b, float* q, int64_t C) {
   }
 }
 
+// Rows are handled in tiles of at most 32 (RowTiles): fixed by R alone, so the column sums
+// below, summed per tile and then over the tiles in order, do not depend on the number of
+// threads (a resumed run on another thread count sums alike).
+struct RowTiles {
+  int64_t n, size;
+  explicit RowTiles(int64_t R) : n(std::max<int64_t>(1, (R + 31) / 32)), size((R + n - 1) / n) {}
+};
+
+// out (C) = the sum over the tiles, in order, of part (n, C).
+void sum_tiles(const std::vector<float>& part, int64_t n, int64_t C, float* out) {
+  std::fill(out, out + C, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* p = part.data() + t * C;
+#pragma omp simd
+    for (int64_t j = 0; j < C; ++j) out[j] += p[j];
+  }
+}
+
+// out (C) = the column sums of x (R, C) float32, summed as sample_bernoulli sums.
+void column_sums(const at::Tensor& x, const at::Tensor& out) {
+  const int64_t R = x.size(0), C = x.size(1);
+  check(x, at::kFloat, R * C, "x");
+  check(out, at::kFloat, C, "out");
+  const RowTiles tl(R);
+  std::vector<float> part(tl.n * C, 0.0f);
+  const float* a = x.data_ptr<float>();
+  at::parallel_for(0, tl.n, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      float* acc = part.data() + ti * C;
+      for (int64_t r = ti * tl.size; r < std::min(R, (ti + 1) * tl.size); ++r) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; ++j) acc[j] += a[r * C + j];
+      }
+    }
+  });
+  sum_tiles(part, tl.n, C, out.data_ptr<float>());
+}
+
 // p = sigmoid(pre + bias) for pre (R, C) bfloat16 or float32 and bias (C) float32; each
 // output given (non-empty) is written: prob (float32) and prob_low (bfloat16) get scale * p;
 // state and state_low (float32 / bfloat16) get 1 where u < p, u the draws keyed by key (see
-// HashKey).  low_col >= 0: prob_low is written transposed, (C, L), row r of the result into
-// column low_col + r (for a GEMM that wants the transpose as its left operand).
+// HashKey); prob_sum and state_sum (C) the column sums of scale * p and of the states.
+// low_col >= 0: prob_low is written transposed, (C, L), row r of the result into column
+// low_col + r (for a GEMM that wants the transpose as its left operand), a tile of rows at a
+// time so that each unit's values are one contiguous run (scattered 2-byte stores, one per
+// unit and row, made this loop 2x slower).
 void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, int64_t key,
                       const at::Tensor& prob, const at::Tensor& prob_low, double scale,
-                      const at::Tensor& state, const at::Tensor& state_low, int64_t low_col) {
+                      const at::Tensor& state, const at::Tensor& state_low, int64_t low_col,
+                      const at::Tensor& prob_sum, const at::Tensor& state_sum) {
   TORCH_CHECK(pre.dim() == 2, "pre: (rows, units)");
   const int64_t R = pre.size(0), C = pre.size(1), N = R * C;
   TORCH_CHECK(N <= (int64_t(1) << 32), "at most 2^32 draws per key");
@@ -96,6 +138,7 @@ void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, int64_t key
   check(bias, at::kFloat, C, "bias");
   const bool want_p = prob.numel() > 0, want_pl = prob_low.numel() > 0;
   const bool want_s = state.numel() > 0, want_sl = state_low.numel() > 0;
+  const bool want_ps = prob_sum.numel() > 0, want_ss = state_sum.numel() > 0;
   if (want_p) check(prob, at::kFloat, N, "prob");
   int64_t ld = 0;  // prob_low transposed: (C, ld), row r of p in its column low_col + r
   if (want_pl && low_col >= 0) {
@@ -108,51 +151,78 @@ void sample_bernoulli(const at::Tensor& pre, const at::Tensor& bias, int64_t key
   }
   if (want_s) check(state, at::kFloat, N, "state");
   if (want_sl) check(state_low, at::kBFloat16, N, "state_low");
+  if (want_ps) check(prob_sum, at::kFloat, C, "prob_sum");
+  if (want_ss) check(state_sum, at::kFloat, C, "state_sum");
   const HashKey hk(key);
   const auto* Pl = low_pre ? reinterpret_cast<const uint16_t*>(pre.data_ptr()) : nullptr;
   const float* Pf = low_pre ? nullptr : pre.data_ptr<float>();
   const float* b = bias.data_ptr<float>();
-  const bool draw = want_s || want_sl;
+  const bool draw = want_s || want_sl || want_ss;
   float* po = want_p ? prob.data_ptr<float>() : nullptr;
   auto* plo = want_pl ? reinterpret_cast<uint16_t*>(prob_low.data_ptr()) : nullptr;
   float* so = want_s ? state.data_ptr<float>() : nullptr;
   auto* slo = want_sl ? reinterpret_cast<uint16_t*>(state_low.data_ptr()) : nullptr;
   const float sc = static_cast<float>(scale);
-  at::parallel_for(0, R, 4, [&](int64_t r0, int64_t r1) {
-    std::vector<float> row(2 * C);
-    float* q = row.data();
-    float* st = q + C;
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t o = r * C;
-      if (Pl != nullptr) sigmoid_row(Pl + o, b, q, C);
-      else sigmoid_row(Pf + o, b, q, C);
-      if (draw) {
-        const uint32_t o32 = static_cast<uint32_t>(o);
+  const bool transposed = plo != nullptr && ld > 0;
+  const RowTiles tl(R);
+  std::vector<float> psum(want_ps ? tl.n * C : 0, 0.0f), ssum(want_ss ? tl.n * C : 0, 0.0f);
+  at::parallel_for(0, tl.n, 1, [&](int64_t t0, int64_t t1) {
+    // st: a row's states; qs: a row's probabilities, or the tile's when transposed
+    std::vector<float> buf((transposed ? tl.size + 1 : 2) * C);
+    float* st = buf.data();
+    float* qs = st + C;
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const int64_t rb = ti * tl.size, re = std::min(R, rb + tl.size);
+      float* pacc = want_ps ? psum.data() + ti * C : nullptr;
+      float* sacc = want_ss ? ssum.data() + ti * C : nullptr;
+      for (int64_t r = rb; r < re; ++r) {
+        const int64_t o = r * C;
+        float* q = transposed ? qs + (r - rb) * C : qs;
+        if (Pl != nullptr) sigmoid_row(Pl + o, b, q, C);
+        else sigmoid_row(Pf + o, b, q, C);
+        if (draw) {
+          const uint32_t o32 = static_cast<uint32_t>(o);
 #pragma omp simd
-        for (int64_t j = 0; j < C; ++j)
-          st[j] = hk.uniform(o32 + static_cast<uint32_t>(j)) < q[j] ? 1.0f : 0.0f;
-        if (so != nullptr) {
+          for (int64_t j = 0; j < C; ++j)
+            st[j] = hk.uniform(o32 + static_cast<uint32_t>(j)) < q[j] ? 1.0f : 0.0f;
+          if (so != nullptr) {
 #pragma omp simd
-          for (int64_t j = 0; j < C; ++j) so[o + j] = st[j];
+            for (int64_t j = 0; j < C; ++j) so[o + j] = st[j];
+          }
+          if (slo != nullptr) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; ++j) slo[o + j] = st[j] != 0.0f ? kBf16One : 0;
+          }
+          if (sacc != nullptr) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; ++j) sacc[j] += st[j];
+          }
         }
-        if (slo != nullptr) {
+        if (po != nullptr) {
 #pragma omp simd
-          for (int64_t j = 0; j < C; ++j) slo[o + j] = st[j] != 0.0f ? kBf16One : 0;
+          for (int64_t j = 0; j < C; ++j) po[o + j] = q[j] * sc;
+        }
+        if (pacc != nullptr) {
+#pragma omp simd
+          for (int64_t j = 0; j < C; ++j) pacc[j] += q[j] * sc;
+        }
+        if (plo != nullptr && !transposed) {
+#pragma omp simd
+          for (int64_t j = 0; j < C; ++j) plo[o + j] = float_to_bf16(q[j] * sc);
         }
       }
-      if (po != nullptr) {
-#pragma omp simd
-        for (int64_t j = 0; j < C; ++j) po[o + j] = q[j] * sc;
-      }
-      if (plo != nullptr && ld == 0) {
-#pragma omp simd
-        for (int64_t j = 0; j < C; ++j) plo[o + j] = float_to_bf16(q[j] * sc);
-      } else if (plo != nullptr) {
-        uint16_t* col = plo + low_col + r;
-        for (int64_t j = 0; j < C; ++j) col[j * ld] = float_to_bf16(q[j] * sc);
+      if (transposed) {
+        const int64_t nt = re - rb;
+        for (int64_t j = 0; j < C; ++j) {
+          uint16_t* col = plo + j * ld + low_col + rb;
+          const float* qj = qs + j;
+          for (int64_t t = 0; t < nt; ++t) col[t] = float_to_bf16(qj[t * C] * sc);
+        }
       }
     }
   });
+  if (want_ps) sum_tiles(psum, tl.n, C, prob_sum.data_ptr<float>());
+  if (want_ss) sum_tiles(ssum, tl.n, C, state_sum.data_ptr<float>());
 }
 
 // The weight step from G = V^T H (bfloat16, the shape of W), then the new bfloat16 copy
@@ -238,45 +308,88 @@ void transpose_copy(const at::Tensor& src, const at::Tensor& dst) {
   });
 }
 
+// The bias steps from the column sums of the data's and the chains' visible states (dv, mv)
+// and hidden probabilities (dh; mh already scaled by -w): the gradients V^T s, s the rows'
+// signs (1 for data, -w for chains), and H^T 1.  With momentum buffers gb, gc: as sgd_step;
+// without: p += alpha grad, the visible bias's step in float64, rounded once, when wide.
+void bias_steps(const at::Tensor& b, const at::Tensor& c, const at::Tensor& gb,
+                const at::Tensor& gc, const float* dv, const float* mv, const float* dh,
+                const float* mh, float w, double lr, double momentum, double alpha,
+                bool wide) {
+  const int64_t nv = b.numel(), nh = c.numel();
+  float* pb = b.data_ptr<float>();
+  float* pc = c.data_ptr<float>();
+  const float l = static_cast<float>(lr), a = static_cast<float>(alpha);
+  if (gb.numel() > 0) {
+    float* m = gb.data_ptr<float>();
+    const float mo = static_cast<float>(momentum);
+    for (int64_t j = 0; j < nv; ++j) {
+      m[j] = mo * m[j] + a * (dv[j] - w * mv[j]);
+      pb[j] -= l * m[j];
+    }
+    m = gc.data_ptr<float>();
+    for (int64_t j = 0; j < nh; ++j) {
+      m[j] = mo * m[j] + a * (dh[j] + mh[j]);
+      pc[j] -= l * m[j];
+    }
+    return;
+  }
+  for (int64_t j = 0; j < nv; ++j) {
+    const float g = dv[j] - w * mv[j];
+    if (wide) pb[j] = static_cast<float>(static_cast<double>(pb[j]) + alpha * g);
+    else pb[j] += a * g;
+  }
+  for (int64_t j = 0; j < nh; ++j) pc[j] += a * (dh[j] + mh[j]);
+}
+
 // One pass of CD-k / PCD-k + SGD over `batches` (each (B, n_visible) float32, the same B;
 // or, with `rows` (n, n_visible) float32 given, each the B int64 indices of its rows),
 // the loop of FusedBernoulliSGD._steps_native in C++: the weights transposed (WT, their
 // momentum bufT and bfloat16 copy WlT, (n_hidden, n_visible)), the workspace's buffers
-// (ws: V, Vl, Fl, H, HlT, hsl, pvl, GT, F32, signs, ones, mean_w; see fused.py), the keys
-// of the draws (2k per batch, in the general path's order), and, for PCD, the chains'
-// kept hidden field.  Returns the field to keep (PCD) or an empty tensor.
+// (ws: V, Vl, Fl, HlT, hsl, pvl, GT, F32; see fused.py), the keys of the draws (2k per
+// batch, in the general path's order), and, for PCD, the chains' kept hidden field.  The
+// bias gradients and the mean hidden activation come from column sums taken inside the
+// sampling loops.  Returns the field to keep (PCD) or an empty tensor.
 at::Tensor bernoulli_pass(const std::vector<at::Tensor>& batches, const at::Tensor& keys,
                           const at::Tensor& WT, const at::Tensor& bufT, const at::Tensor& WlT,
                           const at::Tensor& b, const at::Tensor& c, const at::Tensor& gb,
-                          const at::Tensor& gc, const at::Tensor& b64, const at::Tensor& sv,
-                          const at::Tensor& sv64, const std::vector<at::Tensor>& ws,
+                          const at::Tensor& gc, const std::vector<at::Tensor>& ws,
                           const at::Tensor& field0, bool persistent, int64_t k, double lr,
-                          double momentum, double wd, double model_weight,
+                          double momentum, double wd, double model_weight, bool wide,
                           const at::Tensor& activation, const at::Tensor& rows) {
-  TORCH_CHECK(ws.size() == 12, "bernoulli_pass: 12 workspace buffers");
-  const at::Tensor &V = ws[0], &Vl = ws[1], &Fl = ws[2], &H = ws[3], &HlT = ws[4];
-  const at::Tensor &hsl = ws[5], &pvl = ws[6], &GT = ws[7], &F32 = ws[8];
-  const at::Tensor &signs = ws[9], &ones = ws[10], &mean_w = ws[11];
-  const int64_t BM = V.size(0), nh = WT.size(0);
+  TORCH_CHECK(ws.size() == 8, "bernoulli_pass: 8 workspace buffers");
+  const at::Tensor &V = ws[0], &Vl = ws[1], &Fl = ws[2], &HlT = ws[3];
+  const at::Tensor &hsl = ws[4], &pvl = ws[5], &GT = ws[6], &F32 = ws[7];
+  const int64_t BM = V.size(0), nh = WT.size(0), nv = V.size(1);
   const int64_t M = hsl.size(0), B = BM - M;
   const at::Tensor Vd = V.narrow(0, 0, B), Vm = V.narrow(0, B, M);
   const at::Tensor Vdl = Vl.narrow(0, 0, B), Vml = Vl.narrow(0, B, M);
   const at::Tensor Fdl = Fl.narrow(0, 0, B), Fml = Fl.narrow(0, B, M);
-  const at::Tensor Hd = H.narrow(0, 0, B), Hm = H.narrow(0, B, M), Fm = F32.narrow(0, B, M);
-  const at::Tensor WlTt = WlT.t(), Vt = V.t(), Ht = H.t(), Hd_flat = Hd.view({-1});
+  const at::Tensor Fm = F32.narrow(0, B, M);
+  const at::Tensor WlTt = WlT.t();
   const at::Tensor e32 = at::empty({0}, V.options());
   const at::Tensor e16 = at::empty({0}, Vl.options());
-  const bool has_buf = bufT.numel() > 0, wide = b64.numel() > 0;
+  // column sums: the data's and the chains' visible states, hidden probabilities
+  const at::Tensor sums = at::empty({2 * (nv + nh)}, V.options());
+  const at::Tensor dv = sums.narrow(0, 0, nv), mv = sums.narrow(0, nv, nv);
+  const at::Tensor dh = sums.narrow(0, 2 * nv, nh), mh = sums.narrow(0, 2 * nv + nh, nh);
+  const bool has_buf = bufT.numel() > 0;
+  if (has_buf) {
+    check(gb, at::kFloat, nv, "gb");
+    check(gc, at::kFloat, nh, "gc");
+  }
+  check(b, at::kFloat, nv, "b");
+  check(c, at::kFloat, nh, "c");
   const bool act = activation.numel() > 0;
+  if (act) check(activation, at::kFloat, 1, "activation");
   TORCH_CHECK(keys.scalar_type() == at::kLong && keys.is_contiguous() &&
                   keys.numel() == static_cast<int64_t>(batches.size()) * 2 * k,
               "bernoulli_pass: 2k keys per batch");
   const int64_t* key = keys.data_ptr<int64_t>();
+  const float w = static_cast<float>(model_weight);
   at::Tensor field = field0;
-  (void)nh;
   const bool gather = rows.numel() > 0;
   if (gather) check(rows, at::kFloat, rows.numel(), "rows");
-  const int64_t nv = V.size(1);
   for (const at::Tensor& v_data : batches) {
     TORCH_CHECK(v_data.size(0) == B, "bernoulli_pass: every batch has the workspace's rows");
     if (gather) {  // v_data: the batch's row indices into rows (n, n_visible)
@@ -303,51 +416,44 @@ at::Tensor bernoulli_pass(const std::vector<at::Tensor>& batches, const at::Tens
       Vd.copy_(v_data);
       Vdl.copy_(v_data);
     }
+    column_sums(Vd, dv);
     if (persistent) {  // first half-sweep from the chains' kept field
       sample_bernoulli(field.is_contiguous() ? field : field.contiguous(), c, *key++, e32,
-                       e16, 1.0, e32, hsl, -1);
+                       e16, 1.0, e32, hsl, -1, e32, e32);
     } else {  // CD: the data's hidden means, and the first draw from them
       at::mm_out(const_cast<at::Tensor&>(Fdl), Vdl, WlTt);
-      sample_bernoulli(Fdl, c, *key++, Hd, HlT, 1.0, e32, hsl, 0);
+      sample_bernoulli(Fdl, c, *key++, e32, HlT, 1.0, e32, hsl, 0, dh, e32);
     }
     for (int64_t i = 0; i < k; ++i) {
       if (i) {
         at::mm_out(const_cast<at::Tensor&>(Fml), Vml, WlTt);
-        sample_bernoulli(Fml, c, *key++, e32, e16, 1.0, e32, hsl, -1);
+        sample_bernoulli(Fml, c, *key++, e32, e16, 1.0, e32, hsl, -1, e32, e32);
       }
       at::mm_out(const_cast<at::Tensor&>(pvl), hsl, WlT);
-      sample_bernoulli(pvl, b, *key++, e32, e16, 1.0, Vm, Vml, -1);
+      sample_bernoulli(pvl, b, *key++, e32, e16, 1.0, Vm, Vml, -1, e32,
+                       i + 1 == k ? mv : e32);
     }
     if (persistent) {  // both hidden fields, before the update
       at::mm_out(const_cast<at::Tensor&>(Fl), Vl, WlTt);
       Fm.copy_(Fml);
-      sample_bernoulli(Fdl, c, 0, Hd, HlT, 1.0, e32, e16, 0);
+      sample_bernoulli(Fdl, c, 0, e32, HlT, 1.0, e32, e16, 0, dh, e32);
       field = Fm;
     } else {
       at::mm_out(const_cast<at::Tensor&>(Fml), Vml, WlTt);
     }
-    sample_bernoulli(Fml, c, 0, Hm, HlT, -model_weight, e32, e16, B);
-    if (act) activation.add_(at::dot(Hd_flat, mean_w));
-    at::mm_out(const_cast<at::Tensor&>(GT), HlT, Vl);  // (V^T H)^T
-    if (!has_buf) {
-      const double a = lr / static_cast<double>(B);
-      sgd_step(WT, e32, GT, lr, 0.0, a, wd, WlT);
-      if (!wide) {
-        b.addmv_(Vt, signs, 1.0, a);
-      } else {  // the visible bias's step in float64, rounded once (see fused.py)
-        at::mv_out(const_cast<at::Tensor&>(sv), Vt, signs);
-        b64.copy_(b).add_(sv64.copy_(sv), a);
-        b.copy_(b64);
-      }
-      c.addmv_(Ht, ones, 1.0, a);
-    } else {
-      const double a = -1.0 / static_cast<double>(B);
-      sgd_step(WT, bufT, GT, lr, momentum, a, wd, WlT);
-      gb.addmv_(Vt, signs, momentum, a);
-      gc.addmv_(Ht, ones, momentum, a);
-      b.sub_(gb, lr);
-      c.sub_(gc, lr);
+    sample_bernoulli(Fml, c, 0, e32, HlT, -model_weight, e32, e16, B, mh, e32);
+    if (act) {  // the mean hidden activation of the data, 1 / (B nh) sum of dh
+      const float* h = dh.data_ptr<float>();
+      double total = 0.0;
+      for (int64_t j = 0; j < nh; ++j) total += h[j];
+      activation.data_ptr<float>()[0] += static_cast<float>(total / static_cast<double>(B * nh));
     }
+    at::mm_out(const_cast<at::Tensor&>(GT), HlT, Vl);  // (V^T H)^T
+    const double a = (has_buf ? -1.0 : lr) / static_cast<double>(B);
+    sgd_step(WT, has_buf ? bufT : e32, GT, lr, has_buf ? momentum : 0.0, a, wd, WlT);
+    bias_steps(b, c, has_buf ? gb : e32, has_buf ? gc : e32, dv.data_ptr<float>(),
+               mv.data_ptr<float>(), dh.data_ptr<float>(), mh.data_ptr<float>(), w, lr,
+               momentum, a, wide);
   }
   return persistent ? field : e32;
 }
@@ -358,4 +464,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hashed_bits16", &hashed_bits16);
   m.def("sample_bernoulli", &sample_bernoulli);
   m.def("sgd_step", &sgd_step);
+  m.def("column_sums", &column_sums);
 }
