@@ -5,9 +5,10 @@ more time in its elementwise torch calls than in its products: each call reads a
 writes whole buffers and costs a dispatch.  ``native.cpp`` runs a whole pass of batches
 (``bernoulli_pass``) in two kinds of loop: ``sample_bernoulli`` (bias add, sigmoid, the
 Bernoulli draw with the hashed 16-bit uniforms of :func:`boltzkit.units.bits16`, the
-float32 and bfloat16 outputs) and ``sgd_step`` (momentum, weight step and the new bfloat16
-copy of W).  :class:`~boltzkit.kernels.fused.FusedBernoulliSGD` uses it when :func:`load`
-returns the module, and its torch-call path otherwise; the two take the same draws and
+float32 and bfloat16 outputs, and the column sums that the bias gradients and the mean
+activation need) and ``sgd_step`` (momentum, weight step and the new bfloat16 copy of
+W).  :class:`~boltzkit.kernels.fused.FusedBernoulliSGD` uses it when :func:`load` returns
+the module, and its torch-call path otherwise; the two take the same draws and
 agree up to float rounding (``tests/test_native.py``).
 
 :func:`load` compiles the source once per machine with torch's C++ extension builder
