@@ -198,9 +198,6 @@ def draw_key(generator: torch.Generator | None) -> int:
     return int(torch.empty(1, dtype=torch.int64).random_(-(2**63), None, generator=generator))
 
 
-_M32 = np.uint32(0xFFFFFFFF)
-
-
 def _triple32(x: np.ndarray) -> np.ndarray:
     """C. Wellons's triple32 integer hash, in place on uint32 ``x`` (native.cpp's)."""
     for shift, mul in ((17, 0xED5AD4BB), (11, 0xAC4C1B51), (15, 0x31848BAB)):
